@@ -1,0 +1,174 @@
+"""Ingest: raw JSON Lines -> validated, deduplicated, date-partitioned Parquet, plus the quarantine.
+
+Work goes in batches of whole raw files (bounded by ``batch_bytes``), each committed by a
+ledger entry written last. A rerun skips committed files; a batch that crashed half-way is
+redone from its raw files, and the lake-wide event_id check turns whatever it had already
+written into counted duplicates, so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Iterator
+
+import polars as pl
+
+from . import lake as lk
+from . import quarantine, raw
+from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS, REASONS, UTC_DATETIME, Window, normalize, route
+from .storage import Root
+from .validation import ValidationFailed, validate_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest run did; printed as JSON by the CLI and returned by the Airflow task."""
+
+    files: int = 0
+    lines: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    batches: list[str] = field(default_factory=list)
+    validation_reports: list[str] = field(default_factory=list)
+    skipped_files: int = 0
+
+    def add(self, reasons: Counter[str]) -> None:
+        for reason, count in reasons.items():
+            self.quarantined[reason] = self.quarantined.get(reason, 0) + count
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["quarantined"] = {r: self.quarantined[r] for r in REASONS if r in self.quarantined}
+        out["quarantined_total"] = sum(self.quarantined.values())
+        return out
+
+
+# --- pure steps -------------------------------------------------------------------------------
+
+def plan_batches(files: list[raw.RawFile], batch_bytes: int) -> Iterator[list[raw.RawFile]]:
+    """Group files, in order, into batches of at most ``batch_bytes`` (a bigger file goes alone)."""
+    batch: list[raw.RawFile] = []
+    size = 0
+    for f in files:
+        if batch and size + f.size > batch_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(f)
+        size += f.size
+    if batch:
+        yield batch
+
+
+def dedupe(valid: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Split valid rows (in arrival order) into new events, conflicting duplicates and a duplicate count.
+
+    The first version of an event_id wins: the lake's, else the earliest in the batch. A later
+    copy with the same content is a duplicate (counted, kept once); with other content, a conflict.
+    """
+    content = pl.struct(CONTENT_COLUMNS).hash()
+    rows = valid.with_columns(_hash=content, _first=pl.col("event_id").is_first_distinct())
+    batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
+    lake_ref = existing.select("event_id", _lake_ref=content).unique("event_id")
+    rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(
+        batch_ref, on="event_id", how="left", maintain_order="left")
+    in_lake = pl.col("_lake_ref").is_not_null()
+    same = pl.when(in_lake).then(pl.col("_hash") == pl.col("_lake_ref")).otherwise(
+        pl.col("_hash") == pl.col("_batch_ref"))
+    new = ~in_lake & pl.col("_first")
+    rows = rows.with_columns(_new=new, _dup=~new & same)
+    accepted = rows.filter("_new")
+    conflicts = rows.filter(~pl.col("_new") & ~pl.col("_dup")).with_columns(
+        reason=pl.lit(CONFLICTING_DUPLICATE),
+        detail=pl.format("event_id '{}' was already {} with different content", pl.col("event_id"),
+                         pl.when(in_lake).then(pl.lit("in the lake")).otherwise(pl.lit("earlier in the batch"))),
+    )
+    helpers = ["_hash", "_first", "_lake_ref", "_batch_ref", "_new", "_dup"]
+    return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _recover(lake: Root, committed: set[str]) -> None:
+    """Remove quarantine and validation output of batches that never committed (a crash).
+
+    Their raw files are not in the ledger, so this run redoes them; events they wrote stay and
+    are recognised as duplicates.
+    """
+    for path in lake.find(lake.join(lk.QUARANTINE), (".parquet",)) + lake.find(lake.join(lk.VALIDATION)):
+        name = path.rsplit("/", 1)[-1]
+        batch_id = name.removeprefix("part-").split(".", 1)[0]
+        if batch_id not in committed:
+            log.warning("removing output of uncommitted batch %s: %s", batch_id, lake.display(path))
+            lake.remove(path)
+
+
+def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: Window, now: datetime,
+                  summary: IngestSummary, validate: bool) -> None:
+    batch_id = lk.new_batch_id(now)
+    parsed = raw.parse_files(raw_root, files)
+    routed = route(parsed.frame(), window)
+    invalid = routed.filter(pl.col("reason").is_not_null())
+    valid = routed.filter(pl.col("reason").is_null())
+    shaped = normalize(valid).with_columns(valid.select("source_file", "line_number", "raw"))
+    existing = lk.lookup_events(lake, shaped["event_id"].unique(), ["event_id", *CONTENT_COLUMNS])
+    accepted, conflicts, duplicates = dedupe(shaped, existing)
+    accepted = accepted.with_columns(ingested_at=pl.lit(now, UTC_DATETIME))
+
+    bad = pl.concat([
+        quarantine.records(parsed.rejected, now, batch_id),
+        quarantine.records(invalid, now, batch_id),
+        quarantine.records(conflicts, now, batch_id),
+    ])
+    if validate and not accepted.is_empty():
+        report = validate_batch(lake, accepted, window, batch_id)
+        summary.validation_reports.append(lake.display(report.html_path))
+        if not report.success:
+            raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
+                                   + "; ".join(report.failures) + f" (report: {lake.display(report.json_path)})")
+    lk.write_partitions(lake, accepted, batch_id)
+    quarantine.write(lake, bad, batch_id, now)
+    reasons = Counter(bad["reason"].to_list())
+    lk.commit_batch(lake, batch_id, {
+        "batch_id": batch_id,
+        "committed_at": now.isoformat(),
+        "files": {f.path: f.signature for f in files},
+        "lines": parsed.lines,
+        "ingested": accepted.height,
+        "duplicates": duplicates,
+        "quarantined": dict(reasons),
+    })
+    summary.files += len(files)
+    summary.lines += parsed.lines
+    summary.ingested += accepted.height
+    summary.duplicates += duplicates
+    summary.add(reasons)
+    summary.batches.append(batch_id)
+    log.info("batch %s: %d files, %d lines, %d ingested, %d duplicates, %d quarantined",
+             batch_id, len(files), parsed.lines, accepted.height, duplicates, bad.height)
+
+
+def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_days: int = 90,
+           batch_bytes: int = DEFAULT_BATCH_BYTES, validate: bool = True) -> IngestSummary:
+    """Load every raw file not yet ingested into the lake; safe to rerun and to rerun after a crash."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    raw_root, lake = Root.open(raw_url), Root.open(lake_url)
+    window = Window(now=now, retention_days=retention_days)
+    summary = IngestSummary()
+    with lk.lease(lake):
+        ledger = lk.committed_batches(lake)
+        _recover(lake, set(ledger))
+        done = {(path, sig) for entry in ledger.values() for path, sig in entry["files"].items()}
+        files = raw.discover(raw_root)
+        pending = [f for f in files if (f.path, f.signature) not in done]
+        summary.skipped_files = len(files) - len(pending)
+        for batch in plan_batches(pending, batch_bytes):
+            _ingest_batch(raw_root, lake, batch, window, now, summary, validate)
+    return summary

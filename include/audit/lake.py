@@ -1,0 +1,200 @@
+"""The lake: where everything lives below the lake root, and how Parquet goes in and out.
+
+Layout (hive-style, readable by polars, pyarrow and DuckDB)::
+
+    events/event_date=YYYY-MM-DD/organization_id=<org>/part-<batch>.parquet
+    quarantine/ingest_date=YYYY-MM-DD/part-<batch>.parquet
+    _validation/<batch>.json, <batch>.html      Great Expectations result + Data Docs page
+    _state/ingested/<batch>.json                committed batches: which raw files they consumed
+    _state/exports/event_date=D/organization_id=O.json   what each daily export covered
+
+Partition columns live in the path only, as hive layout expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Iterator, Sequence
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from .events import LAKE_SCHEMA, PARTITION_SCHEMA
+from .storage import Root, StorageError
+
+EVENTS = "events"
+QUARANTINE = "quarantine"
+VALIDATION = "_validation"
+STATE = "_state"
+
+FILE_SCHEMA: dict[str, pl.DataType] = {k: v for k, v in LAKE_SCHEMA.items() if k not in PARTITION_SCHEMA}
+"""Columns stored inside an event Parquet file (the partition keys are in its path)."""
+
+_ARROW_PARTITIONING = ds.partitioning(
+    pa.schema([("event_date", pa.date32()), ("organization_id", pa.string())]), flavor="hive"
+)
+
+
+def new_batch_id(now: datetime) -> str:
+    """A sortable, unique batch id: ``YYYYMMDDTHHMMSSZ-<random>``."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def partition_dir(lake: Root, day: date, organization_id: str) -> str:
+    return lake.join(EVENTS, f"event_date={day.isoformat()}", f"organization_id={organization_id}")
+
+
+def date_dir(lake: Root, day: date) -> str:
+    return lake.join(EVENTS, f"event_date={day.isoformat()}")
+
+
+def event_dates(lake: Root) -> list[date]:
+    """The event dates that have a partition, oldest first."""
+    days = []
+    for name in lake.listdir(lake.join(EVENTS)):
+        if name.startswith("event_date="):
+            with contextlib.suppress(ValueError):
+                days.append(date.fromisoformat(name.removeprefix("event_date=")))
+    return sorted(days)
+
+
+def organizations(lake: Root, day: date) -> list[str]:
+    """The organizations with a partition on ``day``."""
+    return [n.removeprefix("organization_id=") for n in lake.listdir(date_dir(lake, day))
+            if n.startswith("organization_id=")]
+
+
+def partition_files(lake: Root, day: date, organization_id: str) -> list[str]:
+    """The complete Parquet files of one (date, organization) partition, in name order."""
+    files = lake.find(partition_dir(lake, day, organization_id), (".parquet",))
+    return [f for f in files if not f.rsplit("/", 1)[-1].startswith((".", "_"))]
+
+
+# --- Parquet ----------------------------------------------------------------------------------
+
+def to_parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=True)
+    return buffer.getvalue()
+
+
+def read_parquet(root: Root, paths: Sequence[str], columns: Sequence[str] | None = None,
+                 schema: dict[str, pl.DataType] = FILE_SCHEMA) -> pl.DataFrame:
+    """Read Parquet files through the root's filesystem (so remote roots share its credentials)."""
+    if not paths:
+        return pl.DataFrame(schema={c: schema[c] for c in columns or schema})
+    if root.is_local:
+        return pl.read_parquet(list(paths), columns=list(columns) if columns else None)
+    table = ds.dataset(list(paths), filesystem=root.fs, format="parquet").to_table(columns=columns)
+    return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None
+                   ) -> pl.DataFrame:
+    """All events of one (date, organization), with the partition columns added back."""
+    frame = read_parquet(lake, partition_files(lake, day, organization_id), columns)
+    return frame.with_columns(organization_id=pl.lit(organization_id, pl.String))
+
+
+def _arrow_filesystem(root: Root) -> pafs.FileSystem | Any:
+    return pafs.LocalFileSystem() if root.is_local else root.fs
+
+
+def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str]) -> pl.DataFrame:
+    """Lake rows whose event_id is in ``event_ids``: the lake-wide uniqueness check.
+
+    Reads only the event_id column of every file plus the matching rows' ``columns``.
+    """
+    schema = {c: LAKE_SCHEMA[c] for c in columns}
+    root = lake.join(EVENTS)
+    if len(event_ids) == 0 or not lake.exists(root):
+        return pl.DataFrame(schema=schema)
+    dataset = ds.dataset(root, filesystem=_arrow_filesystem(lake), format="parquet",
+                         partitioning=_ARROW_PARTITIONING, exclude_invalid_files=False)
+    table = dataset.to_table(columns=list(columns), filter=ds.field("event_id").isin(event_ids.to_arrow()))
+    return pl.from_arrow(table).cast(schema)  # type: ignore[union-attr]
+
+
+def write_partitions(lake: Root, events: pl.DataFrame, batch_id: str) -> list[str]:
+    """Write lake-shaped ``events`` as one file per (event_date, organization) named after the batch."""
+    written = []
+    keyed = events.with_columns(pl.col("event_time").dt.date().alias("event_date"))
+    for (day, org), part in keyed.group_by("event_date", "organization_id", maintain_order=True):
+        path = lake.join(partition_dir(lake, day, org), f"part-{batch_id}.parquet")  # type: ignore[arg-type]
+        body = part.sort("event_time", "event_id").select(list(FILE_SCHEMA))
+        lake.write_bytes(path, to_parquet(body))
+        written.append(path)
+    return written
+
+
+# --- state ------------------------------------------------------------------------------------
+
+def write_json(root: Root, path: str, payload: Any) -> None:
+    root.write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(root: Root, path: str) -> Any:
+    return json.loads(root.read_bytes(path))
+
+
+def ledger_dir(lake: Root) -> str:
+    return lake.join(STATE, "ingested")
+
+
+def committed_batches(lake: Root) -> dict[str, dict]:
+    """batch id -> its committed ledger entry (raw file path -> signature, counts)."""
+    return {p.rsplit("/", 1)[-1].removesuffix(".json"): read_json(lake, p)
+            for p in lake.find(ledger_dir(lake), (".json",))}
+
+
+def commit_batch(lake: Root, batch_id: str, entry: dict) -> None:
+    """Mark a batch done: the last write of a batch, so a crash before it leaves it uncommitted."""
+    write_json(lake, lake.join(ledger_dir(lake), f"{batch_id}.json"), entry)
+
+
+def export_record_path(lake: Root, day: date, organization_id: str) -> str:
+    return lake.join(STATE, "exports", f"event_date={day.isoformat()}", f"organization_id={organization_id}.json")
+
+
+# --- lease ------------------------------------------------------------------------------------
+
+class LeaseHeld(RuntimeError):
+    """Another ingest holds the lake's lease."""
+
+
+@contextlib.contextmanager
+def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0) -> Iterator[None]:
+    """Exclusive access to the lake for one writer, held until the block ends.
+
+    A second writer waits up to ``wait_seconds`` for the first to finish, then gives up.
+    Local roots use an OS file lock (released by the kernel if the holder dies).
+    """
+    if not lake.is_local:
+        raise StorageError("only local lake roots support the ingest lease in this version")
+    import fcntl
+
+    path = lake.join(STATE, f"{name}.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LeaseHeld(f"another {name} still holds {path} after {wait_seconds:.0f}s") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
