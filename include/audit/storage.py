@@ -11,7 +11,7 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -87,26 +87,45 @@ class Root:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` so that readers see either the whole new object or none of it."""
         if self.is_local:
-            directory = posixpath.dirname(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            self.write_chunks(path, [data])
         else:
             self.fs.pipe_file(path, data)
+
+    def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Stream ``chunks`` into ``path``, atomically for readers; returns the bytes written.
+
+        Locally: a hidden temporary file beside the target, renamed into place. Object stores:
+        a (multipart) upload, which only becomes an object when it completes.
+        """
+        size = 0
+        if not self.is_local:
+            f = self.fs.open(path, "wb")
+            try:
+                for chunk in chunks:
+                    f.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                f.discard() if hasattr(f, "discard") else None  # abort: never publish a partial object
+                raise
+            f.close()
+            return size
+        directory = posixpath.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return size
 
     def remove(self, path: str, recursive: bool = False) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=recursive)
-
-    def iter_files(self, paths: list[str]) -> Iterator[tuple[str, bytes]]:
-        for p in paths:
-            yield p, self.read_bytes(p)

@@ -1,0 +1,165 @@
+"""The command line, a contract other tools call: ``python -m include.audit <command> ...``.
+
+Each command prints a JSON result on stdout. Exit codes: 0 success, 2 bad input (nothing
+written), 1 any other failure. Errors are one line on stderr; set AUDIT_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Sequence
+
+from . import config
+from .query import BadInput, EventFilter, parse_date, parse_time, validate_organization_id
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def redact(message: str) -> str:
+    """``message`` with any configured secret replaced, for errors and logs."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            message = message.replace(value, "***")
+    return message
+
+
+def _now(value: str | None) -> datetime:
+    return parse_time(value, "--now") if value else datetime.now(UTC)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m include.audit", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def roots(p: argparse.ArgumentParser, *names: str) -> None:
+        for name in names:
+            p.add_argument(f"--{name}-root", default=None, help=f"default: $AUDIT_{name.upper()}_ROOT or "
+                           f"{config.DEFAULTS[f'AUDIT_{name.upper()}_ROOT']}")
+
+    p = sub.add_parser("ingest", help="load new raw files into the lake")
+    roots(p, "raw", "lake")
+    p.add_argument("--now", help="ingest time (ISO 8601 with timezone); default: the current time")
+    p.add_argument("--days", type=_positive, default=90, help="retention days (older events are quarantined)")
+    p.add_argument("--batch-mb", type=_positive, default=64, help="raw megabytes per committed batch")
+
+    p = sub.add_parser("export-daily", help="write each organization's CSV for one UTC date")
+    roots(p, "lake", "export")
+    p.add_argument("--date", required=True, help="YYYY-MM-DD (UTC)")
+    p.add_argument("--org", action="append", default=None, help="only these organizations (repeatable)")
+    p.add_argument("--force", action="store_true", help="rewrite CSVs that are already current")
+
+    p = sub.add_parser("export", help="export one organization's events in a time range")
+    roots(p, "lake")
+    p.add_argument("--org", required=True)
+    p.add_argument("--start", required=True, help="ISO 8601 with timezone, inclusive")
+    p.add_argument("--end", required=True, help="ISO 8601 with timezone, inclusive")
+    p.add_argument("--search", help="case-insensitive substring of any exported column")
+    p.add_argument("--user", action="append", default=[], help="only this user email (repeatable)")
+    p.add_argument("--action", nargs="+", action="extend", default=[], help="only these catalog actions")
+    p.add_argument("--out", required=True, help="output CSV path or URL")
+
+    p = sub.add_parser("retain", help="drop partitions older than the retention window, once exported")
+    roots(p, "lake", "export")
+    p.add_argument("--today", required=True, help="YYYY-MM-DD (UTC)")
+    p.add_argument("--days", type=_positive, default=90)
+    p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
+    p.add_argument("--dry-run", action="store_true", help="report only")
+
+    p = sub.add_parser("generate", help="write seeded synthetic raw event files")
+    roots(p, "raw")
+    p.add_argument("--events", type=_positive, default=10_000)
+    p.add_argument("--days", type=_positive, default=7)
+    p.add_argument("--orgs", type=_positive, default=20)
+    p.add_argument("--users-per-org", type=_positive, default=8)
+    p.add_argument("--bad-share", type=_share, default=0.002, help="share of each kind of bad line")
+    p.add_argument("--redelivery-share", type=_share, default=0.01)
+    p.add_argument("--producers", type=_positive, default=2)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--now", help="generate up to this time (ISO 8601 with timezone)")
+    p.add_argument("--no-gzip", action="store_true", help="write plain .jsonl")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Any:
+    """Execute a parsed command; returns its JSON-able result."""
+    root = config.root
+    if args.command == "ingest":
+        from .ingest import ingest
+
+        return ingest(root("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
+                      now=_now(args.now), retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
+    if args.command == "export-daily":
+        from .exports import export_daily
+
+        day = parse_date(args.date, "--date")
+        orgs = [validate_organization_id(o) for o in args.org] if args.org else None
+        results = export_daily(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+                               day, orgs, force=args.force)
+        return {"date": day.isoformat(), "files": [asdict(r) for r in results],
+                "rows": sum(r.rows for r in results)}
+    if args.command == "export":
+        from .exports import export_filtered
+
+        flt = EventFilter(validate_organization_id(args.org), parse_time(args.start, "--start"),
+                          parse_time(args.end, "--end"), search=args.search or None,
+                          users=tuple(args.user), actions=tuple(args.action))
+        return asdict(export_filtered(root("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
+    if args.command == "retain":
+        from .retention import retain
+
+        return retain(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+                      parse_date(args.today, "--today"), args.days, force=args.force, dry_run=args.dry_run).as_dict()
+    if args.command == "generate":
+        from .generate import generate
+
+        return generate(root("AUDIT_RAW_ROOT", args.raw_root), events=args.events, days=args.days,
+                        organizations=args.orgs, users_per_org=args.users_per_org, bad_share=args.bad_share,
+                        redelivery_share=args.redelivery_share, producers=args.producers, now=_now(args.now),
+                        seed=args.seed, compress=not args.no_gzip).as_dict()
+    raise BadInput(f"unknown command {args.command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args)
+    except BadInput as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # one line for the operator; the traceback only on request
+        if os.environ.get("AUDIT_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: {type(exc).__name__}: {redact(detail)}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
