@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
     p.add_argument("--dry-run", action="store_true", help="report only")
 
+    p = sub.add_parser("status", help="events per date, quarantine per reason, archived CSVs")
+    roots(p, "lake", "export")
+
     p = sub.add_parser("generate", help="write seeded synthetic raw event files")
     roots(p, "raw")
     p.add_argument("--events", type=_positive, default=10_000)
@@ -143,6 +146,10 @@ def run(args: argparse.Namespace) -> Any:
                         organizations=args.orgs, users_per_org=args.users_per_org, bad_share=args.bad_share,
                         redelivery_share=args.redelivery_share, producers=args.producers, now=_now(args.now),
                         seed=args.seed, compress=not args.no_gzip).as_dict()
+    if args.command == "status":
+        from .status import lake_status
+
+        return lake_status(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
     raise BadInput(f"unknown command {args.command!r}")
 
 

@@ -1,0 +1,47 @@
+# Audit-log data lake. `make demo` and `make test` work on a fresh machine with Python 3.11+.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := false
+export AUDIT_RAW_ROOT ?= $(CURDIR)/data/raw
+export AUDIT_LAKE_ROOT ?= $(CURDIR)/data/lake
+export AUDIT_EXPORT_ROOT ?= $(CURDIR)/data/exports
+
+.PHONY: help install demo test airflow bench clean
+
+help:
+	@echo "make demo     set up .venv, generate a week of events, run ingest, daily exports and retention through Airflow"
+	@echo "make test     run the whole test suite"
+	@echo "make airflow  open the Airflow UI (airflow standalone) on these DAGs at http://127.0.0.1:8080"
+	@echo "make bench    benchmark against DuckDB (see README, Performance)"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip check
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+airflow: install
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 $(BIN)/airflow standalone
+
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf data .airflow

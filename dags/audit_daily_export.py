@@ -1,0 +1,61 @@
+"""Archive yesterday's audit events as one CSV per organization, every day."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, get_current_context, task
+
+DEFAULT_ARGS = {
+    "owner": "audit",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+
+def _export_date() -> str:
+    from include.audit.pipeline import export_date_for
+
+    return export_date_for(get_current_context()["logical_date"]).isoformat()
+
+
+@dag(
+    dag_id="audit_daily_export",
+    schedule="30 0 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    tags=["audit", "export"],
+    doc_md="""
+### Audit daily export
+A run exports the **UTC day before its logical date**: for every organization with events
+that day it writes `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.csv`
+(one mapped task per organization). It runs at 00:30 UTC so that events of the last minutes
+of the day are ingested first; rerunning a date re-exports it with any late events.
+Backfill: `airflow backfill create --dag-id audit_daily_export --from-date ... --to-date ...`.
+""",
+)
+def audit_daily_export():
+    @task
+    def list_organizations() -> list[str]:
+        """Organizations with events on the export date."""
+        from include.audit.pipeline import organizations_on
+        from include.audit.query import parse_date
+
+        return organizations_on(parse_date(_export_date()))
+
+    @task(max_active_tis_per_dagrun=8)
+    def export_organization(organization_id: str) -> dict:
+        """Write one organization's CSV for the export date."""
+        from include.audit.pipeline import export_organization_day
+        from include.audit.query import parse_date
+
+        return export_organization_day(parse_date(_export_date()), organization_id)
+
+    export_organization.expand(organization_id=list_organizations())
+
+
+audit_daily_export()

@@ -1,0 +1,75 @@
+"""What each Airflow task runs: one function per task, roots from the AUDIT_* environment.
+
+DAG files only wire these together; everything here returns small JSON-able results (XCom).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from .config import Roots
+
+
+def ingest_new_files(now: datetime | None = None) -> dict[str, Any]:
+    """Ingest every raw file not yet in the lake."""
+    from .ingest import ingest
+
+    roots = Roots.from_env()
+    return ingest(roots.raw, roots.lake, now=now).as_dict()
+
+
+def export_date_for(logical_date: datetime) -> date:
+    """A daily-export run exports the UTC day before its logical date."""
+    aware = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).date() - timedelta(days=1)
+
+
+def organizations_on(day: date) -> list[str]:
+    """Organizations with events on ``day`` (the daily export fans out over these)."""
+    from .lake import organizations
+    from .storage import Root
+
+    return organizations(Root.open(Roots.from_env().lake), day)
+
+
+def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
+    """Write one organization's daily CSV."""
+    from .exports import export_daily
+
+    roots = Roots.from_env()
+    (result,) = export_daily(roots.lake, roots.exports, day, [organization_id])
+    return asdict(result)
+
+
+def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
+    """Drop expired partitions that have been exported."""
+    from .retention import retain
+
+    roots = Roots.from_env()
+    return retain(roots.lake, roots.exports, today, days).as_dict()
+
+
+def on_demand_path(organization_id: str, start: datetime, end: datetime) -> str:
+    """Where an on-demand export from the Airflow UI lands (``_`` cannot start an org id)."""
+    from .storage import Root
+
+    exports = Root.open(Roots.from_env().exports)
+    stamp = "{:%Y%m%dT%H%M%SZ}"
+    return exports.display(exports.join(
+        "_on-demand", organization_id,
+        f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}.csv"))
+
+
+def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
+    """Export from the trigger form's params: organization, start, end, search, user, actions."""
+    from .exports import export_filtered
+    from .query import EventFilter, parse_time, validate_organization_id
+
+    org = validate_organization_id(str(params.get("organization", "")).strip())
+    start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
+    users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
+    flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
+                      actions=tuple(params.get("actions") or ()))
+    return asdict(export_filtered(Roots.from_env().lake, flt, on_demand_path(org, flt.start, flt.end)))
