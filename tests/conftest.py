@@ -1,0 +1,52 @@
+"""Shared fixtures. Airflow is configured here, before any test imports it: a throwaway
+AIRFLOW_HOME with SQLite, this repository's dags/ and plugins/, and no example DAGs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="audit-airflow-")
+os.environ.update({
+    "AIRFLOW_HOME": _AIRFLOW_HOME,
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+    "GX_ANALYTICS_ENABLED": "false",
+})
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed ingest time, so date-relative rules give the same answer every day."""
+    return NOW
+
+
+@pytest.fixture
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Fresh local raw, lake and export roots, also exported as the AUDIT_* variables."""
+    paths = {name: str(tmp_path / name) for name in ("raw", "lake", "exports")}
+    monkeypatch.setenv("AUDIT_RAW_ROOT", paths["raw"])
+    monkeypatch.setenv("AUDIT_LAKE_ROOT", paths["lake"])
+    monkeypatch.setenv("AUDIT_EXPORT_ROOT", paths["exports"])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """A migrated Airflow metadata database (SQLite) for dag.test()."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    return _AIRFLOW_HOME
