@@ -118,7 +118,7 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
     invalid = routed.filter(pl.col("reason").is_not_null())
     valid = routed.filter(pl.col("reason").is_null())
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number", "raw"))
-    existing = lk.lookup_events(lake, shaped["event_id"].unique(), ["event_id", *CONTENT_COLUMNS])
+    existing = lk.lookup_events(lake, shaped["event_id"].unique(), CONTENT_COLUMNS)
     accepted, conflicts, duplicates = dedupe(shaped, existing)
     accepted = accepted.with_columns(ingested_at=pl.lit(now, UTC_DATETIME))
 

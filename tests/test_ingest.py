@@ -1,0 +1,152 @@
+"""Ingest end to end on local disk: counts, quarantine, dedupe, reruns, crashes, and the GE gate."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.dataset as ds
+import pytest
+
+from include.audit import ingest as ingest_module
+from include.audit import lake as lk
+from include.audit import quarantine
+from include.audit.events import PARTITION_SCHEMA
+from include.audit.generate import generate
+from include.audit.ingest import ingest
+from include.audit.storage import Root
+from include.audit.validation import ValidationFailed
+
+from .helpers import event, write_lines
+
+
+def lake_events(lake: str) -> pl.DataFrame:
+    return pl.read_parquet(f"{lake}/events/**/*.parquet", hive_partitioning=True, hive_schema=PARTITION_SCHEMA)
+
+
+def test_generated_data_lands_exactly_once_with_every_bad_line_quarantined(roots, now):
+    expected = generate(roots["raw"], events=3000, days=3, organizations=5, bad_share=0.005, now=now)
+    summary = ingest(roots["raw"], roots["lake"], now=now).as_dict()
+    assert summary["ingested"] == expected.valid_events == 3000
+    assert summary["duplicates"] == expected.redeliveries
+    assert summary["quarantined"] == dict(expected.bad)
+    assert summary["lines"] == expected.lines
+    events = lake_events(roots["lake"])
+    assert events.height == 3000 and events["event_id"].n_unique() == 3000
+    counts = events.group_by("event_date", "organization_id").len()
+    assert {(str(d), o): n for d, o, n in counts.iter_rows()} == {
+        (d, o): n for (d, o), n in expected.per_partition.items()}
+    records = quarantine.read_all(Root.open(roots["lake"]))
+    assert records.height == sum(expected.bad.values())
+    assert records.filter(pl.col("reason") != "unreadable_file")["raw"].null_count() == 0
+    assert set(records.columns) >= {"reason", "detail", "source_file", "line_number", "raw", "quarantined_at"}
+
+
+def test_rerun_with_no_new_files_writes_nothing(roots, now):
+    generate(roots["raw"], events=500, days=2, organizations=3, now=now)
+    ingest(roots["raw"], roots["lake"], now=now)
+    before = sorted(p for p in Path(roots["lake"]).rglob("*") if p.is_file())
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert summary.files == 0 and summary.ingested == 0 and summary.skipped_files > 0
+    assert sorted(p for p in Path(roots["lake"]).rglob("*") if p.is_file()) == before
+
+
+def test_identical_redelivery_is_counted_once_and_conflicts_are_quarantined(roots, now):
+    raw = Path(roots["raw"])
+    write_lines(raw / "a.jsonl", [event(event_id="e1"), event(event_id="e1"), event(event_id="e1", action="DeleteUser")])
+    first = ingest(roots["raw"], roots["lake"], now=now)
+    assert (first.ingested, first.duplicates, first.quarantined) == (1, 1, {"conflicting_duplicate": 1})
+    # later files: same content with an equivalent timestamp is a duplicate; other content conflicts with the lake
+    write_lines(raw / "b.jsonl", [event(event_id="e1", event_time="2026-11-25T11:00:00+01:00", zeta=None),
+                                  event(event_id="e1", event_time="2026-11-24T10:00:00Z")])
+    second = ingest(roots["raw"], roots["lake"], now=now)
+    assert second.ingested == 0 and second.quarantined == {"conflicting_duplicate": 2}
+    records = quarantine.read_all(Root.open(roots["lake"])).sort("source_file", "line_number")
+    assert "in the lake" in records["detail"][-1] and "earlier in the batch" in records["detail"][0]
+    kept = lake_events(roots["lake"])
+    assert kept.height == 1 and kept["action"][0] == "CreateJobRun"  # the first version wins
+
+
+def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [
+        event(event_id="e1", region=""), {k: v for k, v in event(event_id="e1").items() if k != "region"},
+        event(event_id="e1", region=None)])
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert (summary.ingested, summary.duplicates) == (1, 2)
+
+
+def test_crash_half_way_then_rerun_loses_and_doubles_nothing(roots, now, monkeypatch):
+    expected = generate(roots["raw"], events=2000, days=2, organizations=4, bad_share=0.01, now=now)
+    real_commit, calls = lk.commit_batch, {"n": 0}
+
+    def crash_on_second_commit(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("simulated crash after writing partitions and quarantine")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(lk, "commit_batch", crash_on_second_commit)
+    with pytest.raises(OSError):
+        ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
+    monkeypatch.setattr(lk, "commit_batch", real_commit)
+    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
+    events = lake_events(roots["lake"])
+    assert events.height == expected.valid_events and events["event_id"].n_unique() == expected.valid_events
+    records = quarantine.read_all(Root.open(roots["lake"]))
+    assert records.group_by("reason").len().sort("reason").rows() == sorted(expected.bad.items())
+    assert records.select("source_file", "line_number").is_duplicated().sum() == 0
+
+
+def test_lake_is_a_hive_dataset_for_polars_pyarrow_and_duckdb(roots, now):
+    generate(roots["raw"], events=400, days=2, organizations=3, bad_share=0, redelivery_share=0, now=now)
+    ingest(roots["raw"], roots["lake"], now=now)
+    by_polars = lake_events(roots["lake"])
+    assert by_polars.schema["event_time"] == pl.Datetime("us", "UTC")
+    assert set(by_polars.columns) >= {"event_id", "event_time", "user_email", "action", "action_type", "resource",
+                                      "ip_address", "user_agent", "region", "attributes", "ingested_at",
+                                      "source_file", "event_date", "organization_id"}
+    assert (by_polars["event_time"].dt.date() == by_polars["event_date"]).all()
+    by_arrow = ds.dataset(f"{roots['lake']}/events", format="parquet", partitioning="hive").to_table()
+    by_duck = duckdb.sql(f"select count(distinct event_id) from read_parquet('{roots['lake']}/events/**/*.parquet',"
+                         " hive_partitioning=true)").fetchall()[0][0]
+    assert by_arrow.num_rows == by_duck == by_polars.height == 400
+
+
+def test_validation_report_is_stored_beside_the_batch(roots, now):
+    generate(roots["raw"], events=200, days=1, organizations=2, now=now)
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    (batch,) = summary.batches
+    result = json.loads((Path(roots["lake"]) / "_validation" / f"{batch}.json").read_text())
+    assert result["success"] is True and len(result["results"]) > 10
+    html = (Path(roots["lake"]) / "_validation" / f"{batch}.html").read_text()
+    assert "<html" in html.lower() and "audit_events" in html
+
+
+def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roots, now, monkeypatch):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2", ip_address="999.1.1.1")])
+    real_route = ingest_module.route
+    # a routing bug: every row "valid"
+    monkeypatch.setattr(ingest_module, "route", lambda frame, window: real_route(frame, window).with_columns(
+        reason=pl.lit(None, pl.String)))
+    with pytest.raises(ValidationFailed, match="ip_address"):
+        ingest(roots["raw"], roots["lake"], now=now)
+    assert not (Path(roots["lake"]) / "events").exists()  # nothing bad reached the lake
+    assert list((Path(roots["lake"]) / "_validation").glob("*.json"))
+
+
+def test_unreadable_file_is_quarantined_and_the_run_goes_on(roots, now):
+    raw = Path(roots["raw"])
+    raw.mkdir(parents=True)
+    (raw / "broken.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    write_lines(raw / "ok.jsonl", [event()])
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert summary.ingested == 1 and summary.quarantined == {"unreadable_file": 1}
+
+
+def test_a_changed_raw_file_is_ingested_again_without_doubling(roots, now):
+    path = write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1")])
+    ingest(roots["raw"], roots["lake"], now=now)
+    write_lines(path, [event(event_id="e1"), event(event_id="e2")])
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert (summary.ingested, summary.duplicates) == (1, 1)
+    assert lake_events(roots["lake"]).height == 2
