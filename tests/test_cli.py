@@ -1,0 +1,77 @@
+"""The command line contract: flags, env-var roots, JSON output, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import event, write_lines
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "include.audit", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_full_flow_through_the_cli_with_env_roots(roots):
+    done = cli("generate", "--events", "300", "--days", "2", "--orgs", "3", "--now", "2026-11-26T12:00:00Z")
+    assert done.returncode == 0, done.stderr
+    expected = json.loads(done.stdout)
+    done = cli("ingest", "--now", "2026-11-26T12:00:00Z")
+    summary = json.loads(done.stdout)
+    assert done.returncode == 0 and summary["ingested"] == 300 and summary["quarantined"] == expected["bad"]
+    assert set(summary) >= {"files", "lines", "ingested", "duplicates", "quarantined"}
+    done = cli("export-daily", "--date", "2026-11-25")
+    assert done.returncode == 0 and json.loads(done.stdout)["rows"] > 0
+    out = Path(roots["exports"]) / "on-demand.csv"
+    done = cli("export", "--org", "acme-001", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-26T12:00:00Z",
+               "--action", "CreateJobRun", "DeleteFile", "--search", "a", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().startswith("time,organization_id,user,action,")
+    done = cli("retain", "--today", "2026-11-26")
+    assert done.returncode == 0 and json.loads(done.stdout)["dropped"] == []
+    done = cli("status")
+    assert json.loads(done.stdout)["events"] == 300
+
+
+def test_explicit_flags_win_over_env(roots, tmp_path):
+    write_lines(tmp_path / "elsewhere" / "a.jsonl", [event()])
+    done = cli("ingest", "--raw-root", str(tmp_path / "elsewhere"), "--now", "2026-11-26T12:00:00Z")
+    assert json.loads(done.stdout)["ingested"] == 1
+    assert (Path(roots["lake"]) / "events").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00", "--end", "2026-11-25T00:00:00Z"], "no timezone"),
+    (["export", "--org", "acme", "--start", "2026-11-26T00:00:00Z", "--end", "2026-11-25T00:00:00Z"], "after end"),
+    (["export", "--org", "../../etc", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z"],
+     "invalid organization id"),
+    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z",
+      "--action", "Bogus"], "unknown action"),
+    (["export-daily", "--date", "2026-11-31"], "not a date"),
+    (["retain", "--today", "today"], "not a date"),
+    (["ingest", "--now", "2026-11-26T12:00:00"], "no timezone"),
+    (["export", "--org", "acme"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, message):
+    out = tmp_path / "out.csv"
+    done = cli(*args, *(["--out", str(out)] if args[0] == "export" and len(args) > 2 else []))
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not out.exists() and not Path(roots["lake"]).exists()
+
+
+def test_failures_are_one_line_exit_1(roots, tmp_path):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    done = cli("ingest", "--lake-root", str(blocker / "lake"), "--now", "2026-11-26T12:00:00Z")
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr

@@ -1,0 +1,133 @@
+"""CSV exports: the exact format, idempotency, late data, and the on-demand filter."""
+
+import csv
+import io
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from include.audit.exports import HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas
+from include.audit.ingest import ingest
+from include.audit.query import BadInput, EventFilter
+from include.audit.storage import Root
+
+from .helpers import event, write_lines
+
+DAY = date(2026, 11, 25)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def ingest_lines(roots, now, name, lines):
+    write_lines(Path(roots["raw"]) / name, lines)
+    return ingest(roots["raw"], roots["lake"], now=now)
+
+
+def test_daily_export_format(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [
+        event(event_id="b", event_time="2026-11-25T10:00:00.5+01:00"),
+        event(event_id="a", event_time="2026-11-25T09:00:00.5Z", resource='x, "y"\nz', user_agent="=cmd|' /C calc'!A0"),
+        event(event_id="c", event_time="2026-11-25T23:59:59.999999Z", resource="-1+1", region="", user_email="-dash@acme.com"),
+        event(event_id="d", event_time="2026-11-26T00:00:00Z"),  # next UTC day
+        event(event_id="e", event_time="2026-11-25T09:00:00.5Z", resource="\ttab", user_agent="+plus"),
+    ])
+    (result,) = export_daily(roots["lake"], roots["exports"], DAY)
+    path = Path(roots["exports"]) / "acme/2026/11/25/audit-log_acme_2026-11-25.csv"
+    assert result.path == str(path) and result.rows == 4
+    text = path.read_text(encoding="utf-8")
+    assert text.splitlines()[0] == HEADER == ("time,organization_id,user,action,action_type,resource,ip_address,"
+                                              "user_agent,region,event_id")
+    rows = read_csv(path)
+    # sorted by time, then event_id; the UTC instant, six digits, Z
+    assert [(r["time"], r["event_id"]) for r in rows] == [
+        ("2026-11-25T09:00:00.500000Z", "a"), ("2026-11-25T09:00:00.500000Z", "b"),
+        ("2026-11-25T09:00:00.500000Z", "e"), ("2026-11-25T23:59:59.999999Z", "c")]
+    assert rows[0]["resource"] == 'x, "y"\nz'  # RFC 4180 quoting round-trips
+    assert rows[0]["user_agent"] == "'=cmd|' /C calc'!A0"
+    assert rows[2]["resource"] == "'\ttab" and rows[2]["user_agent"] == "'+plus"
+    assert rows[3]["resource"] == "'-1+1" and rows[3]["region"] == "" and rows[3]["user"] == "'-dash@acme.com"
+    assert rows[0]["action_type"] == "Job Run" and rows[0]["organization_id"] == "acme"
+    assert '"x, ""y""\nz"' in text
+
+
+def test_user_cells_with_formula_prefixes_are_neutralised_but_others_untouched():
+    frame = pl.DataFrame({"a": ["=1", "+1", "-1", "@x", "\tx", "\rx", "a=1", None]})
+    assert neutralize_formulas(frame)["a"].to_list() == ["'=1", "'+1", "'-1", "'@x", "'\tx", "'\rx", "a=1", None]
+
+
+def test_reexport_is_byte_identical_and_late_events_appear(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [event(event_id=f"e{i}", event_time=f"2026-11-25T1{i}:00:00Z") for i in range(5)])
+    lake, exports = Root.open(roots["lake"]), Root.open(roots["exports"])
+    export_daily(roots["lake"], roots["exports"], DAY)
+    path = Path(daily_path(exports, "acme", DAY))
+    first = path.read_bytes()
+    assert export_status(lake, exports, DAY, "acme") == "current"
+    (again,) = export_daily(roots["lake"], roots["exports"], DAY, force=True)
+    assert path.read_bytes() == first and not again.skipped
+    (skipped,) = export_daily(roots["lake"], roots["exports"], DAY)
+    assert skipped.skipped and path.read_bytes() == first
+    ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-25T00:00:01Z")])
+    assert export_status(lake, exports, DAY, "acme") == "stale"
+    (redone,) = export_daily(roots["lake"], roots["exports"], DAY)
+    assert redone.rows == 6 and read_csv(path)[0]["event_id"] == "late"
+
+
+def test_each_organization_gets_its_own_file(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [event(event_id="1"), event(event_id="2", organization_id="globex"),
+                                         event(event_id="3", organization_id="globex")])
+    results = {r.organization_id: r.rows for r in export_daily(roots["lake"], roots["exports"], DAY)}
+    assert results == {"acme": 1, "globex": 2}
+    assert (Path(roots["exports"]) / "globex/2026/11/25/audit-log_globex_2026-11-25.csv").exists()
+    assert export_daily(roots["lake"], roots["exports"], date(2026, 11, 20)) == []
+
+
+def _range(**kw) -> EventFilter:
+    defaults = dict(organization_id="acme", start=datetime(2026, 11, 24, tzinfo=UTC),
+                    end=datetime(2026, 11, 26, 23, 59, tzinfo=UTC))
+    return EventFilter(**{**defaults, **kw})
+
+
+@pytest.fixture
+def small_lake(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [
+        event(event_id="1", event_time="2026-11-24T00:00:00Z", user_email="Alice@acme.com"),
+        event(event_id="2", event_time="2026-11-25T12:00:00Z", action="DeleteFile", user_agent="Safari/17"),
+        event(event_id="3", event_time="2026-11-26T11:00:00Z", user_email="bob@acme.com", region="aws-eu-west-1"),
+        event(event_id="4", event_time="2026-11-25T12:00:00Z", organization_id="globex"),
+    ])
+    return roots
+
+
+@pytest.mark.parametrize("flt, ids", [
+    (_range(), ["1", "2", "3"]),
+    (_range(start=datetime(2026, 11, 24, tzinfo=UTC), end=datetime(2026, 11, 24, tzinfo=UTC)), ["1"]),  # inclusive
+    (_range(search="SAFARI"), ["2"]),
+    (_range(search="eu-west"), ["3"]),
+    (_range(search="file modifications"), ["2"]),  # action_type column
+    (_range(search="2026-11-26T11"), ["3"]),  # the time as exported
+    (_range(users=("ALICE@acme.com",)), ["1", "2"]),  # emails match case-insensitively
+    (_range(users=("bob@acme.com",)), ["3"]),
+    (_range(actions=("DeleteFile", "CreateJobRun")), ["1", "2", "3"]),
+    (_range(actions=("DeleteFile",)), ["2"]),
+    (_range(organization_id="globex"), ["4"]),
+])
+def test_on_demand_export_filters(small_lake, tmp_path, flt, ids):
+    out = tmp_path / "out.csv"
+    result = export_filtered(small_lake["lake"], flt, str(out))
+    assert [r["event_id"] for r in read_csv(out)] == ids and result.rows == len(ids)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(start=datetime(2026, 11, 25)), "no timezone"),
+    (dict(start=datetime(2026, 11, 27, tzinfo=UTC)), "after end"),
+    (dict(organization_id="../etc"), "invalid organization id"),
+    (dict(actions=("Nope",)), "unknown action"),
+])
+def test_bad_filters_are_refused(kwargs, message):
+    with pytest.raises(BadInput, match=message):
+        _range(**kwargs)

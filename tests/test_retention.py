@@ -1,0 +1,62 @@
+"""Retention drops expired partitions only once their daily export is current."""
+
+from datetime import date
+from pathlib import Path
+
+from include.audit import lake as lk
+from include.audit.exports import export_daily
+from include.audit.ingest import ingest
+from include.audit.retention import expired_dates, retain
+from include.audit.storage import Root
+
+from .helpers import event, write_lines
+
+
+def test_expired_dates_is_strictly_more_than_the_window():
+    days = [date(2026, 8, 27), date(2026, 8, 28), date(2026, 8, 29)]
+    assert expired_dates(days, date(2026, 11, 26), 90) == [date(2026, 8, 27)]
+
+
+def lake_with_two_days(roots, now):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [
+        event(event_id="old-a", event_time="2026-11-20T10:00:00Z"),
+        event(event_id="old-b", event_time="2026-11-20T11:00:00Z", organization_id="globex"),
+        event(event_id="new", event_time="2026-11-25T10:00:00Z"),
+    ])
+    ingest(roots["raw"], roots["lake"], now=now)
+    return Root.open(roots["lake"])
+
+
+def test_drops_only_exported_expired_partitions_and_reports_the_rest(roots, now):
+    lake = lake_with_two_days(roots, now)
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 20), ["acme"])
+    # with a 3-day window on 2026-11-24, 2026-11-20 is expired, 2026-11-25 is not
+    result = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3)
+    assert result.dropped == ["2026-11-20/acme"]
+    assert result.kept == {"2026-11-20/globex": "daily export is missing"}
+    assert lk.organizations(lake, date(2026, 11, 20)) == ["globex"]
+    assert lk.event_dates(lake) == [date(2026, 11, 20), date(2026, 11, 25)]
+    # the archived CSV is never touched
+    assert (Path(roots["exports"]) / "acme/2026/11/20/audit-log_acme_2026-11-20.csv").exists()
+
+
+def test_stale_export_blocks_the_drop_until_reexported(roots, now):
+    lake_with_two_days(roots, now)
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 20))
+    write_lines(Path(roots["raw"]) / "late.jsonl", [event(event_id="late", event_time="2026-11-20T23:00:00Z")])
+    ingest(roots["raw"], roots["lake"], now=now)
+    result = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3)
+    assert result.kept == {"2026-11-20/acme": "daily export is stale"} and result.dropped == ["2026-11-20/globex"]
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 20))
+    assert retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3).dropped == ["2026-11-20/acme"]
+    assert lk.event_dates(Root.open(roots["lake"])) == [date(2026, 11, 25)]
+
+
+def test_force_drops_unexported_partitions_and_dry_run_drops_nothing(roots, now):
+    lake = lake_with_two_days(roots, now)
+    dry = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3, force=True, dry_run=True)
+    assert dry.dropped == ["2026-11-20/acme", "2026-11-20/globex"]
+    assert lk.event_dates(lake) == [date(2026, 11, 20), date(2026, 11, 25)]
+    forced = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3, force=True)
+    assert forced.dropped == dry.dropped and lk.event_dates(lake) == [date(2026, 11, 25)]
+    assert retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3).dropped == []  # rerun: nothing
