@@ -29,11 +29,13 @@ from include.audit.catalog import ACTIONS
                       description="User email(s), comma-separated"),
         "actions": Param([], type="array", items={"type": "string", "enum": list(ACTIONS)},
                          title="Actions", description="Only these actions (empty: all)"),
+        "query": Param(None, type=["null", "string"], title="Query",
+                       description='Filter language, e.g. action:CreateJobRun -type:"File modifications" (README)'),
     },
     doc_md="""
 ### On-demand audit export
 Trigger with the form: organization, From/To (inclusive, with timezone), optional search text,
-users and actions. Writes one CSV in the daily-export format to
+users, actions and a query in the filter language (README, "Audit Logs page and API"). Writes one CSV in the daily-export format to
 `<AUDIT_EXPORT_ROOT>/_on-demand/<org>/audit-log_<org>_<from>_<to>.csv`; the task result names it.
 """,
 )

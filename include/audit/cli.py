@@ -28,11 +28,9 @@ class _Parser(argparse.ArgumentParser):
 
 def redact(message: str) -> str:
     """``message`` with any configured secret replaced, for errors and logs."""
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            message = message.replace(value, "***")
-    return message
+    from .storage import redact as redact_secrets
+
+    return redact_secrets(message)
 
 
 def _now(value: str | None) -> datetime:
@@ -83,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", help="case-insensitive substring of any exported column")
     p.add_argument("--user", action="append", default=[], help="only this user email (repeatable)")
     p.add_argument("--action", nargs="+", action="extend", default=[], help="only these catalog actions")
+    p.add_argument("--query", help='filter language, e.g. \'action:CreateJobRun -user:bot@acme.com\' (README)')
     p.add_argument("--out", required=True, help="output CSV path or URL")
 
     p = sub.add_parser("retain", help="drop partitions older than the retention window, once exported")
@@ -91,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_positive, default=90)
     p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
     p.add_argument("--dry-run", action="store_true", help="report only")
+
+    p = sub.add_parser("api-key", help="organization API keys for the Audit Logs API")
+    keys = p.add_subparsers(dest="api_key_command", required=True, parser_class=_Parser)
+    p = keys.add_parser("create", help="make a key; printed once, on the last line (only its hash is kept)")
+    roots(p, "lake")
+    p.add_argument("--org", required=True)
 
     p = sub.add_parser("status", help="events per date, quarantine per reason, archived CSVs")
     roots(p, "lake", "export")
@@ -129,10 +134,11 @@ def run(args: argparse.Namespace) -> Any:
                 "rows": sum(r.rows for r in results)}
     if args.command == "export":
         from .exports import export_filtered
+        from .filters import parse
 
         flt = EventFilter(validate_organization_id(args.org), parse_time(args.start, "--start"),
                           parse_time(args.end, "--end"), search=args.search or None,
-                          users=tuple(args.user), actions=tuple(args.action))
+                          users=tuple(args.user), actions=tuple(args.action), query=parse(args.query))
         return asdict(export_filtered(root("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
     if args.command == "retain":
         from .retention import retain
@@ -150,6 +156,11 @@ def run(args: argparse.Namespace) -> Any:
         from .status import lake_status
 
         return lake_status(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
+    if args.command == "api-key":
+        from .apikeys import create_key
+
+        created = create_key(root("AUDIT_LAKE_ROOT", args.lake_root), validate_organization_id(args.org))
+        return {"key_id": created.key_id, "organization_id": created.organization_id}, created.key
     raise BadInput(f"unknown command {args.command!r}")
 
 
@@ -165,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line for the operator; the traceback only on request
         if os.environ.get("AUDIT_DEBUG"):
             raise
+        from .storage import describe_error
+
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: {type(exc).__name__}: {redact(detail)}", file=sys.stderr)
+        print(f"error: {describe_error(exc) or f'{type(exc).__name__}: {redact(detail)}'}", file=sys.stderr)
         return EXIT_FAILURE
+    result, secret = result if isinstance(result, tuple) else (result, None)
     print(json.dumps(result, indent=2, default=str))
+    if secret is not None:  # a new API key: shown this once, on the last line
+        print(secret)
     return EXIT_OK

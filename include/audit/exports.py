@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import polars as pl
 
 from . import lake as lk
+from .filters import Query, export_filter_for, load_export_filters
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows, validate_organization_id
 from .storage import Root
 
@@ -73,11 +74,13 @@ def export_status(lake: Root, exports: Root, day: date, organization_id: str) ->
 
 
 def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
-                     now: datetime | None = None) -> ExportResult:
-    """Write one organization's CSV for ``day`` from its partition, and record what it covered."""
+                     now: datetime | None = None, query: Query | None = None) -> ExportResult:
+    """Write one organization's CSV for ``day`` from its partition (rows ``query`` keeps), and record it."""
     files = lk.partition_files(lake, day, organization_id)
     path = daily_path(exports, organization_id, day)
     frame = lk.read_parquet(lake, files).with_columns(organization_id=pl.lit(organization_id))
+    if query is not None and query.terms:
+        frame = frame.filter(query.predicate())
     body = b"".join(csv_chunks([frame]))
     exports.write_bytes(path, body)
     lk.write_json(lake, lk.export_record_path(lake, day, organization_id), {
@@ -89,26 +92,33 @@ def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
         "sha256": hashlib.sha256(body).hexdigest(),
         "files": sorted(p.rsplit("/", 1)[-1] for p in files),
         "exported_at": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        "query": query.text if query is not None else "",
     })
     return ExportResult(organization_id, day.isoformat(), exports.display(path), frame.height, len(body))
 
 
 def export_daily(lake_url: str, export_url: str, day: date, organizations: Iterable[str] | None = None,
-                 force: bool = False) -> list[ExportResult]:
+                 force: bool = False, filters_path: str | None = None) -> list[ExportResult]:
     """Export ``day`` for every organization with events that day (or the given ones).
 
-    Partitions whose CSV is already current are skipped unless ``force``: the bytes would be the same.
+    Each organization's rows are those its query keeps in the filters file (``filters_path``, else
+    $AUDIT_EXPORT_FILTERS; none: every event). Partitions whose CSV is already current under the
+    same query are skipped unless ``force``: the bytes would be the same.
     """
     lake, exports = Root.open(lake_url), Root.open(export_url)
     orgs = list(organizations) if organizations is not None else lk.organizations(lake, day)
+    filters = load_export_filters(filters_path)
     results = []
     for org in orgs:
         validate_organization_id(org)
+        query = export_filter_for(filters, org)
         if not force and export_status(lake, exports, day, org) == "current":
             record = lk.read_json(lake, lk.export_record_path(lake, day, org))
-            results.append(ExportResult(org, day.isoformat(), record["csv"], record["rows"], record["bytes"], True))
-            continue
-        results.append(export_partition(lake, exports, day, org))
+            if record.get("query", "") == query.text:
+                results.append(ExportResult(org, day.isoformat(), record["csv"], record["rows"], record["bytes"],
+                                            True))
+                continue
+        results.append(export_partition(lake, exports, day, org, query=query))
         log.info("exported %s %s: %d rows -> %s", org, day, results[-1].rows, results[-1].path)
     return results
 

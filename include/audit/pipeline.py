@@ -1,6 +1,7 @@
 """What each Airflow task runs: one function per task, roots from the AUDIT_* environment.
 
 DAG files only wire these together; everything here returns small JSON-able results (XCom).
+Object storage is reached with the Airflow connection ``audit_s3`` when it exists (``connections``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .config import Roots
+from .connections import uses_airflow_storage
 
 
+@uses_airflow_storage
 def ingest_new_files(now: datetime | None = None) -> dict[str, Any]:
     """Ingest every raw file not yet in the lake."""
     from .ingest import ingest
@@ -26,6 +29,7 @@ def export_date_for(logical_date: datetime) -> date:
     return aware.astimezone(UTC).date() - timedelta(days=1)
 
 
+@uses_airflow_storage
 def organizations_on(day: date) -> list[str]:
     """Organizations with events on ``day`` (the daily export fans out over these)."""
     from .lake import organizations
@@ -34,6 +38,7 @@ def organizations_on(day: date) -> list[str]:
     return organizations(Root.open(Roots.from_env().lake), day)
 
 
+@uses_airflow_storage
 def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
     """Write one organization's daily CSV."""
     from .exports import export_daily
@@ -43,6 +48,7 @@ def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
     return asdict(result)
 
 
+@uses_airflow_storage
 def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
     """Drop expired partitions that have been exported."""
     from .retention import retain
@@ -51,6 +57,7 @@ def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
     return retain(roots.lake, roots.exports, today, days).as_dict()
 
 
+@uses_airflow_storage
 def on_demand_path(organization_id: str, start: datetime, end: datetime) -> str:
     """Where an on-demand export from the Airflow UI lands (``_`` cannot start an org id)."""
     from .storage import Root
@@ -62,14 +69,16 @@ def on_demand_path(organization_id: str, start: datetime, end: datetime) -> str:
         f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}.csv"))
 
 
+@uses_airflow_storage
 def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
-    """Export from the trigger form's params: organization, start, end, search, user, actions."""
+    """Export from the trigger form's params: organization, start, end, search, user, actions, query."""
     from .exports import export_filtered
+    from .filters import parse
     from .query import EventFilter, parse_time, validate_organization_id
 
     org = validate_organization_id(str(params.get("organization", "")).strip())
     start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
     users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
     flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
-                      actions=tuple(params.get("actions") or ()))
+                      actions=tuple(params.get("actions") or ()), query=parse(params.get("query") or None))
     return asdict(export_filtered(Roots.from_env().lake, flt, on_demand_path(org, flt.start, flt.end)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import polars as pl
 
@@ -17,6 +17,9 @@ from . import lake as lk
 from .catalog import ACTIONS
 from .events import ORGANIZATION_ID_PATTERN
 from .storage import Root
+
+if TYPE_CHECKING:  # filters imports this module
+    from .filters import Query
 
 
 class BadInput(ValueError):
@@ -79,6 +82,8 @@ class EventFilter:
     search: str | None = None
     users: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    query: Query | None = None
+    """The filter language (``filters.parse``): ANDed with everything above."""
 
     def __post_init__(self) -> None:
         validate_organization_id(self.organization_id)
@@ -93,8 +98,10 @@ class EventFilter:
             raise BadInput(f"unknown action {unknown[0]!r}: actions are the catalog's names, e.g. CreateJobRun")
 
     def dates(self) -> list[date]:
-        """The UTC event dates the range touches (its partitions)."""
-        first, last = self.start.astimezone(UTC).date(), self.end.astimezone(UTC).date()
+        """The UTC event dates the range touches (its partitions), narrowed by the query's created: bounds."""
+        lower, upper = self.query.time_bounds() if self.query else (None, None)
+        first = max(self.start, lower or self.start).astimezone(UTC).date()
+        last = min(self.end, upper or self.end).astimezone(UTC).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
     def predicate(self) -> pl.Expr:
@@ -106,6 +113,8 @@ class EventFilter:
             keep &= pl.col("action").is_in(list(self.actions))
         if self.search:
             keep &= search_predicate(self.search)
+        if self.query is not None and self.query.terms:
+            keep &= self.query.predicate()
         return keep
 
 
@@ -122,9 +131,9 @@ def rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("event_time", "event_id").select(expr.alias(name) for name, expr in ROW_COLUMNS.items())
 
 
-def iter_days(lake: Root, flt: EventFilter) -> Iterator[pl.DataFrame]:
-    """The filtered lake rows, one UTC day at a time, oldest first (memory: one org-day)."""
-    for day in flt.dates():
+def iter_days(lake: Root, flt: EventFilter, newest_first: bool = False) -> Iterator[pl.DataFrame]:
+    """The filtered lake rows, one UTC day at a time, oldest (or newest) first (memory: one org-day)."""
+    for day in reversed(flt.dates()) if newest_first else flt.dates():
         part = lk.read_partition(lake, day, flt.organization_id, READ_COLUMNS)
         if part.height:
             yield part.filter(flt.predicate())

@@ -1,0 +1,256 @@
+"""The Audit Logs API and page: a FastAPI app that the Airflow plugin mounts at ``/audit-logs``.
+
+Every ``/api/v1`` endpoint needs a caller: an organization API key in ``X-API-Key`` (its own
+organization only) or an Airflow user's JWT, as ``Authorization: Bearer`` or the ``_token``
+cookie the Airflow UI sets (Admin role: every organization). Reads stream from the lake one
+organization-day at a time, so even a 90-day export never holds more than a day in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+
+import polars as pl
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jwt import InvalidTokenError
+
+from . import lake as lk
+from .apikeys import organization_for
+from .config import Roots
+from .exports import csv_chunks, daily_path
+from .filters import QueryError, parse
+from .query import BadInput, EventFilter, iter_days, parse_date, parse_time, rows, validate_organization_id
+from .storage import Root
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).with_name("web")
+PAGE_SIZES = (10, 25, 50, 100)
+MAX_RANGE = timedelta(days=366)
+TOKEN_COOKIE = "_token"  # where the Airflow UI keeps the user's JWT (airflow.api_fastapi.auth.managers)
+CHUNK_BYTES = 1 << 20
+
+TokenVerifier = Callable[[str], Awaitable[tuple[str, bool]]]
+"""A JWT -> (user name, is Admin); raises jwt.InvalidTokenError on an invalid or expired token."""
+
+
+class ApiError(Exception):
+    """An answer other than 200: status code and a one-line message for the JSON body."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: an API key's organization, or an Airflow user (Admins see every organization)."""
+
+    name: str
+    organization_id: str | None = None
+    admin: bool = False
+
+
+async def airflow_user(token: str) -> tuple[str, bool]:
+    """Verify ``token`` with the api-server's auth manager; the user's name and whether they are Admin."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    user = await get_auth_manager().get_user_from_token(token)
+    return user.get_name(), is_admin(user)
+
+
+def is_admin(user: object) -> bool:
+    """Admin role: SimpleAuthManager's ``role`` or FAB's ``roles`` list."""
+    role = getattr(user, "role", None)
+    roles = [getattr(r, "name", r) for r in getattr(user, "roles", None) or []]
+    return str(role or "").upper() == "ADMIN" or any(str(r).upper() == "ADMIN" for r in roles)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The JWT the caller sent: the Authorization header wins over the UI's cookie."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.cookies.get(TOKEN_COOKIE) or None
+
+
+def resolve_organization(caller: Caller, requested: str | None) -> str:
+    """The organization a request reads: a key's own by default; 403 for any other it may not see."""
+    if requested is not None:
+        validate_organization_id(requested)
+    if caller.organization_id is not None:
+        if requested not in (None, caller.organization_id):
+            raise ApiError(403, f"this API key belongs to {caller.organization_id!r}, not {requested!r}")
+        return caller.organization_id
+    if not caller.admin:
+        raise ApiError(403, f"Airflow user {caller.name!r} is not an Admin: only Admins read audit logs")
+    if not requested:
+        raise ApiError(400, "organizationId is required for an Airflow user")
+    return requested
+
+
+def time_range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """startTime and endTime, both required ISO 8601 with timezone, start <= end, at most MAX_RANGE apart."""
+    if not start or not end:
+        raise BadInput(f"{'startTime' if not start else 'endTime'} is required (ISO 8601 with timezone)")
+    first, last = parse_time(start, "startTime"), parse_time(end, "endTime")
+    if first > last:
+        raise BadInput(f"startTime {start} is after endTime {end}")
+    if last - first > MAX_RANGE:
+        raise BadInput(f"the range is longer than {MAX_RANGE.days} days (the lake keeps 90)")
+    return first, last
+
+
+def query_filter(organization_id: str, start: datetime, end: datetime, q: str | None,
+                 search: str | None = None) -> EventFilter:
+    """The EventFilter for a request; a filter-language error becomes a 400 that names q and the position."""
+    try:
+        query = parse(q)
+    except QueryError as exc:
+        raise ApiError(400, f"q: {exc}", position=exc.position) from None
+    return EventFilter(organization_id, start, end, search=search or None, query=query)
+
+
+def page_of_events(lake: Root, flt: EventFilter, page: int, size: int) -> tuple[list[dict], int]:
+    """One page of rows, newest first, and the total; reads one day at a time, keeping only the page."""
+    offset, total, pieces = (page - 1) * size, 0, []
+    for frame in iter_days(lake, flt, newest_first=True):
+        first, stop = max(offset - total, 0), min(offset + size - total, frame.height)
+        if stop > first:
+            pieces.append(rows(frame).reverse().slice(first, stop - first))
+        total += frame.height
+    return (pl.concat(pieces).to_dicts() if pieces else []), total
+
+
+def organizations(lake: Root) -> list[str]:
+    """Every organization with a partition in the lake."""
+    return sorted({org for day in lk.event_dates(lake) for org in lk.organizations(lake, day)})
+
+
+def archive_records(lake: Root, organization_id: str) -> list[dict]:
+    """The organization's daily-export records, newest date first."""
+    found = []
+    for name in reversed(lake.listdir(lake.join(lk.STATE, "exports"))):
+        if not name.startswith("event_date="):
+            continue
+        path = lk.export_record_path(lake, date.fromisoformat(name.removeprefix("event_date=")), organization_id)
+        if lake.exists(path):
+            found.append(lk.read_json(lake, path))
+    return found
+
+
+def read_chunks(root: Root, path: str) -> Iterator[bytes]:
+    """A file's bytes in CHUNK_BYTES pieces (any fsspec root)."""
+    with root.fs.open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def error_body(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+
+def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenVerifier = airflow_user) -> FastAPI:
+    """The app; ``roots`` says where the lake and exports are (read per request), ``verify_token`` checks JWTs."""
+    app = FastAPI(title="Audit Logs", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_body(exc.status, exc.message, **exc.extra)
+
+    @app.exception_handler(BadInput)
+    async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return error_body(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])
+        return error_body(400, f"{where}: {first.get('msg', 'invalid')}")
+
+    def lake_root() -> Root:
+        return Root.open(roots().lake)
+
+    async def caller(request: Request) -> Caller:
+        key = request.headers.get("x-api-key")
+        if key is not None:
+            organization = organization_for(lake_root(), key)
+            if organization is None:
+                raise ApiError(401, "invalid API key")
+            return Caller(f"api-key:{organization}", organization_id=organization)
+        token = bearer_token(request)
+        if not token:
+            raise ApiError(401, "authentication required: send X-API-Key or an Airflow token")
+        try:
+            name, admin = await verify_token(token)
+        except InvalidTokenError as exc:  # expired, forged or undecodable: all the same to the caller
+            log.info("rejected Airflow token: %s", type(exc).__name__)
+            raise ApiError(401, "invalid or expired Airflow token") from None
+        return Caller(name, admin=admin)
+
+    def scope(organizationId: str | None = None, who: Caller = Depends(caller)) -> str:
+        return resolve_organization(who, organizationId)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/api/v1/organizations")
+    def list_organizations(who: Caller = Depends(caller)) -> dict:
+        """The organizations the caller may read (an Admin: every one in the lake)."""
+        orgs = organizations(lake_root()) if who.admin else [who.organization_id] if who.organization_id else []
+        return {"user": who.name, "admin": who.admin, "organizations": orgs}
+
+    @app.get("/api/v1/events")
+    def events(organization: str = Depends(scope), startTime: str | None = None, endTime: str | None = None,
+               q: str | None = None, page: int = Query(1), pageSize: int = Query(25)) -> dict:
+        """One page of the organization's events in [startTime, endTime] matching q, newest first."""
+        if pageSize not in PAGE_SIZES:
+            raise BadInput(f"pageSize {pageSize} is not one of {', '.join(map(str, PAGE_SIZES))}")
+        if page < 1:
+            raise BadInput(f"page {page} is not a page number: pages start at 1")
+        flt = query_filter(organization, *time_range(startTime, endTime), q)
+        items, total = page_of_events(lake_root(), flt, page, pageSize)
+        return {"items": items, "total": total, "page": page, "pageSize": pageSize}
+
+    @app.get("/api/v1/audit-log/export")
+    def export(organization: str = Depends(scope), startTime: str | None = None, endTime: str | None = None,
+               searchTerm: str | None = None, q: str | None = None) -> StreamingResponse:
+        """CSV in the daily-export format, streamed one day at a time."""
+        start, end = time_range(startTime, endTime)
+        flt = query_filter(organization, start, end, q, search=searchTerm)
+        name = f"audit-log_{organization}_{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.csv"
+        return StreamingResponse(csv_chunks(iter_days(lake_root(), flt)), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/v1/archives")
+    def archives(request: Request, organization: str = Depends(scope)) -> dict:
+        """The organization's archived daily CSVs, newest first, each with a download link."""
+        items = [{
+            "date": record["event_date"], "rows": record["rows"], "bytes": record["bytes"],
+            "sha256": record.get("sha256"), "exportedAt": record.get("exported_at"),
+            "link": f"{request.url_for('archive', day=record['event_date']).path}?organizationId={organization}",
+        } for record in archive_records(lake_root(), organization)]
+        return {"organizationId": organization, "items": items}
+
+    @app.get("/api/v1/archives/{day}", name="archive")
+    def archive(day: str, organization: str = Depends(scope)) -> StreamingResponse:
+        """One archived daily CSV, byte for byte."""
+        when = parse_date(day, "date")
+        exports = Root.open(roots().exports)
+        path = daily_path(exports, organization, when)
+        if not exports.exists(path):
+            raise ApiError(404, f"no archived CSV for {organization} on {when.isoformat()}")
+        return StreamingResponse(read_chunks(exports, path), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'})
+
+    return app

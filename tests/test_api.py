@@ -1,0 +1,267 @@
+"""The Audit Logs API on a real generated lake: every endpoint, its errors, and who may read what."""
+
+import csv
+import io
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from include.audit import cli
+from include.audit.apikeys import create_key, keys_dir
+from include.audit.config import Roots
+from include.audit.exports import HEADER, export_daily
+from include.audit.generate import generate, organization_ids
+from include.audit.ingest import ingest
+from include.audit.storage import Root
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+START, END = "2026-11-20T00:00:00Z", "2026-11-26T12:00:00Z"
+ORG_A, ORG_B = organization_ids(2)
+EXPORTED_DAY = datetime(2026, 11, 24, tzinfo=UTC).date()
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> dict:
+    """A generated and ingested lake with one day's daily exports and an API key for each of two orgs."""
+    base = tmp_path_factory.mktemp("api")
+    roots = Roots(str(base / "raw"), str(base / "lake"), str(base / "exports"))
+    generate(roots.raw, events=1500, days=6, organizations=3, now=NOW, seed=11, bad_share=0, redelivery_share=0)
+    ingest(roots.raw, roots.lake, now=NOW)
+    export_daily(roots.lake, roots.exports, EXPORTED_DAY)
+    keys = {org: create_key(roots.lake, org).key for org in (ORG_A, ORG_B)}
+    return {"roots": roots, "keys": keys}
+
+
+@pytest.fixture(scope="module")
+def tokens(airflow_db) -> dict[str, str]:
+    """Real Airflow JWTs from SimpleAuthManager for an Admin and a Viewer."""
+    import os
+
+    os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "audit-logs-test-secret-" + "x" * 48)
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    manager = init_auth_manager()
+    return {role: manager.generate_jwt(SimpleAuthManagerUser(username=role.lower(), role=role))
+            for role in ("ADMIN", "VIEWER")}
+
+
+@pytest.fixture(scope="module")
+def client(lake, tokens) -> TestClient:
+    from include.audit.api import create_app
+
+    return TestClient(create_app(roots=lambda: lake["roots"]))
+
+
+def as_key(lake, org=ORG_A) -> dict[str, str]:
+    return {"X-API-Key": lake["keys"][org]}
+
+
+def events(client, headers, **params):
+    return client.get("/api/v1/events", params={"startTime": START, "endTime": END, **params}, headers=headers)
+
+
+def export_rows(response) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+ENDPOINTS = [
+    ("/api/v1/events", {"startTime": START, "endTime": END}),
+    ("/api/v1/audit-log/export", {"startTime": START, "endTime": END}),
+    ("/api/v1/archives", {}),
+    (f"/api/v1/archives/{EXPORTED_DAY}", {}),
+    ("/api/v1/organizations", {}),
+]
+
+
+@pytest.mark.parametrize("path, params", ENDPOINTS)
+def test_every_endpoint_refuses_anonymous_and_wrong_credentials(client, lake, path, params):
+    assert client.get(path, params=params).status_code == 401
+    wrong = lake["keys"][ORG_A][:-4] + "AAAA"
+    for headers in ({"X-API-Key": wrong}, {"X-API-Key": "nonsense"}, {"X-API-Key": ""},
+                    {"Authorization": "Bearer not-a-jwt"}):
+        answer = client.get(path, params=params, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json()["error"]
+    client.cookies.set("_token", "forged")
+    try:
+        assert client.get(path, params=params).status_code == 401
+    finally:
+        client.cookies.clear()
+
+
+@pytest.mark.parametrize("path, params", [e for e in ENDPOINTS if e[0] != "/api/v1/organizations"])
+def test_an_organizations_key_cannot_read_another_organization(client, lake, path, params):
+    answer = client.get(path, params={**params, "organizationId": ORG_B}, headers=as_key(lake, ORG_A))
+    assert answer.status_code == 403
+    assert ORG_A in answer.json()["error"] and ORG_B in answer.json()["error"]
+    own = client.get(path, params={**params, "organizationId": ORG_A}, headers=as_key(lake, ORG_A))
+    assert own.status_code == 200
+
+
+def test_events_newest_first_pages_cover_everything_once(client, lake):
+    first = events(client, as_key(lake), pageSize=100).json()
+    total = first["total"]
+    assert total > 150 and first["page"] == 1 and first["pageSize"] == 100 and len(first["items"]) == 100
+    seen = []
+    for page in range(1, total // 100 + 2):
+        seen += events(client, as_key(lake), pageSize=100, page=page).json()["items"]
+    assert len(seen) == total == len({item["event_id"] for item in seen})
+    keys = [(item["time"], item["event_id"]) for item in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert {item["organization_id"] for item in seen} == {ORG_A}
+    assert set(seen[0]) == {"time", "organization_id", "user", "action", "action_type", "resource", "ip_address",
+                            "user_agent", "region", "event_id"}
+    past = events(client, as_key(lake), pageSize=100, page=total // 100 + 5).json()
+    assert past["items"] == [] and past["total"] == total
+
+
+def test_events_match_the_export_and_the_filter(client, lake):
+    q = '-action:GetJobRunLogs type:"Job Run"'
+    page = events(client, as_key(lake), q=q, pageSize=100).json()
+    csv_rows = export_rows(client.get("/api/v1/audit-log/export", headers=as_key(lake),
+                                      params={"startTime": START, "endTime": END, "q": q}))
+    assert page["total"] == len(csv_rows) > 0
+    assert {r["action"] for r in csv_rows} == {"CreateJobRun", "CancelJobRun"}
+    assert [r["event_id"] for r in reversed(csv_rows)][:100] == [i["event_id"] for i in page["items"]]
+
+
+def test_export_streams_the_daily_format_with_search_term(client, lake):
+    response = client.get("/api/v1/audit-log/export", headers=as_key(lake),
+                          params={"startTime": START, "endTime": END, "searchTerm": "FIREFOX"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"].startswith(f'attachment; filename="audit-log_{ORG_A}_')
+    assert response.text.splitlines()[0] == HEADER
+    found = export_rows(response)
+    assert found and all("firefox" in r["user_agent"].lower() for r in found)
+    keys = [(r["time"], r["event_id"]) for r in found]
+    assert keys == sorted(keys)
+
+
+def test_export_time_bounds_are_inclusive(client, lake):
+    newest = events(client, as_key(lake), pageSize=10).json()["items"][0]
+    moment = datetime.fromisoformat(newest["time"].replace("Z", "+00:00")).isoformat()
+    exact = export_rows(client.get("/api/v1/audit-log/export", headers=as_key(lake),
+                                   params={"startTime": moment, "endTime": moment}))
+    assert [r["event_id"] for r in exact] == [newest["event_id"]]
+
+
+def test_admin_token_reads_any_organization_viewer_none(client, tokens):
+    admin = {"Authorization": f"Bearer {tokens['ADMIN']}"}
+    me = client.get("/api/v1/organizations", headers=admin).json()
+    assert me["admin"] is True and set(me["organizations"]) >= {ORG_A, ORG_B}
+    assert events(client, admin, organizationId=ORG_B).json()["total"] > 0
+    missing = events(client, admin)
+    assert missing.status_code == 400 and "organizationId is required" in missing.json()["error"]
+    viewer = events(client, {"Authorization": f"Bearer {tokens['VIEWER']}"}, organizationId=ORG_A)
+    assert viewer.status_code == 403 and "not an Admin" in viewer.json()["error"]
+
+
+def test_the_airflow_ui_cookie_authenticates(client, tokens):
+    client.cookies.set("_token", tokens["ADMIN"])
+    try:
+        assert events(client, {}, organizationId=ORG_B).status_code == 200
+    finally:
+        client.cookies.clear()
+
+
+def test_a_key_sees_only_its_own_organization(client, lake):
+    me = client.get("/api/v1/organizations", headers=as_key(lake, ORG_B)).json()
+    assert me == {"user": f"api-key:{ORG_B}", "admin": False, "organizations": [ORG_B]}
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"startTime": "2026-11-20T00:00:00"}, "has no timezone"),
+    ({"endTime": "yesterday"}, "is not an ISO 8601 time"),
+    ({"startTime": "2026-11-26T00:00:00Z", "endTime": "2026-11-20T00:00:00Z"}, "is after endTime"),
+    ({"startTime": None}, "startTime is required"),
+    ({"startTime": "2025-01-01T00:00:00Z"}, "longer than 366 days"),
+    ({"q": "actor:alice"}, "q: at character 1: unknown qualifier 'actor:'"),
+    ({"q": "action:Nope"}, "unknown action 'Nope'"),
+    ({"pageSize": 20}, "pageSize 20 is not one of 10, 25, 50, 100"),
+    ({"page": 0}, "pages start at 1"),
+    ({"page": "two"}, "page"),
+    ({"organizationId": "../etc"}, "invalid organization id"),
+])
+def test_bad_input_is_a_400_that_says_what_is_wrong(client, lake, params, message):
+    query = {k: v for k, v in {"startTime": START, "endTime": END, **params}.items() if v is not None}
+    for path in ("/api/v1/events", "/api/v1/audit-log/export"):
+        if path.endswith("export") and set(params) & {"page", "pageSize"}:
+            continue
+        answer = client.get(path, params=query, headers=as_key(lake))
+        assert answer.status_code == 400, (path, answer.text)
+        assert message in answer.json()["error"]
+
+
+def test_a_query_error_names_its_position(client, lake):
+    answer = events(client, as_key(lake), q='action:CreateJobRun "open')
+    assert answer.status_code == 400 and answer.json()["position"] == 21
+
+
+def test_archives_list_records_and_links_download_the_file(client, lake):
+    listing = client.get("/api/v1/archives", headers=as_key(lake)).json()
+    assert listing["organizationId"] == ORG_A
+    (item,) = listing["items"]
+    assert item["date"] == EXPORTED_DAY.isoformat() and item["rows"] > 0
+    assert item["link"] == f"/api/v1/archives/{EXPORTED_DAY}?organizationId={ORG_A}"
+    body = client.get(item["link"], headers=as_key(lake)).content
+    assert len(body) == item["bytes"] and body.decode().splitlines()[0] == HEADER
+    assert len(export_rows_bytes(body)) == item["rows"]
+    missing = client.get("/api/v1/archives/2026-11-01", headers=as_key(lake))
+    assert missing.status_code == 404 and "no archived CSV" in missing.json()["error"]
+    assert client.get("/api/v1/archives/yesterday", headers=as_key(lake)).status_code == 400
+
+
+def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(body.decode())))
+
+
+def test_the_page_is_served_with_its_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>Audit Logs</title>" in page.text
+    for asset in ("static/app.js", "static/app.css"):
+        assert client.get(f"/{asset}").status_code == 200
+
+
+def test_cli_creates_a_key_printed_once_and_stores_only_a_salted_hash(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "acme"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    stored = "".join(p.read_text() for p in Path(keys_dir(Root.open(lake))).glob("*.json"))
+    assert key.startswith("alk_") and key.split("_", 2)[2] not in stored and '"salt"' in stored
+    from include.audit.apikeys import organization_for
+
+    assert organization_for(Root.open(lake), key) == "acme"
+    assert organization_for(Root.open(lake), key + "x") is None
+    assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "../x"]) == 2
+
+
+def test_cli_export_takes_a_query(lake, tmp_path):
+    out = tmp_path / "out.csv"
+    args = ["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", START, "--end", END,
+            "--out", str(out)]
+    assert cli.main(args + ["--query", "action:CreateJobRun"]) == 0
+    found = list(csv.DictReader(out.open()))
+    assert found and {r["action"] for r in found} == {"CreateJobRun"}
+    assert cli.main(args + ["--query", "created:>=tomorrow"]) == 2
+
+
+def test_daily_export_applies_the_organizations_filter(lake, tmp_path, monkeypatch):
+    own_lake = str(tmp_path / "lake")  # export records go into the lake: keep the shared one as it is
+    shutil.copytree(lake["roots"].lake, own_lake)
+    filters = tmp_path / "filters.json"
+    filters.write_text('{"%s": "action:CreateJobRun"}' % ORG_A)
+    exports = str(tmp_path / "exports")
+    monkeypatch.setenv("AUDIT_EXPORT_FILTERS", str(filters))
+    day = EXPORTED_DAY - timedelta(days=1)
+    results = {r.organization_id: r for r in export_daily(own_lake, exports, day, [ORG_A, ORG_B])}
+    a_rows = list(csv.DictReader(open(results[ORG_A].path)))
+    assert a_rows and {r["action"] for r in a_rows} == {"CreateJobRun"} and results[ORG_A].rows == len(a_rows)
+    assert len({r["action"] for r in csv.DictReader(open(results[ORG_B].path))}) > 1  # no filter: every event
+    filters.write_text('{"%s": "action:UploadFile"}' % ORG_A)  # a changed query re-exports
+    again = {r.organization_id: r for r in export_daily(own_lake, exports, day, [ORG_A, ORG_B])}
+    assert not again[ORG_A].skipped and again[ORG_B].skipped
+    assert {r["action"] for r in csv.DictReader(open(again[ORG_A].path))} == {"UploadFile"}

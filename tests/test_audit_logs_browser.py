@@ -1,0 +1,213 @@
+"""End to end: the real Airflow api-server with the plugin, the page in headless Chromium (Debian's).
+
+Starts ``airflow api-server`` on a free loopback port with a migrated SQLite database in its own
+AIRFLOW_HOME and this repository's plugins/, over a small generated lake; logs in through
+Airflow's login page, opens Audit Logs from the navigation, filters, pages, exports a CSV and
+checks its rows against the lake, and saves a screenshot in test-output/.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from include.audit.catalog import ACTIONS
+from include.audit.exports import HEADER
+from include.audit.generate import generate, organization_ids
+from include.audit.ingest import ingest
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "test-output"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "audit-e2e-password"
+FILE_ACTIONS = {action for action, kind in ACTIONS.items() if kind == "File modifications"}
+START_SECONDS = 240
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Poll ``url`` until it answers; fail with the server's log if it dies or never answers."""
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"api-server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"api-server did not answer {url} in {START_SECONDS}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An api-server with the plugin over a generated lake; yields its base URL and the lake's roots."""
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    now = datetime.now(UTC).replace(microsecond=0)
+    roots = {name: str(home / name) for name in ("raw", "lake", "exports")}
+    generate(roots["raw"], events=400, days=3, organizations=2, now=now - timedelta(minutes=5), seed=5,
+             bad_share=0, redelivery_share=0)
+    ingest(roots["raw"], roots["lake"], now=now)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({"admin": PASSWORD}))
+    (home / "dags").mkdir()
+    port = free_port()
+    env = {**os.environ,
+           "AIRFLOW_HOME": str(home),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__AUTH_MANAGER":
+               "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+           "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-" + "s" * 64,
+           "AIRFLOW__API__SECRET_KEY": "e2e-secret-key",
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+           "AUDIT_RAW_ROOT": roots["raw"], "AUDIT_LAKE_ROOT": roots["lake"], "AUDIT_EXPORT_ROOT": roots["exports"],
+           "PYTHONPATH": str(REPO),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    log = home / "api-server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port),
+                                 "-w", "1"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/audit-logs/", proc, log)
+        yield {"base": base, "roots": roots, "now": now, "log": log}
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@pytest.fixture
+def browser_page():
+    """A page in Debian's Chromium (Playwright starts it with a fresh, empty profile)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1500, "height": 1000},
+                                      timezone_id="Europe/Berlin")
+        context.set_default_timeout(30_000)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+            browser.close()
+
+
+def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page, tmp_path):
+    page, base = browser_page, server["base"]
+    OUTPUT.mkdir(exist_ok=True)
+    org = organization_ids(1)[0]
+
+    # Logging in through Airflow's own login form sets its session cookie (_token).
+    page.goto(f"{base}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    # The navigation offers Audit Logs; it opens the plugin's page inside the Airflow UI.
+    page.goto(f"{base}/plugin/audit-logs")
+    frame = page.frame_locator("iframe")
+    rows = frame.locator("#rows tr")
+    rows.first.wait_for()
+    assert "Admin" in frame.locator("#who").inner_text()
+    assert frame.locator("#org").input_value() == org
+    total = int(frame.locator("#status").inner_text().split()[0])
+    assert total > 25 and rows.count() == 25
+    assert frame.locator("#range").inner_text() == f"1–25 of {total}"
+    assert frame.locator("#time-header").inner_text() == "Time (UTC+01:00)"
+
+    # Filtering with the filter language.
+    frame.locator("#q").fill('-type:"File modifications" -action:GetJobRunLogs')
+    frame.locator("#q").press("Enter")
+    frame.locator("#range").filter(has_not_text=f"of {total}").wait_for()
+    filtered = int(frame.locator("#range").inner_text().rsplit(" ", 1)[-1])
+    assert 10 < filtered < total
+    actions = set(frame.locator("#rows tr td:nth-child(3)").all_inner_texts())
+    assert actions and not actions & ({"GetJobRunLogs"} | FILE_ACTIONS)
+
+    # Paging with a rows-per-page choice.
+    frame.locator("#page-size").select_option("10")
+    frame.locator("#range").filter(has_text=f"1–10 of {filtered}").wait_for()
+    first_page = frame.locator("#rows tr td:first-child").all_inner_texts()
+    frame.locator("#next").click()
+    frame.locator("#range").filter(has_text=f"11–20 of {filtered}").wait_for()
+    second_page = frame.locator("#rows tr td:first-child").all_inner_texts()
+    assert len(second_page) == 10 and max(second_page) <= min(first_page)  # newest first
+
+    # Times switch to UTC: an hour behind Berlin's winter time.
+    frame.locator("#utc").check()
+    frame.locator("#time-header").filter(has_text="Time (UTC)").wait_for()
+    shown = frame.locator("#rows tr td:first-child").first.inner_text()
+    assert shown != second_page[0]
+    assert datetime.fromisoformat(second_page[0]) - datetime.fromisoformat(shown) == timedelta(hours=1)
+
+    # An error says what is wrong.
+    frame.locator("#q").fill("actor:alice")
+    frame.locator("#search").click()
+    frame.locator("#error").filter(has_text="unknown qualifier").wait_for()
+    frame.locator("#q").fill('-type:"File modifications" -action:GetJobRunLogs')
+    frame.locator("#q").press("Enter")
+    frame.locator("#range").filter(has_text=f"1–10 of {filtered}").wait_for()
+    assert frame.locator("#error").is_hidden()
+
+    page.screenshot(path=str(OUTPUT / "audit-logs-page.png"), full_page=True)
+
+    # Export CSV for the current filter: the rows are the filtered events.
+    with page.expect_download() as download_info:
+        frame.locator("#export").click()
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    assert path.read_text().splitlines()[0] == HEADER
+    exported = list(csv.DictReader(path.open(newline="")))
+    assert len(exported) == filtered
+    assert {r["organization_id"] for r in exported} == {org}
+    assert not {r["action"] for r in exported} & ({"GetJobRunLogs"} | FILE_ACTIONS)
+    assert len({r["event_id"] for r in exported}) == filtered
+
+
+def test_the_plugin_registers_its_navigation_entry(server):
+    request = urllib.request.Request(f"{server['base']}/auth/token", method="POST",
+                                     data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token = json.load(response)["access_token"]
+    listing = urllib.request.Request(f"{server['base']}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(listing, timeout=30) as response:
+        plugins = {p["name"]: p for p in json.load(response)["plugins"]}
+    views = plugins["audit_logs"]["external_views"]
+    assert [(v["name"], v["href"], v["url_route"]) for v in views] == [("Audit Logs", "/audit-logs/", "audit-logs")]
+    anonymous = urllib.request.Request(f"{server['base']}/audit-logs/api/v1/organizations")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=30)
+    assert refused.value.code == 401
