@@ -3,7 +3,10 @@
 import gzip
 import json
 
-from include.audit.raw import RawFile, discover, parse_files, parse_into, ParsedLines
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from include.audit.raw import ParsedLines, RawFile, _parse_lines, discover, parse_files, parse_into
 from include.audit.storage import Root
 
 from .helpers import event, write_lines
@@ -18,10 +21,29 @@ def parse(data: bytes) -> ParsedLines:
 def test_lf_crlf_and_blank_lines():
     data = (json.dumps(event(event_id="a")) + "\r\n\r\n  \n" + json.dumps(event(event_id="b")) + "\n\n").encode()
     parsed = parse(data)
-    assert parsed.columns["event_id"] == ["a", "b"]
-    assert parsed.columns["line_number"] == [1, 4]
+    frame = parsed.frame()
+    assert frame["event_id"].to_list() == ["a", "b"]
+    assert frame["line_number"].to_list() == [1, 4]
     assert parsed.lines == 2 and parsed.rejected == []
-    assert parsed.columns["raw"][0] == json.dumps(event(event_id="a"))
+    assert parsed.raw_lines(["f.jsonl", "f.jsonl"], [4, 1]) == [json.dumps(event(event_id="b")),
+                                                               json.dumps(event(event_id="a"))]
+
+
+def test_fast_and_line_by_line_parsing_agree():
+    data = (json.dumps(event(event_id="a")) + "\r\n\n" + json.dumps(event(event_id="b", region=None)) + "\n").encode()
+    fast = parse(data).frame()
+    slow = _parse_lines(ParsedLines(), data, "f.jsonl")
+    assert_frame_equal(fast, slow)
+    assert fast["line_number"].to_list() == [1, 3]
+
+
+def test_extra_fields_take_the_same_canonical_form_on_both_paths():
+    data = (json.dumps(event(event_id="a", zeta={"y": 1, "x": "é"}, alpha=None)) + "\n"
+            + json.dumps(event(event_id="b")) + "\n").encode()
+    fast = parse(data).frame()
+    slow = _parse_lines(ParsedLines(), data, "f.jsonl")
+    assert_frame_equal(fast, slow)
+    assert fast["attributes"].to_list() == ['{"zeta":{"x":"é","y":1}}', None]
 
 
 def test_malformed_lines_are_rejected_with_their_raw_text_and_line_number():
@@ -37,16 +59,17 @@ def test_malformed_lines_are_rejected_with_their_raw_text_and_line_number():
 
 def test_extra_fields_are_kept_as_canonical_json_attributes():
     parsed = parse(json.dumps(event(zeta=1, alpha={"b": [1, 2]}, note="ü")).encode())
-    assert json.loads(parsed.columns["attributes"][0]) == {"alpha": {"b": [1, 2]}, "note": "ü", "zeta": 1}
-    assert parsed.columns["attributes"][0].startswith('{"alpha"')  # sorted: re-deliveries compare equal
-    assert parse(json.dumps(event()).encode()).columns["attributes"] == [None]
+    attributes = parsed.frame()["attributes"][0]
+    assert json.loads(attributes) == {"alpha": {"b": [1, 2]}, "note": "ü", "zeta": 1}
+    assert attributes.startswith('{"alpha"')  # sorted: re-deliveries compare equal
+    assert parse(json.dumps(event()).encode()).frame()["attributes"].to_list() == [None]
 
 
 def test_non_string_values_become_their_json_text():
-    parsed = parse(json.dumps(event(event_id=123, region=None, ip_address=[1])).encode())
-    assert parsed.columns["event_id"] == ["123"]
-    assert parsed.columns["region"] == [None]
-    assert parsed.columns["ip_address"] == ["[1]"]
+    frame = parse(json.dumps(event(event_id=123, region=None, ip_address=[1])).encode()).frame()
+    assert frame["event_id"].to_list() == ["123"]
+    assert frame["region"].to_list() == [None]
+    assert frame["ip_address"].to_list() == ["[1]"]
 
 
 def test_discover_and_read_plain_gzip_and_corrupt_files(tmp_path):
@@ -60,8 +83,9 @@ def test_discover_and_read_plain_gzip_and_corrupt_files(tmp_path):
     files = discover(root)
     assert [f.path for f in files] == ["2026/11/25/10/a.jsonl", "2026/11/25/10/b.jsonl.gz", "c.json", "d.jsonl.gz"]
     parsed = parse_files(root, files)
-    assert parsed.columns["event_id"] == ["a", "b", "c"]
-    assert parsed.columns["source_file"] == ["2026/11/25/10/a.jsonl", "2026/11/25/10/b.jsonl.gz", "c.json"]
+    frame = parsed.frame()
+    assert frame["event_id"].to_list() == ["a", "b", "c"]
+    assert frame["source_file"].to_list() == ["2026/11/25/10/a.jsonl", "2026/11/25/10/b.jsonl.gz", "c.json"]
     assert [(r["reason"], r["source_file"], r["line_number"]) for r in parsed.rejected] == [
         ("unreadable_file", "d.jsonl.gz", None)]
 

@@ -20,7 +20,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 def routed(*events: dict, now: datetime = NOW) -> pl.DataFrame:
     rows = [{**{c: None for c in PARSED_SCHEMA}, **e, "attributes": None, "source_file": "f", "line_number": i,
-             "raw": "{}"} for i, e in enumerate(events, 1)]
+             } for i, e in enumerate(events, 1)]
     return route(pl.DataFrame(rows, schema=PARSED_SCHEMA), Window(now))
 
 

@@ -24,7 +24,7 @@ from .validation import ValidationFailed, validate_batch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -94,6 +94,12 @@ def dedupe(valid: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, p
     return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
 
 
+def with_raw(parsed: raw.ParsedLines, rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` plus their original line text, for the quarantine."""
+    lines = parsed.raw_lines(rows["source_file"].to_list(), rows["line_number"].to_list())
+    return rows.with_columns(raw=pl.Series(lines, dtype=pl.String))
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 def _recover(lake: Root, committed: set[str]) -> None:
@@ -115,9 +121,9 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
     batch_id = lk.new_batch_id(now)
     parsed = raw.parse_files(raw_root, files)
     routed = route(parsed.frame(), window)
-    invalid = routed.filter(pl.col("reason").is_not_null())
+    invalid = with_raw(parsed, routed.filter(pl.col("reason").is_not_null()))
     valid = routed.filter(pl.col("reason").is_null())
-    shaped = normalize(valid).with_columns(valid.select("source_file", "line_number", "raw"))
+    shaped = normalize(valid).with_columns(valid.select("source_file", "line_number"))
     existing = lk.lookup_events(lake, shaped["event_id"].unique(), CONTENT_COLUMNS)
     accepted, conflicts, duplicates = dedupe(shaped, existing)
     accepted = accepted.with_columns(ingested_at=pl.lit(now, UTC_DATETIME))
@@ -125,7 +131,7 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
     bad = pl.concat([
         quarantine.records(parsed.rejected, now, batch_id),
         quarantine.records(invalid, now, batch_id),
-        quarantine.records(conflicts, now, batch_id),
+        quarantine.records(with_raw(parsed, conflicts), now, batch_id),
     ])
     if validate and not accepted.is_empty():
         report = validate_batch(lake, accepted, window, batch_id)

@@ -7,13 +7,17 @@ quarantine record, a file that cannot be read as one ``unreadable_file`` record.
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from .events import EVENT_FIELDS, MALFORMED_JSON, UNREADABLE_FILE
 from .storage import Root
@@ -25,9 +29,12 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
     "attributes": pl.String(),
     "source_file": pl.String(),
     "line_number": pl.Int64(),
-    "raw": pl.String(),
 }
 """A parsed line: every event field as text (null where absent), extras as JSON, and provenance."""
+
+_ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
+_FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*\n")
 
 
 class UnreadableFile(Exception):
@@ -73,19 +80,34 @@ def read_text_bytes(root: Root, file: RawFile) -> bytes:
 
 @dataclass
 class ParsedLines:
-    """The lines of one or more files: JSON objects as columns, the rest as quarantine records."""
+    """The lines of a batch of files: JSON objects as rows, the rest as quarantine records.
 
-    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in PARSED_SCHEMA})
+    The decompressed file contents are kept so that a row that later fails a rule can be
+    quarantined with its original line, without carrying every line's text along.
+    """
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
+    texts: dict[str, bytes] = field(default_factory=dict)
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.columns, schema=PARSED_SCHEMA)
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=PARSED_SCHEMA)
 
     def reject(self, reason: str, detail: str, source: str, line: int | None, raw: str | None) -> None:
         self.rejected.append(
             {"reason": reason, "detail": detail, "source_file": source, "line_number": line, "raw": raw}
         )
+
+    def raw_lines(self, sources: Sequence[str], numbers: Sequence[int]) -> list[str]:
+        """The original text of the given (source file, line number) pairs."""
+        split: dict[str, list[bytes]] = {}
+        out = []
+        for source, number in zip(sources, numbers):
+            if source not in split:
+                split[source] = self.texts[source].split(b"\n")
+            out.append(split[source][number - 1].removesuffix(b"\r").decode("utf-8", "backslashreplace"))
+        return out
 
 
 _decoder = msgspec.json.Decoder()
@@ -98,37 +120,82 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def parse_into(parsed: ParsedLines, data: bytes, source: str) -> None:
-    """Parse JSON Lines ``data`` (LF or CRLF; blank lines skipped) from ``source`` into ``parsed``."""
-    cols = parsed.columns
-    field_columns = [(f, cols[f]) for f in EVENT_FIELDS]
-    attributes, sources, numbers, raws = cols["attributes"], cols["source_file"], cols["line_number"], cols["raw"]
+def attributes_json(extras: dict[str, Any]) -> str | None:
+    """The canonical JSON of a line's extra fields (sorted keys; a null field counts as absent)."""
+    kept = {k: v for k, v in extras.items() if v is not None}
+    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False, sort_keys=True) if kept else None
+
+
+def _line_numbers(data: bytes, rows: int) -> Sequence[int]:
+    """1-based numbers of the non-blank lines (what a JSON Lines reader returns rows for)."""
+    if _BLANK_LINE.search(data):
+        return [n for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    return range(1, rows + 1)
+
+
+def _parse_fast(data: bytes, source: str) -> pl.DataFrame | None:
+    """Fast path, in Arrow: a file whose lines are all JSON objects with string (or null) event fields.
+
+    Returns None for anything else (a bad line, a non-string field), which the line-by-line
+    parser then handles. Rows with extra fields get their attributes from the same canonical
+    encoder the line-by-line parser uses, so both paths give identical rows.
+    """
+    try:
+        table = pa_json.read_json(io.BytesIO(data), parse_options=_FAST_JSON)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    numbers = _line_numbers(data, table.num_rows)
+    extras = [c for c in table.column_names if c not in EVENT_FIELDS]
+    attributes: list[str | None] = [None] * table.num_rows
+    if extras:
+        has_extra = pl.from_arrow(table.select(extras)).select(  # type: ignore[union-attr]
+            pl.any_horizontal(pl.all().is_not_null()).alias("has_extra"))["has_extra"]
+        lines = data.split(b"\n")
+        for row in has_extra.arg_true().to_list():
+            obj = _decoder.decode(lines[numbers[row] - 1])
+            attributes[row] = attributes_json({k: v for k, v in obj.items() if k not in EVENT_FIELDS})
+    return pl.from_arrow(table.select(list(EVENT_FIELDS))).with_columns(  # type: ignore[union-attr]
+        attributes=pl.Series(attributes, dtype=pl.String),
+        source_file=pl.lit(source, pl.String),
+        line_number=pl.Series(numbers, dtype=pl.Int64),
+    )
+
+
+def _parse_lines(parsed: ParsedLines, data: bytes, source: str) -> pl.DataFrame:
+    """Line by line, for files with extra fields, non-string values or bad lines."""
+    rows: list[tuple] = []
     for number, line in enumerate(data.split(b"\n"), 1):
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():
             continue
-        parsed.lines += 1
         try:
-            text = line.decode("utf-8")
+            obj = _decoder.decode(line)
         except UnicodeDecodeError as exc:
             parsed.reject(MALFORMED_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}", source, number,
                           line.decode("utf-8", "backslashreplace"))
             continue
-        try:
-            obj = _decoder.decode(line)
         except msgspec.DecodeError as exc:
-            parsed.reject(MALFORMED_JSON, f"not JSON: {exc}", source, number, text)
+            parsed.reject(MALFORMED_JSON, f"not JSON: {exc}", source, number, line.decode("utf-8", "replace"))
             continue
         if not isinstance(obj, dict):
-            parsed.reject(MALFORMED_JSON, f"not a JSON object but a {type(obj).__name__}", source, number, text)
+            parsed.reject(MALFORMED_JSON, f"not a JSON object but a {type(obj).__name__}", source, number,
+                          line.decode())
             continue
-        for name, column in field_columns:
-            column.append(_as_text(obj.pop(name, None)))
-        attributes.append(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True) if obj else None)
-        sources.append(source)
-        numbers.append(number)
-        raws.append(text)
+        values = [_as_text(obj.pop(name, None)) for name in EVENT_FIELDS]
+        rows.append((*values, attributes_json(obj), source, number))
+    return pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row")
+
+
+def parse_into(parsed: ParsedLines, data: bytes, source: str) -> None:
+    """Parse JSON Lines ``data`` (LF or CRLF; blank lines skipped) from ``source`` into ``parsed``."""
+    rejected_before = len(parsed.rejected)
+    frame = _parse_fast(data, source)
+    if frame is None:
+        frame = _parse_lines(parsed, data, source)
+    parsed.frames.append(frame)
+    parsed.texts[source] = data
+    parsed.lines += frame.height + len(parsed.rejected) - rejected_before
 
 
 def parse_files(root: Root, files: list[RawFile]) -> ParsedLines:

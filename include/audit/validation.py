@@ -39,6 +39,11 @@ def _columns_checked(window: Window) -> list[str]:
 def _context() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    # GE fingerprints every in-memory frame under 1 GB by hashing each cell: a batch-id marker
+    # only, yet it took 24 of 56 s at 1M events (profile in bench/README.md). We opt out.
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)
