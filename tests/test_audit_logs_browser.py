@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from include.audit.apikeys import create_key
 from include.audit.catalog import ACTIONS
 from include.audit.exports import HEADER
 from include.audit.generate import generate, organization_ids
@@ -136,7 +137,9 @@ def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page,
     page.wait_for_url(lambda url: "/auth/login" not in url)
 
     # The navigation offers Audit Logs; it opens the plugin's page inside the Airflow UI.
-    page.goto(f"{base}/plugin/audit-logs")
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Audit Logs").click()
+    page.wait_for_url("**/plugin/audit-logs**")
     frame = page.frame_locator("iframe")
     rows = frame.locator("#rows tr")
     rows.first.wait_for()
@@ -211,3 +214,40 @@ def test_the_plugin_registers_its_navigation_entry(server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
     assert refused.value.code == 401
+
+
+def test_page_without_airflow_login_asks_for_an_api_key(server, browser_page, tmp_path):
+    page = browser_page
+    org = organization_ids(2)[1]
+    key = create_key(server["roots"]["lake"], org).key
+    page.goto(f"{server['base']}/audit-logs/")
+    page.locator("#api-key").wait_for()
+    assert page.locator("#filters").is_hidden()
+    page.locator("#api-key").fill(key[:-3] + "xyz")
+    page.locator("#api-key").press("Enter")
+    page.locator("#error").filter(has_text="invalid API key").wait_for()
+    page.locator("#api-key").fill(key)
+    page.locator("#api-key").press("Enter")
+    page.locator("#rows tr").first.wait_for()
+    assert page.locator("#who").inner_text() == f"Organization {org}"
+    assert page.locator("#org-field").is_hidden()  # the picker is for Admins
+
+    # A shortcut sets From; an empty result says so.
+    page.get_by_role("button", name="Yesterday").click()
+    page.locator("#q").fill('"no event has this text"')
+    page.locator("#q").press("Enter")
+    page.locator("#empty").wait_for()
+    assert page.locator("#range").inner_text() == "0–0 of 0"
+
+    page.locator("#q").fill("region:aws-us-west-2")
+    page.locator("#q").press("Enter")
+    page.locator("#rows tr").first.wait_for()
+    shown = int(page.locator("#range").inner_text().rsplit(" ", 1)[-1])
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Export CSV").click()
+    path = tmp_path / "key-export.csv"
+    download_info.value.save_as(path)
+    exported = list(csv.DictReader(path.open(newline="")))
+    assert len(exported) == shown and {(r["organization_id"], r["region"]) for r in exported} == {
+        (org, "aws-us-west-2")}
+    page.screenshot(path=str(OUTPUT / "audit-logs-page-api-key.png"), full_page=True)

@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "audit-logs-api-key";
-const state = { page: 1, total: 0, admin: false, key: sessionStorage.getItem(KEY_STORAGE) || "" };
+const state = { page: 1, total: 0, admin: false, request: 0, key: sessionStorage.getItem(KEY_STORAGE) || "" };
 
 // --- time: inputs hold local or UTC wall time, the API gets ISO 8601 with Z ---------------
 const pad = (n, w = 2) => String(n).padStart(w, "0");
@@ -71,7 +71,7 @@ function setError(text) {
 
 function setBusy(busy) {
   $("results").setAttribute("aria-busy", String(busy));
-  for (const id of ["search", "export", "prev", "next"]) $(id).disabled = busy;
+  for (const id of ["export", "prev", "next"]) $(id).disabled = busy;  // Search stays: Enter must always submit
   if (busy) setStatus("Loading…");
 }
 
@@ -108,7 +108,8 @@ function renderTimeHeader() {
 }
 
 // --- actions -------------------------------------------------------------------------------
-async function load() {
+async function load() {  // only the latest request's answer is shown
+  const request = ++state.request;
   setError("");
   setBusy(true);
   const size = Number($("page-size").value);
@@ -117,6 +118,7 @@ async function load() {
   query.set("pageSize", size);
   try {
     const data = await (await api(`api/v1/events?${query}`)).json();
+    if (request !== state.request) return;
     state.total = data.total;
     renderRows(data.items);
     $("results").hidden = false;
@@ -124,6 +126,7 @@ async function load() {
     renderPager(data.page, data.pageSize, data.total);
     setStatus(data.total ? `${data.total} events` : "No events");
   } catch (error) {
+    if (request !== state.request) return;
     setBusy(false);
     if (error.status === 401) return askForKey(error.message);
     setStatus("");
