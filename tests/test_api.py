@@ -265,3 +265,18 @@ def test_daily_export_applies_the_organizations_filter(lake, tmp_path, monkeypat
     again = {r.organization_id: r for r in export_daily(own_lake, exports, day, [ORG_A, ORG_B])}
     assert not again[ORG_A].skipped and again[ORG_B].skipped
     assert {r["action"] for r in csv.DictReader(open(again[ORG_A].path))} == {"UploadFile"}
+
+
+def test_the_on_demand_dag_takes_a_query(lake, airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AUDIT_LAKE_ROOT", lake["roots"].lake)
+    monkeypatch.setenv("AUDIT_EXPORT_ROOT", str(tmp_path / "exports"))
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")
+                 ).dags["audit_export_on_demand"]
+    form = {"organization": ORG_A, "start": START, "end": END, "actions": []}
+    assert dag.test(run_conf={**form, "query": "action:CreateJobRun -region:aws-us-west-2"}).state == "success"
+    (out,) = (tmp_path / "exports" / "_on-demand" / ORG_A).glob("*.csv")
+    found = list(csv.DictReader(out.open(newline="")))
+    assert found and {(r["action"], r["region"] == "aws-us-west-2") for r in found} == {("CreateJobRun", False)}
+    assert dag.test(run_conf={**form, "query": "nope:x"}).state == "failed"
