@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Iterator
+from typing import Callable, Iterator
 
 import polars as pl
 
@@ -117,7 +117,7 @@ def _recover(lake: Root, committed: set[str]) -> None:
 
 
 def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: Window, now: datetime,
-                  summary: IngestSummary, validate: bool) -> None:
+                  summary: IngestSummary, validate: bool, fence: Callable[[], None] = lambda: None) -> None:
     batch_id = lk.new_batch_id(now)
     parsed = raw.parse_files(raw_root, files)
     routed = route(parsed.frame(), window)
@@ -139,9 +139,11 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
         if not report.success:
             raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
                                    + "; ".join(report.failures) + f" (report: {lake.display(report.json_path)})")
+    fence()  # prove the lake lease is still ours before writing (see leases)
     lk.write_partitions(lake, accepted, batch_id)
     quarantine.write(lake, bad, batch_id, now)
     reasons = Counter(bad["reason"].to_list())
+    fence()
     lk.commit_batch(lake, batch_id, {
         "batch_id": batch_id,
         "committed_at": now.isoformat(),
@@ -168,7 +170,7 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
     raw_root, lake = Root.open(raw_url), Root.open(lake_url)
     window = Window(now=now, retention_days=retention_days)
     summary = IngestSummary()
-    with lk.lease(lake):
+    with lk.lease(lake) as fence:
         ledger = lk.committed_batches(lake)
         _recover(lake, set(ledger))
         done = {(path, sig) for entry in ledger.values() for path, sig in entry["files"].items()}
@@ -176,5 +178,5 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
         pending = [f for f in files if (f.path, f.signature) not in done]
         summary.skipped_files = len(files) - len(pending)
         for batch in plan_batches(pending, batch_bytes):
-            _ingest_batch(raw_root, lake, batch, window, now, summary, validate)
+            _ingest_batch(raw_root, lake, batch, window, now, summary, validate, fence)
     return summary

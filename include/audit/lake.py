@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -172,14 +172,25 @@ class LeaseHeld(RuntimeError):
 
 
 @contextlib.contextmanager
-def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0) -> Iterator[None]:
-    """Exclusive access to the lake for one writer, held until the block ends.
+def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0,
+          ttl_seconds: float | None = None) -> Iterator[Callable[[], None]]:
+    """Exclusive access to the lake for one writer, held until the block ends; yields a fence to call
+    before each write, which raises if the lease can no longer be proven ours.
 
     A second writer waits up to ``wait_seconds`` for the first to finish, then gives up.
-    Local roots use an OS file lock (released by the kernel if the holder dies).
+    Local roots use an OS file lock (released by the kernel if the holder dies); object stores an
+    expiring lease object written with conditional requests (see ``leases``).
     """
     if not lake.is_local:
-        raise StorageError("only local lake roots support the ingest lease in this version")
+        from .leases import ObjectLease, ttl_from_env
+
+        held = ObjectLease(lake, lake.join(STATE, f"{name}.lease"), ttl_seconds or ttl_from_env(), wait_seconds)
+        held.acquire()
+        try:
+            yield held.fence
+        finally:
+            held.release()
+        return
     import fcntl
 
     path = lake.join(STATE, f"{name}.lock")
@@ -195,6 +206,6 @@ def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0) -> Iter
                     raise LeaseHeld(f"another {name} still holds {path} after {wait_seconds:.0f}s") from None
                 time.sleep(0.2)
         try:
-            yield
+            yield lambda: None  # the kernel's lock cannot be lost while the process lives
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

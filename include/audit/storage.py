@@ -7,11 +7,12 @@ touches a filesystem directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -19,6 +20,105 @@ from fsspec.implementations.local import LocalFileSystem
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message is one line and holds no secrets."""
+
+
+S3_PROTOCOLS = ("s3", "s3a")
+S3_CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "max_attempts": 5},
+    "connect_timeout": 5,
+    "read_timeout": 30,
+}
+"""botocore settings for every S3 root: throttling (503 SlowDown), resets and timeouts are retried
+with exponential backoff and jitter, a few times, so a dead endpoint fails in seconds, not minutes."""
+
+_OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
+_SECRETS: set[str] = set()  # credential values that must never be printed
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+
+
+def protocol_of(url: str) -> str:
+    """The fsspec protocol of a root URL (``file`` for plain paths)."""
+    return str(url).split("://", 1)[0].lower() if "://" in str(url) else "file"
+
+
+def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, merging nested dicts (e.g. client_kwargs) one level deep."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def default_options(url: str) -> dict[str, Any]:
+    """The storage options every root of ``url``'s protocol gets: retry policy for S3, plus options set
+    by :func:`use_options` (e.g. credentials from an Airflow connection)."""
+    protocol = protocol_of(url)
+    base: dict[str, Any] = {}
+    if protocol in S3_PROTOCOLS:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        # explicit, so that a changed endpoint gets its own client rather than fsspec's cached one
+        base = {"config_kwargs": S3_CLIENT_CONFIG, **({"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})}
+    return merge_options(base, _OPTIONS.get(protocol, {}))
+
+
+@contextlib.contextmanager
+def use_options(protocol: str, options: dict[str, Any], secrets: Iterable[str] = ()) -> Iterator[None]:
+    """Within the block, roots of ``protocol`` open with ``options``; ``secrets`` are redacted from output."""
+    previous = _OPTIONS.get(protocol)
+    _OPTIONS[protocol] = options
+    _SECRETS.update(s for s in secrets if s)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _OPTIONS.pop(protocol, None)
+        else:
+            _OPTIONS[protocol] = previous
+
+
+def redact(message: str) -> str:
+    """``message`` with every known credential (AWS_* variables, connection secrets) replaced by ``***``."""
+    values = _SECRETS | {os.environ.get(name, "") for name in _SECRET_VARIABLES}
+    for value in sorted((v for v in values if len(v) >= 4), key=len, reverse=True):
+        message = message.replace(value, "***")
+    return message
+
+
+def s3_endpoint() -> str:
+    """The S3 endpoint in use: from :func:`use_options`, else AWS_ENDPOINT_URL(_S3), else AWS's default."""
+    options = _OPTIONS.get("s3", {})
+    return (options.get("endpoint_url") or options.get("client_kwargs", {}).get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            or "the default AWS S3 endpoint")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """One line for a failed object-store request, naming the endpoint; None if ``exc`` is not one."""
+    for cause in _causes(exc):
+        module = type(cause).__module__ or ""
+        if not module.startswith(("botocore", "aiobotocore", "aiohttp")):
+            continue
+        response = getattr(cause, "response", None) or {}
+        error = response.get("Error", {})
+        if error:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            answer = " ".join(dict.fromkeys(str(x) for x in (status, error.get("Code")) if x))
+            what = f"{getattr(cause, 'operation_name', 'request')} answered {answer}: {error.get('Message', '')}"
+        else:
+            what = f"{type(cause).__name__}: {cause}"
+        first_line = what.splitlines()[0] if what else type(cause).__name__
+        return redact(f"object storage at {s3_endpoint()} failed: {first_line}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,7 +132,7 @@ class Root:
     @classmethod
     def open(cls, url: str, **storage_options: object) -> "Root":
         """Resolve ``url`` (a local path or any fsspec URL) to a root."""
-        fs, path = fsspec.core.url_to_fs(str(url), **storage_options)
+        fs, path = fsspec.core.url_to_fs(str(url), **merge_options(default_options(str(url)), storage_options))
         if isinstance(fs, LocalFileSystem):
             path = os.path.abspath(path)
         return cls(fs=fs, path=path.rstrip("/") or "/", url=str(url))
@@ -42,7 +142,10 @@ class Root:
         return isinstance(self.fs, LocalFileSystem)
 
     def join(self, *parts: str) -> str:
-        """Absolute path (inside this root's filesystem) of a relative location."""
+        """Absolute path (inside this root's filesystem) of a relative location; a first part that is
+        already below this root stays as it is (remote paths have no leading ``/`` to say so)."""
+        if parts and (parts[0] == self.path or parts[0].startswith(self.path.rstrip("/") + "/")):
+            return posixpath.join(*parts)
         return posixpath.join(self.path, *parts)
 
     def relative(self, path: str) -> str:
@@ -104,10 +207,12 @@ class Root:
                 for chunk in chunks:
                     f.write(chunk)
                     size += len(chunk)
+                f.close()  # completes the upload: the object appears whole, or not at all
             except BaseException:
-                f.discard() if hasattr(f, "discard") else None  # abort: never publish a partial object
+                with contextlib.suppress(Exception):  # abort: never publish a partial object
+                    f.discard() if hasattr(f, "discard") else None
+                f.closed = True  # discarded: nothing left to flush when it is garbage-collected
                 raise
-            f.close()
             return size
         directory = posixpath.dirname(path)
         os.makedirs(directory, exist_ok=True)
@@ -120,12 +225,75 @@ class Root:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
             raise
         return size
 
     def remove(self, path: str, recursive: bool = False) -> None:
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=recursive)
+        if not self.fs.exists(path):
+            return
+        directories = [path] + [p for p, info in self.fs.find(path, withdirs=True, detail=True).items()
+                                if info["type"] == "directory"] if recursive else []
+        self.fs.rm(path, recursive=recursive)
+        if hasattr(self.fs, "call_s3"):  # stores with real folders (SeaweedFS) keep them as empty prefixes
+            for directory in sorted(set(directories), key=len, reverse=True):
+                bucket, key = self._bucket_key(directory)
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=key.rstrip("/") + "/")
+            self.fs.invalidate_cache(path)
+
+    # --- conditional writes (the object-store lease) -----------------------------------------
+
+    def _bucket_key(self, path: str) -> tuple[str, str]:
+        if not hasattr(self.fs, "call_s3"):
+            raise StorageError(f"{self.url}: conditional writes need an s3:// root (or a local one, which locks)")
+        bucket, key, _ = self.fs.split_path(path)
+        return bucket, key
+
+    def _conditional(self, method: str, path: str, **kwargs: Any) -> dict | None:
+        """One S3 request with a precondition: its response, or None if the precondition failed."""
+        bucket, key = self._bucket_key(path)
+        try:
+            return self.fs.call_s3(method, Bucket=bucket, Key=key, **kwargs)
+        except Exception as exc:
+            if precondition_failed(exc):
+                return None
+            raise
+        finally:
+            self.fs.invalidate_cache(path)
+
+    def create_if_absent(self, path: str, data: bytes) -> str | None:
+        """Create ``path`` only if no object is there (If-None-Match: *); its ETag, or None."""
+        response = self._conditional("put_object", path, Body=data, IfNoneMatch="*")
+        return response and response.get("ETag")
+
+    def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
+        """Overwrite ``path`` only while it still has ``etag`` (If-Match); the new ETag, or None."""
+        response = self._conditional("put_object", path, Body=data, IfMatch=etag)
+        return response and response.get("ETag")
+
+    def delete_if(self, path: str, etag: str) -> bool:
+        """Delete ``path`` only while it still has ``etag``; False if it changed meanwhile."""
+        return self._conditional("delete_object", path, IfMatch=etag) is not None
+
+    def etag(self, path: str) -> str | None:
+        """The object's current ETag, asked of the server (no cache); None if there is none."""
+        bucket, key = self._bucket_key(path)
+        try:
+            return self.fs.call_s3("head_object", Bucket=bucket, Key=key).get("ETag")
+        except FileNotFoundError:
+            return None
+
+
+def precondition_failed(exc: BaseException) -> bool:
+    """True if ``exc`` is an S3 412 Precondition Failed or 409 conditional conflict."""
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None) or {}
+        code = response.get("Error", {}).get("Code")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return True
+    return False

@@ -1,0 +1,176 @@
+"""A loopback HTTP/1.1 proxy that puts faults between the pipeline and the S3 server.
+
+Each request gets the action ``plan(n)`` (n counts requests from 0): ``pass`` forwards it,
+``slowdown`` answers 503 SlowDown (as S3 does when throttling), ``reset`` drops the connection with
+a TCP reset before forwarding, ``slow`` forwards it after a delay. Bound to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+                 b"<Message>Please reduce your request rate.</Message></Error>")
+NO_BODY_STATUS = (b"1", b"204", b"304")
+
+
+class _Reader:
+    """Buffered reads of HTTP framing from a socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buffer = sock, b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                return b""
+        head, self.buffer = self.buffer.split(marker, 1)
+        return head + marker
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ConnectionError("peer closed mid-body")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def chunked(self) -> bytes:
+        """A chunked body with its framing, as received (trailers included)."""
+        out = b""
+        while True:
+            line = self.until(b"\r\n")
+            out += line
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while True:
+                    trailer = self.until(b"\r\n")
+                    out += trailer
+                    if trailer == b"\r\n":
+                        return out
+            out += self.exactly(size + 2)
+
+    def rest(self) -> bytes:
+        while self._fill():
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+
+def headers_of(head: bytes) -> dict[bytes, bytes]:
+    lines = head.split(b"\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines if b":" in line)}
+
+
+def read_body(reader: _Reader, headers: dict[bytes, bytes], until_close: bool) -> bytes:
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        return reader.chunked()
+    if b"content-length" in headers:
+        return reader.exactly(int(headers[b"content-length"]))
+    return reader.rest() if until_close else b""
+
+
+class FaultProxy:
+    """Serve ``127.0.0.1:<port>`` -> ``127.0.0.1:<upstream_port>`` with faults by ``plan``."""
+
+    def __init__(self, upstream_port: int, plan: Callable[[int], str], delay: float = 1.5) -> None:
+        self.upstream_port, self.plan, self.delay = upstream_port, plan, delay
+        self.actions: Counter[str] = Counter()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._closing = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "FaultProxy":
+        threading.Thread(target=self._accept, daemon=True, name="fault-proxy").start()
+        return self
+
+    def close(self) -> None:
+        self._closing = True
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _next_action(self) -> str:
+        with self._lock:
+            action = self.plan(self._count)
+            self._count += 1
+            self.actions[action] += 1
+            return action
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        reader = _Reader(client)
+        try:
+            while True:
+                head = reader.until(b"\r\n\r\n")
+                if not head:
+                    return
+                headers = headers_of(head)
+                if headers.get(b"expect", b"").lower() == b"100-continue":
+                    client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # we read the body, then forward it whole
+                    head = b"\r\n".join(line for line in head.split(b"\r\n")
+                                        if not line.lower().startswith(b"expect:"))
+                body = read_body(reader, headers, until_close=False)
+                action = self._next_action()
+                if action == "reset":
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if action == "slowdown":
+                    client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                   % (len(SLOWDOWN_BODY), SLOWDOWN_BODY))
+                    return
+                if action == "slow":
+                    time.sleep(self.delay)
+                if upstream is None:
+                    upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                upstream.sendall(head + body)
+                if not self._relay_response(_Reader(upstream), client, head.split(b" ", 1)[0]):
+                    return
+        except (OSError, ConnectionError, ValueError):
+            return
+        finally:
+            client.close()
+            if upstream is not None:
+                upstream.close()
+
+    @staticmethod
+    def _relay_response(upstream: _Reader, client: socket.socket, method: bytes) -> bool:
+        """Copy one response; False if the connection must close after it."""
+        head = upstream.until(b"\r\n\r\n")
+        if not head:
+            return False
+        status = head.split(b" ", 2)[1]
+        headers = headers_of(head)
+        keep = headers.get(b"connection", b"").lower() != b"close"
+        body = b"" if method == b"HEAD" or status.startswith(NO_BODY_STATUS) else \
+            read_body(upstream, headers, until_close=not keep)
+        client.sendall(head + body)
+        return keep and (b"content-length" in headers or b"chunked" in headers.get(b"transfer-encoding", b"")
+                         or not body)
+
+
+def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:
+    """A plan: request n gets ``pattern[n % period]``, else ``pass``."""
+    return lambda n: pattern.get(n % period, "pass")

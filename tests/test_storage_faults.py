@@ -1,0 +1,160 @@
+"""Faults the storage must survive; each test ends with every valid event exactly once in lake and export.
+
+1. the S3 server is killed mid-ingest; 2. a fault proxy injects 503 SlowDown, resets and slow answers;
+3. two ingest processes start on the same lake at once; 4. the local disk fails (full, permission denied).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import s3fs
+
+from include.audit import storage as st
+from include.audit.leases import TTL_VARIABLE
+
+from .fault_proxy import FaultProxy, every
+from .s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
+from .storage_checks import Storage, assert_exactly_once, export_every_day, hidden_leftovers, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+NOW_ARG = "2026-11-26T12:00:00Z"
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "include.audit", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+
+def _generate(capsys, storage: Storage, events: int) -> dict:
+    """Plain JSON Lines (so --batch-mb 1 makes several batches); returns the generator's expectations."""
+    code, expected, err = run_cli(capsys, "generate", "--raw-root", storage.raw, "--events", str(events), "--days",
+                                  "4", "--orgs", "5", "--now", NOW_ARG, "--no-gzip")
+    assert code == 0, err
+    return expected
+
+
+def _ingest_args(storage: Storage) -> list[str]:
+    return ["ingest", "--raw-root", storage.raw, "--lake-root", storage.lake, "--now", NOW_ARG, "--batch-mb", "1"]
+
+
+def _committed_batches(server: SeaweedS3, lake: str) -> int:
+    fs = s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, endpoint_url=server.endpoint, skip_instance_cache=True,
+                           config_kwargs={"retries": {"max_attempts": 1}})
+    try:
+        return len(fs.find(f"{lake.removeprefix('s3://')}/_state/ingested"))
+    except Exception:
+        return 0
+
+
+@pytest.fixture
+def own_s3_server(tmp_path: Path) -> Iterator[SeaweedS3]:
+    """A SeaweedFS of this test's own, which the test may kill."""
+    server = SeaweedS3(tmp_path / "seaweedfs")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.s3
+def test_s3_server_killed_mid_ingest(own_s3_server: SeaweedS3, capsys, monkeypatch) -> None:
+    for name, value in {**own_s3_server.env, TTL_VARIABLE: "3"}.items():
+        monkeypatch.setenv(name, value)
+    base = f"s3://{BUCKET}/killed"
+    storage = Storage("s3", f"{base}/raw", f"{base}/lake", f"{base}/exports")
+    expected = _generate(capsys, storage, 10_000)
+
+    run = _cli(*_ingest_args(storage), env=own_s3_server.env)
+    while _committed_batches(own_s3_server, storage.lake) == 0 and run.poll() is None:
+        time.sleep(0.1)
+    own_s3_server.kill()
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: object storage at {own_s3_server.endpoint} failed:")
+    assert SECRET_KEY not in err and ACCESS_KEY not in err and "Traceback" not in err
+
+    own_s3_server.start()
+    rerun = _cli(*_ingest_args(storage), env=own_s3_server.env)  # waits out the dead run's lease, then goes on
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert json.loads(out)["skipped_files"] > 0  # the killed run's committed batches stay done
+    export_every_day(capsys, storage)
+    assert_exactly_once(storage, expected["valid_events"])
+    code, status, err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
+    assert status["quarantined"] == expected["bad"]
+
+
+@pytest.mark.s3
+def test_faulty_network_is_retried(s3_server: SeaweedS3, s3_prefix: str, capsys) -> None:
+    storage = Storage("s3", f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports")
+    expected = _generate(capsys, storage, 1500)
+    plan = every({3: "slowdown", 11: "reset", 19: "slow"}, period=40)
+    proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), plan, delay=1.5).start()
+    options = {"client_kwargs": {"endpoint_url": proxy.url}, "config_kwargs": {"read_timeout": 1}}
+    try:
+        with st.use_options("s3", options):
+            code, summary, err = run_cli(capsys, *_ingest_args(storage))
+            assert code == 0, err
+            assert summary["ingested"] == expected["valid_events"]
+            export_every_day(capsys, storage)
+    finally:
+        proxy.close()
+    assert min(proxy.actions[a] for a in ("slowdown", "reset", "slow")) >= 3, proxy.actions
+    assert_exactly_once(storage, expected["valid_events"])
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    base = str(tmp_path) if request.param == "local" else request.getfixturevalue("s3_prefix")
+    return Storage(request.param, f"{base}/raw", f"{base}/lake", f"{base}/exports")
+
+
+def test_two_ingests_at_once(storage: Storage, capsys) -> None:
+    expected = _generate(capsys, storage, 4000)
+    runs = [_cli(*_ingest_args(storage), env={}) for _ in range(2)]
+    results = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [err for _, err in results]
+    summaries = [json.loads(out) for out, _ in results]
+    assert sorted(s["ingested"] for s in summaries) == [0, expected["valid_events"]]  # one after the other
+    assert sum(s["duplicates"] for s in summaries) == expected["redeliveries"]
+    assert max(s["skipped_files"] for s in summaries) == expected["files"]
+    export_every_day(capsys, storage)
+    assert_exactly_once(storage, expected["valid_events"])
+
+
+@pytest.mark.parametrize("call,code", [("fsync", errno.ENOSPC), ("replace", errno.EACCES)])
+def test_local_disk_failure(tmp_path: Path, capsys, monkeypatch, call: str, code: int) -> None:
+    storage = Storage("local", str(tmp_path / "raw"), str(tmp_path / "lake"), str(tmp_path / "exports"))
+    expected = _generate(capsys, storage, 3000)
+    real, calls = getattr(os, call), []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) > 25:  # some partition files of the batch are written, then the disk fails
+            raise OSError(code, os.strerror(code))
+        return real(*args)
+
+    monkeypatch.setattr(os, call, failing)
+    exit_code, _, err = run_cli(capsys, *_ingest_args(storage))
+    monkeypatch.setattr(os, call, real)
+    assert exit_code == 1
+    assert err.count("\n") == 1 and err.startswith("error: StorageError: cannot write ") and os.strerror(code) in err
+    assert hidden_leftovers(storage.lake) == []
+
+    exit_code, summary, err = run_cli(capsys, *_ingest_args(storage))
+    assert exit_code == 0, err
+    export_every_day(capsys, storage)
+    assert_exactly_once(storage, expected["valid_events"])
