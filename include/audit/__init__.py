@@ -6,4 +6,11 @@ rules), ``raw`` (input files), ``ingest``, ``quarantine``, ``validation`` (Great
 ``retention``, ``generate`` (synthetic data), ``cli``.
 """
 
+import os
+
+# Arrow's default allocator keeps the pages of freed batches; the system allocator returns them,
+# so ingest's peak memory follows its batch size (1M events: ~970 vs ~1170 MiB at equal speed).
+# It must be chosen before pyarrow is first imported.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 __version__ = "0.1.0"

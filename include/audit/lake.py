@@ -120,7 +120,16 @@ def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str]) -> p
         return pl.DataFrame(schema=schema)
     dataset = ds.dataset(root, filesystem=_arrow_filesystem(lake), format="parquet",
                          partitioning=_ARROW_PARTITIONING, exclude_invalid_files=False)
-    table = dataset.to_table(columns=list(columns), filter=ds.field("event_id").isin(event_ids.to_arrow()))
+    wanted = ds.field("event_id").isin(event_ids.to_arrow())
+    # Two passes: the event_id column alone answers "any repeats?" (usually none); only then
+    # read the other columns, and only of the files that hold a repeat.
+    hits = dataset.to_table(columns=["event_id", "__filename"], filter=wanted)
+    if hits.num_rows == 0:
+        return pl.DataFrame(schema=schema)
+    files = sorted(set(hits.column("__filename").to_pylist()))
+    subset = ds.dataset(files, filesystem=_arrow_filesystem(lake), format="parquet", partitioning=_ARROW_PARTITIONING,
+                        partition_base_dir=root)
+    table = subset.to_table(columns=list(columns), filter=wanted)
     return pl.from_arrow(table).cast(schema)  # type: ignore[union-attr]
 
 

@@ -128,7 +128,7 @@ def attributes_json(extras: dict[str, Any]) -> str | None:
 
 def _line_numbers(data: bytes, rows: int) -> Sequence[int]:
     """1-based numbers of the non-blank lines (what a JSON Lines reader returns rows for)."""
-    if _BLANK_LINE.search(data):
+    if _BLANK_LINE.search(data.rstrip()):  # blank lines at the end shift nothing
         return [n for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
     return range(1, rows + 1)
 

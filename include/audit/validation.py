@@ -6,6 +6,7 @@ columns the suite needs. It is imported lazily: the import alone costs seconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ def _columns_checked(window: Window) -> list[str]:
     return sorted({e.column for e in expectations(window) if getattr(e, "column", None)})
 
 
+@functools.cache
 def _context() -> Any:
+    """One ephemeral GE context per process: creating it costs about a second."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.execution_engine import pandas_execution_engine
@@ -57,14 +60,20 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     import great_expectations as gx
 
     context = _context()
-    asset = context.data_sources.add_pandas("audit_lake").add_dataframe_asset(batch_id)
+    asset = context.data_sources.add_pandas(f"audit_lake_{batch_id}").add_dataframe_asset(batch_id)
     batch = asset.add_batch_definition_whole_dataframe("accepted")
-    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations(window, RULES)))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}_{batch_id}",
+                                                   expectations=expectations(window, RULES)))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{SUITE_NAME}_{batch_id}", data=batch, suite=suite)
     )
     view = accepted.select(_columns_checked(window)).to_pandas(use_pyarrow_extension_array=True)
-    return definition.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
+    try:
+        return definition.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
+    finally:  # the context is shared by the run's batches: let go of this batch's data
+        context.validation_definitions.delete(definition.name)
+        context.suites.delete(suite.name)
+        context.data_sources.delete(f"audit_lake_{batch_id}")
 
 
 def render_html(result: Any) -> str:
