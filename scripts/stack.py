@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -385,13 +386,21 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(state.ports["scheduler-health"]),
         "AUDIT_S3_CONN_ID": "audit_s3",
-        "AIRFLOW_CONN_AUDIT_S3": json.dumps(connection),
-        "AWS_ENDPOINT_URL": s3,
-        "AWS_ACCESS_KEY_ID": keys["s3_key"],
-        "AWS_SECRET_ACCESS_KEY": keys["s3_secret"],
-        "AWS_REGION": S3_REGION,
+        "AIRFLOW_CONN_AUDIT_S3": json.dumps(connection),  # inside Airflow, the only S3 credentials
         **ROOTS,
     }
+
+
+def command_line_env(state: State, keys: dict[str, str]) -> dict[str, str]:
+    """The standard variables that point ``python -m include.audit`` (outside Airflow) at this S3."""
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{state.ports['s3']}", "AWS_ACCESS_KEY_ID": keys["s3_key"],
+            "AWS_SECRET_ACCESS_KEY": keys["s3_secret"], "AWS_REGION": S3_REGION}
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """A private shell file to ``source``: the stack's Airflow settings and the command line's S3 variables."""
+    write_secret(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
+                               if k.startswith(FOREIGN_PREFIXES)))
 
 
 def run_init(state: State, env: dict[str, str]) -> None:
@@ -458,8 +467,7 @@ def up(root: Path, workers: int = 2, api_workers: int = 1) -> dict:
         start_seaweedfs(state, keys["s3_key"], keys["s3_secret"])
         state.ports.update({name: free_port() for name in ("api", "triggerer-logs", "scheduler-health")})
         env = airflow_env(state, keys)
-        write_secret(root / "airflow.env", "".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items()
-                                                   if k.startswith(FOREIGN_PREFIXES)))
+        write_env_file(root / "airflow.env", {**env, **command_line_env(state, keys)})
         state.save()
         write_api_password(env, keys["api_password"])
         run_init(state, env)

@@ -212,6 +212,7 @@ def test_make_stack_sets_everything_compose_sets() -> None:
     local = stack.airflow_env(state, keys)
     common = COMMON["environment"]
     assert set(common) - set(local) == set()
+    assert not any(k.startswith("AWS_") for k in local), "inside Airflow, credentials come from the connection"
     for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AUDIT_RAW_ROOT", "AUDIT_LAKE_ROOT",
                 "AUDIT_EXPORT_ROOT", "AUDIT_S3_CONN_ID"):
         assert local[key] == common[key], key
