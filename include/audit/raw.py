@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -34,7 +33,6 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
 
 _ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
 _FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*\n")
 
 
 class UnreadableFile(Exception):
@@ -128,9 +126,9 @@ def attributes_json(extras: dict[str, Any]) -> str | None:
 
 def _line_numbers(data: bytes, rows: int) -> Sequence[int]:
     """1-based numbers of the non-blank lines (what a JSON Lines reader returns rows for)."""
-    if _BLANK_LINE.search(data.rstrip()):  # blank lines at the end shift nothing
-        return [n for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
-    return range(1, rows + 1)
+    if data.rstrip().count(b"\n") + 1 == rows:  # every line is a row: no blank lines to skip
+        return range(1, rows + 1)
+    return [n for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
 
 
 def _parse_fast(data: bytes, source: str) -> pl.DataFrame | None:
