@@ -6,6 +6,8 @@ Object storage is reached with the Airflow connection ``audit_s3`` when it exist
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -58,15 +60,20 @@ def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
 
 
 @uses_airflow_storage
-def on_demand_path(organization_id: str, start: datetime, end: datetime) -> str:
-    """Where an on-demand export from the Airflow UI lands (``_`` cannot start an org id)."""
+def on_demand_path(organization_id: str, start: datetime, end: datetime, params: dict[str, Any]) -> str:
+    """Where an on-demand export lands (``_`` cannot start an org id, so no organization collides).
+
+    The name carries a digest of the form's values: a rerun overwrites its own file, while
+    another filter over the same range gets a file of its own.
+    """
     from .storage import Root
 
     exports = Root.open(Roots.from_env().exports)
     stamp = "{:%Y%m%dT%H%M%SZ}"
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return exports.display(exports.join(
         "_on-demand", organization_id,
-        f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}.csv"))
+        f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}_{digest}.csv"))
 
 
 @uses_airflow_storage
@@ -74,11 +81,17 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
     """Export from the trigger form's params: organization, start, end, search, user, actions, query."""
     from .exports import export_filtered
     from .filters import parse
-    from .query import EventFilter, parse_time, validate_organization_id
+    from .query import BadInput, EventFilter, parse_time, validate_organization_id
 
-    org = validate_organization_id(str(params.get("organization", "")).strip())
-    start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
-    users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
-    flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
-                      actions=tuple(params.get("actions") or ()), query=parse(params.get("query") or None))
-    return asdict(export_filtered(Roots.from_env().lake, flt, on_demand_path(org, flt.start, flt.end)))
+    try:
+        org = validate_organization_id(str(params.get("organization", "")).strip())
+        start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
+        users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
+        flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
+                          actions=tuple(params.get("actions") or ()), query=parse(params.get("query") or None))
+    except BadInput as exc:  # the form's values are wrong: retrying cannot help
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"bad input: {exc}") from None
+    out = on_demand_path(org, flt.start, flt.end, params)
+    return asdict(export_filtered(Roots.from_env().lake, flt, out))
