@@ -198,6 +198,11 @@ def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page,
     assert not {r["action"] for r in exported} & ({"GetJobRunLogs"} | FILE_ACTIONS)
     assert len({r["event_id"] for r in exported}) == filtered
 
+    # Exporting a filter with an error explains it instead of downloading an error.
+    frame.locator("#q").fill("ip:")
+    frame.locator("#export").click()
+    frame.locator("#error").filter(has_text="ip: needs a value").wait_for()
+
 
 def test_the_plugin_registers_its_navigation_entry(server):
     request = urllib.request.Request(f"{server['base']}/auth/token", method="POST",

@@ -134,26 +134,27 @@ async function load() {  // only the latest request's answer is shown
   }
 }
 
+function download(href, name) {
+  const link = Object.assign(document.createElement("a"), { href, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
 async function exportCsv() {
   setError("");
   const url = `api/v1/audit-log/export?${params()}`;
-  if (!state.key) {  // the session cookie authenticates a plain download, streamed to disk
-    const link = Object.assign(document.createElement("a"), { href: url, download: "" });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    return;
-  }
   setStatus("Exporting…");
   try {
-    const response = await api(url);
+    if (!state.key) {  // the session cookie authenticates a plain download, streamed to disk
+      await api(`api/v1/events?${params()}&pageSize=10`);  // bad input shows here, not as a downloaded error
+      download(url, "");
+      setStatus("Export started");
+      return;
+    }
+    const response = await api(url);  // a key needs its header: fetch, then save the blob
     const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
-    const blob = await response.blob();
-    const link = Object.assign(document.createElement("a"),
-      { href: URL.createObjectURL(blob), download: name ? name[1] : "audit-log.csv" });
-    document.body.append(link);
-    link.click();
-    link.remove();
+    download(URL.createObjectURL(await response.blob()), name ? name[1] : "audit-log.csv");
     setStatus("Exported");
   } catch (error) {
     setStatus("");
@@ -207,6 +208,7 @@ async function start() {
     await load();
   } catch (error) {
     if (error.status === 401) return askForKey(state.key ? error.message : "");
+    if (error.status === 403 && !state.key) return askForKey(error.message);  // e.g. not an Airflow Admin
     setStatus("");
     setError(error.message);
   }
