@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Callable, Iterator, Sequence
@@ -35,6 +36,8 @@ EVENTS = "events"
 QUARANTINE = "quarantine"
 VALIDATION = "_validation"
 STATE = "_state"
+
+WRITE_THREADS = 4
 
 FILE_SCHEMA: dict[str, pl.DataType] = {k: v for k, v in LAKE_SCHEMA.items() if k not in PARTITION_SCHEMA}
 """Columns stored inside an event Parquet file (the partition keys are in its path)."""
@@ -135,14 +138,17 @@ def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str]) -> p
 
 def write_partitions(lake: Root, events: pl.DataFrame, batch_id: str) -> list[str]:
     """Write lake-shaped ``events`` as one file per (event_date, organization) named after the batch."""
-    written = []
     keyed = events.with_columns(pl.col("event_time").dt.date().alias("event_date"))
-    for (day, org), part in keyed.group_by("event_date", "organization_id", maintain_order=True):
-        path = lake.join(partition_dir(lake, day, org), f"part-{batch_id}.parquet")  # type: ignore[arg-type]
-        body = part.sort("event_time", "event_id").select(list(FILE_SCHEMA))
-        lake.write_bytes(path, to_parquet(body))
-        written.append(path)
-    return written
+    parts = keyed.sort("event_time", "event_id").partition_by("event_date", "organization_id", as_dict=True)
+
+    def write(key: tuple, part: pl.DataFrame) -> str:
+        path = lake.join(partition_dir(lake, *key), f"part-{batch_id}.parquet")
+        lake.write_bytes(path, to_parquet(part.select(list(FILE_SCHEMA))))
+        return path
+
+    # Compression and (remote) PUTs release the GIL: a few threads hide their latency.
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        return list(pool.map(lambda item: write(*item), parts.items()))
 
 
 # --- state ------------------------------------------------------------------------------------
