@@ -6,14 +6,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
-DEFAULT_ARGS = {
-    "owner": "audit",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-}
-
+from include.audit.dag_defaults import retrying
 
 def _export_date() -> str:
     from include.audit.pipeline import export_date_for
@@ -27,7 +20,7 @@ def _export_date() -> str:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,
-    default_args=DEFAULT_ARGS,
+    default_args=retrying(3, timedelta(minutes=1), timedelta(minutes=15)),
     tags=["audit", "export"],
     doc_md="""
 ### Audit daily export

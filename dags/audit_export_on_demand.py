@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.audit.catalog import ACTIONS
+from include.audit.dag_defaults import retrying
 
 
 @dag(
@@ -14,7 +15,7 @@ from include.audit.catalog import ACTIONS
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    default_args={"owner": "audit", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=retrying(1, timedelta(seconds=30), timedelta(minutes=2)),
     tags=["audit", "export"],
     params={
         "organization": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",

@@ -6,14 +6,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-DEFAULT_ARGS = {
-    "owner": "audit",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=5),
-}
-
+from include.audit.dag_defaults import retrying
 
 @dag(
     dag_id="audit_ingest",
@@ -21,7 +14,7 @@ DEFAULT_ARGS = {
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=retrying(3, timedelta(seconds=30), timedelta(minutes=5)),
     tags=["audit", "ingest"],
     doc_md="""
 ### Audit ingest

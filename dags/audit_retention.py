@@ -6,6 +6,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
+from include.audit.dag_defaults import retrying
+
 
 @dag(
     dag_id="audit_retention",
@@ -13,8 +15,7 @@ from airflow.sdk import dag, get_current_context, task
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "audit", "retries": 2, "retry_delay": timedelta(minutes=5),
-                  "retry_exponential_backoff": True},
+    default_args=retrying(2, timedelta(minutes=5), timedelta(minutes=30)),
     tags=["audit", "retention"],
     doc_md="""
 ### Audit retention
