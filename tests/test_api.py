@@ -137,6 +137,7 @@ def test_export_streams_the_daily_format_with_search_term(client, lake):
     assert response.text.splitlines()[0] == HEADER
     found = export_rows(response)
     assert found and all("firefox" in r["user_agent"].lower() for r in found)
+    assert events(client, as_key(lake), searchTerm="FIREFOX").json()["total"] == len(found)
     keys = [(r["time"], r["event_id"]) for r in found]
     assert keys == sorted(keys)
 

@@ -212,13 +212,14 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
 
     @app.get("/api/v1/events")
     def events(organization: str = Depends(scope), startTime: str | None = None, endTime: str | None = None,
-               q: str | None = None, page: int = Query(1), pageSize: int = Query(25)) -> dict:
-        """One page of the organization's events in [startTime, endTime] matching q, newest first."""
+               q: str | None = None, page: int = Query(1), pageSize: int = Query(25),
+               searchTerm: str | None = None) -> dict:
+        """One page of the organization's events in [startTime, endTime] matching q (and searchTerm), newest first."""
         if pageSize not in PAGE_SIZES:
             raise BadInput(f"pageSize {pageSize} is not one of {', '.join(map(str, PAGE_SIZES))}")
         if page < 1:
             raise BadInput(f"page {page} is not a page number: pages start at 1")
-        flt = query_filter(organization, *time_range(startTime, endTime), q)
+        flt = query_filter(organization, *time_range(startTime, endTime), q, search=searchTerm)
         items, total = page_of_events(lake_root(), flt, page, pageSize)
         return {"items": items, "total": total, "page": page, "pageSize": pageSize}
 
