@@ -67,16 +67,21 @@ def plan_batches(files: list[raw.RawFile], batch_bytes: int) -> Iterator[list[ra
         yield batch
 
 
-def dedupe(valid: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def content_hash() -> pl.Expr:
+    """A fingerprint of what makes two deliveries of an event_id the same event (stable within a run)."""
+    return pl.struct(CONTENT_COLUMNS).hash()
+
+
+def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Split valid rows (in arrival order) into new events, conflicting duplicates and a duplicate count.
 
+    ``known`` holds the ``event_id`` and ``content`` hash of matching events already in the lake.
     The first version of an event_id wins: the lake's, else the earliest in the batch. A later
     copy with the same content is a duplicate (counted, kept once); with other content, a conflict.
     """
-    content = pl.struct(CONTENT_COLUMNS).hash()
-    rows = valid.with_columns(_hash=content, _first=pl.col("event_id").is_first_distinct())
+    rows = valid.with_columns(_hash=content_hash(), _first=pl.col("event_id").is_first_distinct())
     batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
-    lake_ref = existing.select("event_id", _lake_ref=content).unique("event_id")
+    lake_ref = known.select("event_id", _lake_ref="content")
     rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(
         batch_ref, on="event_id", how="left", maintain_order="left")
     in_lake = pl.col("_lake_ref").is_not_null()
@@ -92,6 +97,35 @@ def dedupe(valid: pl.DataFrame, existing: pl.DataFrame) -> tuple[pl.DataFrame, p
     )
     helpers = ["_hash", "_first", "_lake_ref", "_batch_ref", "_new", "_dup"]
     return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
+
+
+@dataclass
+class KnownEvents:
+    """The lake's events as (event_id, content hash), for the uniqueness check of each batch.
+
+    Files that were in the lake when the run started are searched per batch; what this run
+    writes is remembered in memory instead of being read back, so a run's cost does not grow
+    with its own backlog.
+    """
+
+    lake: Root
+    files: list[str]
+    written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"event_id": pl.String, "content": pl.UInt64}))
+
+    @classmethod
+    def snapshot(cls, lake: Root) -> "KnownEvents":
+        return cls(lake, lk.event_files(lake))
+
+    def matching(self, event_ids: pl.Series) -> pl.DataFrame:
+        found = lk.lookup_events(self.lake, event_ids, CONTENT_COLUMNS, self.files)
+        return pl.concat([
+            found.select("event_id", content=content_hash()),
+            self.written.filter(pl.col("event_id").is_in(event_ids.implode())),
+        ]).unique("event_id", keep="first")
+
+    def remember(self, accepted: pl.DataFrame) -> None:
+        self.written = pl.concat([self.written, accepted.select("event_id", content=content_hash())])
 
 
 def with_raw(parsed: raw.ParsedLines, rows: pl.DataFrame) -> pl.DataFrame:
@@ -117,15 +151,15 @@ def _recover(lake: Root, committed: set[str]) -> None:
 
 
 def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: Window, now: datetime,
-                  summary: IngestSummary, validate: bool, fence: Callable[[], None] = lambda: None) -> None:
+                  summary: IngestSummary, validate: bool, known: KnownEvents,
+                  fence: Callable[[], None] = lambda: None) -> None:
     batch_id = lk.new_batch_id(now)
     parsed = raw.parse_files(raw_root, files)
     routed = route(parsed.frame(), window)
     invalid = with_raw(parsed, routed.filter(pl.col("reason").is_not_null()))
     valid = routed.filter(pl.col("reason").is_null())
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number"))
-    existing = lk.lookup_events(lake, shaped["event_id"].unique(), CONTENT_COLUMNS)
-    accepted, conflicts, duplicates = dedupe(shaped, existing)
+    accepted, conflicts, duplicates = dedupe(shaped, known.matching(shaped["event_id"].unique()))
     accepted = accepted.with_columns(ingested_at=pl.lit(now, UTC_DATETIME))
 
     bad = pl.concat([
@@ -142,6 +176,7 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
     fence()  # prove the lake lease is still ours before writing (see leases)
     lk.write_partitions(lake, accepted, batch_id)
     quarantine.write(lake, bad, batch_id, now)
+    known.remember(accepted)
     reasons = Counter(bad["reason"].to_list())
     fence()
     lk.commit_batch(lake, batch_id, {
@@ -177,6 +212,7 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
         files = raw.discover(raw_root)
         pending = [f for f in files if (f.path, f.signature) not in done]
         summary.skipped_files = len(files) - len(pending)
+        known = KnownEvents.snapshot(lake)
         for batch in plan_batches(pending, batch_bytes):
-            _ingest_batch(raw_root, lake, batch, window, now, summary, validate, fence)
+            _ingest_batch(raw_root, lake, batch, window, now, summary, validate, known, fence)
     return summary

@@ -112,17 +112,22 @@ def _arrow_filesystem(root: Root) -> pafs.FileSystem | Any:
     return pafs.LocalFileSystem() if root.is_local else root.fs
 
 
-def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str]) -> pl.DataFrame:
-    """Lake rows whose event_id is in ``event_ids``: the lake-wide uniqueness check.
+def event_files(lake: Root) -> list[str]:
+    """Every complete event Parquet file in the lake."""
+    return [f for f in lake.find(lake.join(EVENTS), (".parquet",)) if not f.rsplit("/", 1)[-1].startswith((".", "_"))]
 
-    Reads only the event_id column of every file plus the matching rows' ``columns``.
+
+def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str], files: Sequence[str]) -> pl.DataFrame:
+    """Rows of ``files`` whose event_id is in ``event_ids``: the lake-wide uniqueness check.
+
+    Reads only the event_id column of every file, and the other ``columns`` of files with a match.
     """
     schema = {c: LAKE_SCHEMA[c] for c in columns}
     root = lake.join(EVENTS)
-    if len(event_ids) == 0 or not lake.exists(root):
+    if len(event_ids) == 0 or not files:
         return pl.DataFrame(schema=schema)
-    dataset = ds.dataset(root, filesystem=_arrow_filesystem(lake), format="parquet",
-                         partitioning=_ARROW_PARTITIONING, exclude_invalid_files=False)
+    dataset = ds.dataset(list(files), filesystem=_arrow_filesystem(lake), format="parquet",
+                         partitioning=_ARROW_PARTITIONING, partition_base_dir=root)
     wanted = ds.field("event_id").isin(event_ids.to_arrow())
     # Two passes: the event_id column alone answers "any repeats?" (usually none); only then
     # read the other columns, and only of the files that hold a repeat.
