@@ -23,8 +23,8 @@ import pytest
 ACCESS_KEY = "audit-test-access-" + uuid.uuid4().hex[:8]
 SECRET_KEY = "audit-test-secret-" + uuid.uuid4().hex
 BUCKET = "audit-test"
-PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-              "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")
+HTTP_PORT_FLAGS = ("master.port", "volume.port", "filer.port", "s3.port", "admin.port")
+GRPC_OFFSET = 10_000  # SeaweedFS's convention; its embedded worker dials admin.port + 10000 whatever the flags say
 STARTUP_SECONDS = 90.0
 
 
@@ -36,18 +36,38 @@ def weed_binary() -> str:
     return found
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports that were free a moment ago."""
-    sockets = []
+def free_port_pairs(count: int) -> list[int]:
+    """``count`` loopback ports p, each with p + GRPC_OFFSET, all free a moment ago."""
+    held: list[socket.socket] = []
+    found: list[int] = []
     try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
+        while len(found) < count:
+            http = socket.socket()
+            http.bind(("127.0.0.1", 0))
+            held.append(http)
+            port = http.getsockname()[1]
+            if port + GRPC_OFFSET > 65535:
+                continue
+            grpc = socket.socket()
+            try:
+                grpc.bind(("127.0.0.1", port + GRPC_OFFSET))
+            except OSError:
+                grpc.close()
+                continue
+            held.append(grpc)
+            found.append(port)
+        return found
     finally:
-        for s in sockets:
+        for s in held:
             s.close()
+
+
+def port_flags() -> dict[str, int]:
+    """Every port flag of ``weed mini``: free HTTP ports, each gRPC port at HTTP + 10000."""
+    flags = {}
+    for name, port in zip(HTTP_PORT_FLAGS, free_port_pairs(len(HTTP_PORT_FLAGS))):
+        flags[name], flags[f"{name}.grpc"] = port, port + GRPC_OFFSET
+    return flags
 
 
 def credentials_env(endpoint: str) -> dict[str, str]:
@@ -61,7 +81,7 @@ class SeaweedS3:
     """One ``weed mini`` process with its data directory; can be killed and started again on the same ports."""
 
     data_dir: Path
-    ports: dict[str, int] = field(default_factory=lambda: dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)))))
+    ports: dict[str, int] = field(default_factory=port_flags)
     process: subprocess.Popen | None = None
 
     @property
