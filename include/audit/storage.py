@@ -236,10 +236,11 @@ class Root:
     def remove(self, path: str, recursive: bool = False) -> None:
         if not self.fs.exists(path):
             return
+        folders = hasattr(self.fs, "call_s3") and recursive  # SeaweedFS keeps emptied folders as prefixes
         directories = [path] + [p for p, info in self.fs.find(path, withdirs=True, detail=True).items()
-                                if info["type"] == "directory"] if recursive else []
+                                if info["type"] == "directory"] if folders else []
         self.fs.rm(path, recursive=recursive)
-        if hasattr(self.fs, "call_s3"):  # stores with real folders (SeaweedFS) keep them as empty prefixes
+        if folders:
             for directory in sorted(set(directories), key=len, reverse=True):
                 bucket, key = self._bucket_key(directory)
                 self.fs.call_s3("delete_object", Bucket=bucket, Key=key.rstrip("/") + "/")
