@@ -492,27 +492,34 @@ def summary(state: State) -> dict:
     }
 
 
-def stop(service: Service, timeout: float = 30) -> None:
-    """Stop one service and everything in its process group: its signal, then SIGKILL after ``timeout``."""
-    if not alive(service.pid):
-        return
+def signal_group(service: Service, signum: int) -> None:
+    """Send ``signum`` to the service's process group (it started its own session)."""
     try:
-        os.killpg(service.pid, STOP_SIGNAL.get(service.name, signal.SIGTERM))
+        os.killpg(service.pid, signum)
     except ProcessLookupError:
-        return
+        pass
+
+
+def stop(services: list[Service], timeout: float = 30) -> None:
+    """Stop ``services`` together, each with its process group: its signal, then SIGKILL after ``timeout``."""
+    running = [s for s in services if alive(s.pid)]
+    for service in running:
+        signal_group(service, STOP_SIGNAL.get(service.name, signal.SIGTERM))
     deadline = time.monotonic() + timeout
-    while alive(service.pid) and time.monotonic() < deadline:
+    while any(alive(s.pid) for s in running) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if alive(service.pid):
-        os.killpg(service.pid, signal.SIGKILL)
-    wait_for(lambda: not alive(service.pid), f"{service.name} to exit", 10)
+    for service in running:
+        if alive(service.pid):
+            signal_group(service, signal.SIGKILL)
+    wait_for(lambda: not any(alive(s.pid) for s in running), "every service to exit", 10)
 
 
 def down(root: Path) -> dict:
-    """Stop what ``up`` started, Airflow first and the stores last."""
+    """Stop what ``up`` started: the Airflow processes first, then the stores they write to."""
     state = State.load(root.resolve())
-    for service in reversed(state.services):
-        stop(service)
+    stores = ("postgres", "redis", "seaweedfs")
+    stop([s for s in state.services if s.name not in stores])
+    stop([s for s in state.services if s.name in stores])
     return summary(state)
 
 
