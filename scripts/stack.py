@@ -44,6 +44,9 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 # Outside settings that would point a component somewhere else; the stack sets its own.
 FOREIGN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_HOME", "AUDIT_", "AWS_")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Airflow's log servers bind every interface, and nothing needs them here: all processes share one
+# log folder, which the api-server reads directly. So workers and the triggerer start without them.
+SKIP_SERVE_LOGS = {"worker": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
 STOP_SIGNAL = {"postgres": signal.SIGINT}  # SIGINT is PostgreSQL's "fast" shutdown; the rest take SIGTERM
 
 
@@ -381,7 +384,6 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api}",
         "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(state.ports["triggerer-logs"]),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(state.ports["scheduler-health"]),
@@ -435,13 +437,10 @@ def start_airflow(state: State, env: dict[str, str], workers: int, api_workers: 
     api = state.start("airflow-apiserver", ["airflow", "api-server", "-H", "127.0.0.1",
                                             "-p", str(state.ports["api"]), "-w", str(api_workers)], env)
     for command in COMPONENTS[1:]:
-        state.start(f"airflow-{command}", ["airflow", command], env)
-    started = []
-    for number in range(1, workers + 1):
-        port = state.ports[f"worker-{number}-logs"] = free_port()
-        worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)}
-        started.append(state.start(f"airflow-worker-{number}", ["airflow", "celery", "worker",
-                                                                 "-H", f"worker{number}@%h"], worker_env))
+        state.start(f"airflow-{command}", ["airflow", command, *SKIP_SERVE_LOGS.get(command, [])], env)
+    started = [state.start(f"airflow-worker-{number}", ["airflow", "celery", "worker", "-H", f"worker{number}@%h",
+                                                        *SKIP_SERVE_LOGS["worker"]], env)
+               for number in range(1, workers + 1)]
     for worker in started:
         wait_for(log_says(worker, " ready."), f"{worker.name} to join the broker", 180, worker)
     checks = ("scheduler", "triggerer", "dag_processor")
@@ -465,7 +464,7 @@ def up(root: Path, workers: int = 2, api_workers: int = 1) -> dict:
         start_postgres(state, keys["postgres"])
         start_redis(state, keys["redis"])
         start_seaweedfs(state, keys["s3_key"], keys["s3_secret"])
-        state.ports.update({name: free_port() for name in ("api", "triggerer-logs", "scheduler-health")})
+        state.ports.update({name: free_port() for name in ("api", "scheduler-health")})
         env = airflow_env(state, keys)
         write_env_file(root / "airflow.env", {**env, **command_line_env(state, keys)})
         state.save()

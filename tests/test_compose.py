@@ -205,8 +205,7 @@ def test_image_is_the_official_airflow_of_requirements_txt() -> None:
 def test_make_stack_sets_everything_compose_sets() -> None:
     """``make stack`` is the same topology: its Airflow environment has every setting of compose's."""
     state = stack.State(Path("/nonexistent"), ports={name: 1 for name in
-                                                     ("postgres", "redis", "s3", "api", "triggerer-logs",
-                                                      "scheduler-health")})
+                                                     ("postgres", "redis", "s3", "api", "scheduler-health")})
     keys = dict.fromkeys(("postgres", "redis", "s3_key", "s3_secret", "fernet_key", "api_secret_key",
                           "jwt_secret"), "x")
     local = stack.airflow_env(state, keys)

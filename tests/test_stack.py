@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from include.audit.exports import HEADER
@@ -184,6 +185,21 @@ def test_every_component_reports_healthy(api: Api) -> None:
     health = api.ok("GET", "/monitor/health")
     for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
         assert health[component]["status"] == "healthy", health
+
+
+def process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_every_server_of_the_stack_listens_on_loopback_only(stack: Stack) -> None:
+    groups = {service["pid"]: name for name, service in stack.info["services"].items()}
+    listening = {(groups[group], conn.laddr.ip, conn.laddr.port) for conn in psutil.net_connections("inet")
+                 if conn.status == psutil.CONN_LISTEN and conn.pid and (group := process_group(conn.pid)) in groups}
+    assert {"airflow-apiserver", "seaweedfs", "redis", "postgres"} <= {name for name, _, _ in listening}
+    assert all(ip == "127.0.0.1" for _, ip, _ in listening), sorted(listening)
 
 
 def test_ingest_run_loads_every_valid_event_into_the_s3_lake(ingested: dict) -> None:
