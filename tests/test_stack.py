@@ -243,6 +243,12 @@ def test_on_demand_export_run_writes_what_the_command_line_writes(stack: Stack, 
     assert fs.cat_file(result["path"]) == expected.read_bytes()
 
 
+def test_a_second_up_on_a_running_stack_is_refused(stack: Stack) -> None:
+    again = run_stack("up", stack.state, timeout=60)
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert all(alive(service["pid"]) for service in stack.info["services"].values())
+
+
 def test_stack_down_stops_everything_it_started(stack: Stack) -> None:
     down = run_stack("down", stack.state, timeout=180)
     assert down.returncode == 0, down.stderr
