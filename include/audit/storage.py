@@ -29,7 +29,7 @@ S3_CLIENT_CONFIG: dict[str, Any] = {
     "read_timeout": 30,
 }
 """botocore settings for every S3 root: throttling (503 SlowDown), resets and timeouts are retried
-with exponential backoff and jitter, a few times, so a dead endpoint fails in seconds, not minutes."""
+with exponential backoff and jitter, a few times, so a dead endpoint fails in under a minute, not ten."""
 
 _OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
 _SECRETS: set[str] = set()  # credential values that must never be printed
@@ -94,6 +94,7 @@ def s3_endpoint() -> str:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (s3fs wraps botocore's)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
