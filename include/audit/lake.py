@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
-from .storage import Root, StorageError
+from .storage import Root
 
 EVENTS = "events"
 QUARANTINE = "quarantine"
