@@ -72,3 +72,20 @@ def test_dags_reach_s3_through_the_connection(connection_only, airflow_db, capfd
     seen = json.dumps(summary) + json.dumps(exported) + out + err + caplog.text
     seen += json.dumps(RenderedTaskInstanceFields.get_templated_fields(ti), default=str)
     assert SECRET_KEY not in seen and ACCESS_KEY not in seen
+
+
+def test_api_roots_take_s3_credentials_from_the_airflow_connection(monkeypatch):
+    """The Audit Logs API runs in the api-server, where S3 credentials come only from the connection."""
+    import airflow  # noqa: F401  (inside Airflow, as the api-server is)
+
+    from include.audit.connections import open_root
+    from include.audit.storage import redact
+
+    monkeypatch.setenv("AIRFLOW_CONN_AUDIT_S3", json.dumps({
+        "conn_type": "aws", "login": "api-access-key", "password": "api-secret-key-value",
+        "extra": {"endpoint_url": "http://127.0.0.1:9"}}))
+    root = open_root("s3://audit-lake/lake")
+    assert root.fs.key == "api-access-key" and root.fs.secret == "api-secret-key-value"
+    assert root.fs.client_kwargs["endpoint_url"] == "http://127.0.0.1:9"
+    assert "api-secret-key-value" not in redact("boom: api-secret-key-value")
+    assert open_root("/tmp/x").is_local

@@ -24,6 +24,7 @@ from jwt import InvalidTokenError
 from . import lake as lk
 from .apikeys import organization_for
 from .config import Roots
+from .connections import open_root
 from .exports import csv_chunks, daily_path
 from .filters import QueryError, parse
 from .query import BadInput, EventFilter, iter_days, parse_date, parse_time, rows, validate_organization_id
@@ -176,7 +177,7 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         return error_body(400, f"{where}: {first.get('msg', 'invalid')}")
 
     def lake_root() -> Root:
-        return Root.open(roots().lake)
+        return open_root(roots().lake)
 
     async def caller(request: Request) -> Caller:
         key = request.headers.get("x-api-key")
@@ -247,7 +248,7 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
     def archive(day: str, organization: str = Depends(scope)) -> StreamingResponse:
         """One archived daily CSV, byte for byte."""
         when = parse_date(day, "date")
-        exports = Root.open(roots().exports)
+        exports = open_root(roots().exports)
         path = daily_path(exports, organization, when)
         if not exports.exists(path):
             raise ApiError(404, f"no archived CSV for {organization} on {when.isoformat()}")

@@ -79,3 +79,17 @@ def uses_airflow_storage(func: F) -> F:
         with airflow_storage():
             return func(*args, **kwargs)
     return wrapper  # type: ignore[return-value]
+
+
+def open_root(url: str) -> storage.Root:
+    """``url`` as a root, with the Airflow connection's credentials for s3:// inside Airflow.
+
+    For long-lived servers (the Audit Logs API): unlike :func:`airflow_storage` it changes no
+    process-wide state, so concurrent requests cannot see each other's options.
+    """
+    options = airflow_connection_options(conn_id()) if url.startswith("s3://") else None
+    if not options:
+        return storage.Root.open(url)
+    storage.add_secrets(secrets_of(options))
+    return storage.Root.open(url, **options)
+

@@ -67,7 +67,7 @@ def use_options(protocol: str, options: dict[str, Any], secrets: Iterable[str] =
     """Within the block, roots of ``protocol`` open with ``options``; ``secrets`` are redacted from output."""
     previous = _OPTIONS.get(protocol)
     _OPTIONS[protocol] = options
-    _SECRETS.update(s for s in secrets if s)
+    add_secrets(secrets)
     try:
         yield
     finally:
@@ -75,6 +75,11 @@ def use_options(protocol: str, options: dict[str, Any], secrets: Iterable[str] =
             _OPTIONS.pop(protocol, None)
         else:
             _OPTIONS[protocol] = previous
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Remember credentials that :func:`redact` must hide from every output."""
+    _SECRETS.update(s for s in secrets if s)
 
 
 def redact(message: str) -> str:
