@@ -101,31 +101,34 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
 
 @dataclass
 class KnownEvents:
-    """The lake's events as (event_id, content hash), for the uniqueness check of each batch.
+    """Where to look for event_ids already in the lake, for the uniqueness check of each batch.
 
-    Files that were in the lake when the run started are searched per batch; what this run
-    writes is remembered in memory instead of being read back, so a run's cost does not grow
-    with its own backlog.
+    The files that were in the lake when the run started are searched for every batch. Of what
+    the run itself writes, only a 64-bit hash of each event_id stays in memory (8 bytes an
+    event); the run's own files are read back only for a batch with an id among those hashes,
+    so memory and time follow the batch, not the backlog.
     """
 
     lake: Root
     files: list[str]
-    written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
-        schema={"event_id": pl.String, "content": pl.UInt64}))
+    written_files: list[str] = field(default_factory=list)
+    written_ids: list[pl.Series] = field(default_factory=list)
 
     @classmethod
     def snapshot(cls, lake: Root) -> "KnownEvents":
         return cls(lake, lk.event_files(lake))
 
     def matching(self, event_ids: pl.Series) -> pl.DataFrame:
-        found = lk.lookup_events(self.lake, event_ids, CONTENT_COLUMNS, self.files)
-        return pl.concat([
-            found.select("event_id", content=content_hash()),
-            self.written.filter(pl.col("event_id").is_in(event_ids.implode())),
-        ]).unique("event_id", keep="first")
+        """``event_id`` and ``content`` hash of the lake's events among ``event_ids``."""
+        hashes = event_ids.hash()
+        seen_in_run = any(hashes.is_in(written.implode()).any() for written in self.written_ids)
+        files = self.files + self.written_files if seen_in_run else self.files
+        found = lk.lookup_events(self.lake, event_ids, CONTENT_COLUMNS, files)
+        return found.select("event_id", content=content_hash())
 
-    def remember(self, accepted: pl.DataFrame) -> None:
-        self.written = pl.concat([self.written, accepted.select("event_id", content=content_hash())])
+    def remember(self, accepted: pl.DataFrame, files: list[str]) -> None:
+        self.written_ids.append(accepted["event_id"].hash())
+        self.written_files.extend(files)
 
 
 def with_raw(parsed: raw.ParsedLines, rows: pl.DataFrame) -> pl.DataFrame:
@@ -174,9 +177,9 @@ def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: 
             raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
                                    + "; ".join(report.failures) + f" (report: {lake.display(report.json_path)})")
     fence()  # prove the lake lease is still ours before writing (see leases)
-    lk.write_partitions(lake, accepted, batch_id)
+    written = lk.write_partitions(lake, accepted, batch_id)
     quarantine.write(lake, bad, batch_id, now)
-    known.remember(accepted)
+    known.remember(accepted, written)
     reasons = Counter(bad["reason"].to_list())
     fence()
     lk.commit_batch(lake, batch_id, {

@@ -131,13 +131,16 @@ def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str], file
     wanted = ds.field("event_id").isin(event_ids.to_arrow())
     # Two passes: the event_id column alone answers "any repeats?" (usually none); only then
     # read the other columns, and only of the files that hold a repeat.
-    hits = dataset.to_table(columns=["event_id", "__filename"], filter=wanted)
+    hits = ds.Scanner.from_dataset(dataset, columns=["event_id", "__filename"], filter=wanted, batch_readahead=2,
+                                   fragment_readahead=4).to_table()
     if hits.num_rows == 0:
         return pl.DataFrame(schema=schema)
     files = sorted(set(hits.column("__filename").to_pylist()))
     subset = ds.dataset(files, filesystem=_arrow_filesystem(lake), format="parquet", partitioning=_ARROW_PARTITIONING,
                         partition_base_dir=root)
-    table = subset.to_table(columns=list(columns), filter=wanted)
+    # Repeats can be spread over every file of the lake: read them a few at a time (bounded memory).
+    table = ds.Scanner.from_dataset(subset, columns=list(columns), filter=wanted, batch_readahead=2,
+                                    fragment_readahead=2).to_table()
     return pl.from_arrow(table).cast(schema)  # type: ignore[union-attr]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import msgspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -32,6 +33,7 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
 """A parsed line: every event field as text (null where absent), extras as JSON, and provenance."""
 
 _ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
+_ROWS_PER_FRAME = 20_000
 _FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
 
 
@@ -99,12 +101,15 @@ class ParsedLines:
 
     def raw_lines(self, sources: Sequence[str], numbers: Sequence[int]) -> list[str]:
         """The original text of the given (source file, line number) pairs."""
-        split: dict[str, list[bytes]] = {}
+        starts: dict[str, np.ndarray] = {}
         out = []
         for source, number in zip(sources, numbers):
-            if source not in split:
-                split[source] = self.texts[source].split(b"\n")
-            out.append(split[source][number - 1].removesuffix(b"\r").decode("utf-8", "backslashreplace"))
+            if source not in starts:  # where each line begins: 8 bytes a line, not a copy of the file
+                newlines = np.flatnonzero(np.frombuffer(self.texts[source], dtype=np.uint8) == 10)
+                starts[source] = np.concatenate(([0], newlines + 1))
+            data, begin = self.texts[source], starts[source]
+            end = begin[number] - 1 if number < len(begin) else len(data)
+            out.append(data[begin[number - 1]:end].removesuffix(b"\r").decode("utf-8", "backslashreplace"))
         return out
 
 
@@ -162,7 +167,11 @@ def _parse_fast(data: bytes, source: str) -> pl.DataFrame | None:
 def _parse_lines(parsed: ParsedLines, data: bytes, source: str) -> pl.DataFrame:
     """Line by line, for files with extra fields, non-string values or bad lines."""
     rows: list[tuple] = []
+    frames: list[pl.DataFrame] = []
     for number, line in enumerate(data.split(b"\n"), 1):
+        if len(rows) == _ROWS_PER_FRAME:  # bound the Python objects alive at once
+            frames.append(pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row"))
+            rows = []
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():
@@ -182,7 +191,8 @@ def _parse_lines(parsed: ParsedLines, data: bytes, source: str) -> pl.DataFrame:
             continue
         values = [_as_text(obj.pop(name, None)) for name in EVENT_FIELDS]
         rows.append((*values, attributes_json(obj), source, number))
-    return pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row")
+    frames.append(pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row"))
+    return pl.concat(frames)
 
 
 def parse_into(parsed: ParsedLines, data: bytes, source: str) -> None:
