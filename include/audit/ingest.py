@@ -20,7 +20,7 @@ from . import lake as lk
 from . import quarantine, raw
 from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS, REASONS, UTC_DATETIME, Window, normalize, route
 from .storage import Root
-from .validation import ValidationFailed, validate_batch
+from .validation import ValidationFailed, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,8 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
         files = raw.discover(raw_root)
         pending = [f for f in files if (f.path, f.signature) not in done]
         summary.skipped_files = len(files) - len(pending)
+        if validate and pending:
+            warm_up()
         known = KnownEvents.snapshot(lake)
         for batch in plan_batches(pending, batch_bytes):
             _ingest_batch(raw_root, lake, batch, window, now, summary, validate, known, fence)

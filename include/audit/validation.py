@@ -7,8 +7,10 @@ columns the suite needs. It is imported lazily: the import alone costs seconds.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,12 @@ class ValidationReport:
 
 def _columns_checked(window: Window) -> list[str]:
     return sorted({e.column for e in expectations(window) if getattr(e, "column", None)})
+
+
+def warm_up() -> None:
+    """Start importing Great Expectations (~3 s) in the background, while the first batch is parsed."""
+    threading.Thread(target=importlib.import_module, args=("great_expectations",), name="gx-import",
+                     daemon=True).start()
 
 
 def _context() -> Any:
