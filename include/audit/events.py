@@ -314,11 +314,11 @@ def route(frame: pl.DataFrame, window: Window, rules: Sequence[Rule] = RULES) ->
 
     Each row gets the reason of the first row-local rule it breaks.
     """
-    local = [r for r in rules if r.violated(window) is not None]
+    local = [(rule, broken) for rule in rules if (broken := rule.violated(window)) is not None]
     reason: Any = pl.lit(None, pl.String)
     detail: Any = pl.lit(None, pl.String)
-    for rule in reversed(local):  # build the when-chain so the first rule wins
-        broken = rule.violated(window).fill_null(True)
+    for rule, violated in reversed(local):  # build the when-chain so the first rule wins
+        broken = violated.fill_null(True)
         reason = pl.when(broken).then(pl.lit(rule.reason)).otherwise(reason)
         detail = pl.when(broken).then(rule.detail(window)).otherwise(detail)
     return frame.with_columns(parse_timestamp(pl.col("event_time")).alias(PARSED_TIME)).with_columns(
