@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
-from .storage import Root
+from .storage import Root, is_hidden
 
 EVENTS = "events"
 QUARANTINE = "quarantine"
@@ -78,8 +78,12 @@ def organizations(lake: Root, day: date) -> list[str]:
 
 def partition_files(lake: Root, day: date, organization_id: str) -> list[str]:
     """The complete Parquet files of one (date, organization) partition, in name order."""
-    files = lake.find(partition_dir(lake, day, organization_id), (".parquet",))
-    return [f for f in files if not f.rsplit("/", 1)[-1].startswith((".", "_"))]
+    return _parquet_files(lake, partition_dir(lake, day, organization_id))
+
+
+def _parquet_files(lake: Root, directory: str) -> list[str]:
+    """The complete Parquet files below ``directory``, in name order (temporary files left out)."""
+    return [f for f in lake.find(directory, (".parquet",)) if not is_hidden(f)]
 
 
 # --- Parquet ----------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ def _arrow_filesystem(root: Root) -> pafs.FileSystem | Any:
 
 def event_files(lake: Root) -> list[str]:
     """Every complete event Parquet file in the lake."""
-    return [f for f in lake.find(lake.join(EVENTS), (".parquet",)) if not f.rsplit("/", 1)[-1].startswith((".", "_"))]
+    return _parquet_files(lake, lake.join(EVENTS))
 
 
 def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str], files: Sequence[str]) -> pl.DataFrame:

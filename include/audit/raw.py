@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from .events import EVENT_FIELDS, MALFORMED_JSON, UNREADABLE_FILE
-from .storage import Root
+from .storage import Root, is_hidden
 
 RAW_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".jsonl.gz")
 
@@ -60,8 +60,7 @@ def discover(root: Root) -> list[RawFile]:
     """Every raw event file below ``root``, in path order."""
     found = []
     for path, info in root.find_with_details(root.path).items():
-        name = path.rsplit("/", 1)[-1]
-        if name.startswith((".", "_")) or not path.endswith(RAW_SUFFIXES):
+        if is_hidden(path) or not path.endswith(RAW_SUFFIXES):
             continue
         found.append(RawFile(root.relative(path), int(info.get("size") or 0), signature(info)))
     return found

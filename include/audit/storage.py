@@ -18,6 +18,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 
+def is_hidden(path: str) -> bool:
+    """A name starting with ``.`` or ``_``: a temporary file or a marker, never data (the hive convention)."""
+    return posixpath.basename(path.rstrip("/")).startswith((".", "_"))
+
+
 class StorageError(RuntimeError):
     """A storage operation failed; the message is one line and holds no secrets."""
 
