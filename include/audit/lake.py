@@ -127,23 +127,23 @@ def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str], file
     Reads only the event_id column of every file, and the other ``columns`` of files with a match.
     """
     schema = {c: LAKE_SCHEMA[c] for c in columns}
-    root = lake.join(EVENTS)
     if len(event_ids) == 0 or not files:
         return pl.DataFrame(schema=schema)
-    dataset = ds.dataset(list(files), filesystem=_arrow_filesystem(lake), format="parquet",
-                         partitioning=_ARROW_PARTITIONING, partition_base_dir=root)
+
+    def dataset(paths: Sequence[str]) -> ds.Dataset:
+        return ds.dataset(list(paths), filesystem=_arrow_filesystem(lake), format="parquet",
+                          partitioning=_ARROW_PARTITIONING, partition_base_dir=lake.join(EVENTS))
+
     wanted = ds.field("event_id").isin(event_ids.to_arrow())
     # Two passes: the event_id column alone answers "any repeats?" (usually none); only then
     # read the other columns, and only of the files that hold a repeat.
-    hits = ds.Scanner.from_dataset(dataset, columns=["event_id", "__filename"], filter=wanted, batch_readahead=2,
+    hits = ds.Scanner.from_dataset(dataset(files), columns=["event_id", "__filename"], filter=wanted, batch_readahead=2,
                                    fragment_readahead=4).to_table()
     if hits.num_rows == 0:
         return pl.DataFrame(schema=schema)
-    files = sorted(set(hits.column("__filename").to_pylist()))
-    subset = ds.dataset(files, filesystem=_arrow_filesystem(lake), format="parquet", partitioning=_ARROW_PARTITIONING,
-                        partition_base_dir=root)
     # Repeats can be spread over every file of the lake: read them a few at a time (bounded memory).
-    table = ds.Scanner.from_dataset(subset, columns=list(columns), filter=wanted, batch_readahead=2,
+    with_repeats = sorted(set(hits.column("__filename").to_pylist()))
+    table = ds.Scanner.from_dataset(dataset(with_repeats), columns=list(columns), filter=wanted, batch_readahead=2,
                                     fragment_readahead=2).to_table()
     return pl.from_arrow(table).cast(schema)  # type: ignore[union-attr]
 
