@@ -65,12 +65,17 @@ class ExportResult:
 
 def export_status(lake: Root, exports: Root, day: date, organization_id: str) -> str:
     """``current`` if the day's CSV exists and covers every file of the partition, else ``missing``/``stale``."""
+    return _export_record(lake, exports, day, organization_id)[0]
+
+
+def _export_record(lake: Root, exports: Root, day: date, organization_id: str) -> tuple[str, dict | None]:
+    """The day's export status and its record (None when missing)."""
     record_path = lk.export_record_path(lake, day, organization_id)
     if not lake.exists(record_path) or not exports.exists(daily_path(exports, organization_id, day)):
-        return "missing"
+        return "missing", None
     record = lk.read_json(lake, record_path)
     current = {p.rsplit("/", 1)[-1] for p in lk.partition_files(lake, day, organization_id)}
-    return "current" if current <= set(record.get("files", [])) else "stale"
+    return ("current" if current <= set(record.get("files", [])) else "stale"), record
 
 
 def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
@@ -112,12 +117,10 @@ def export_daily(lake_url: str, export_url: str, day: date, organizations: Itera
     for org in orgs:
         validate_organization_id(org)
         query = export_filter_for(filters, org)
-        if not force and export_status(lake, exports, day, org) == "current":
-            record = lk.read_json(lake, lk.export_record_path(lake, day, org))
-            if record.get("query", "") == query.text:
-                results.append(ExportResult(org, day.isoformat(), record["csv"], record["rows"], record["bytes"],
-                                            True))
-                continue
+        status, record = _export_record(lake, exports, day, org)
+        if not force and status == "current" and record and record.get("query", "") == query.text:
+            results.append(ExportResult(org, day.isoformat(), record["csv"], record["rows"], record["bytes"], True))
+            continue
         results.append(export_partition(lake, exports, day, org, query=query))
         log.info("exported %s %s: %d rows -> %s", org, day, results[-1].rows, results[-1].path)
     return results
