@@ -35,10 +35,6 @@ class ValidationReport:
     failures: list[str]
 
 
-def _columns_checked(window: Window) -> list[str]:
-    return sorted({e.column for e in expectations(window) if getattr(e, "column", None)})
-
-
 def warm_up() -> None:
     """Start importing Great Expectations (~3 s) in the background, while the first batch is parsed."""
     threading.Thread(target=importlib.import_module, args=("great_expectations",), name="gx-import",
@@ -70,12 +66,12 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     context = _context()
     asset = context.data_sources.add_pandas(f"audit_lake_{batch_id}").add_dataframe_asset(batch_id)
     batch = asset.add_batch_definition_whole_dataframe("accepted")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}_{batch_id}",
-                                                   expectations=expectations(window, RULES)))
+    checks = expectations(window, RULES)
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}_{batch_id}", expectations=checks))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{SUITE_NAME}_{batch_id}", data=batch, suite=suite)
     )
-    view = accepted.select(_columns_checked(window)).to_pandas(use_pyarrow_extension_array=True)
+    view = accepted.select(sorted({e.column for e in checks if getattr(e, "column", None)})).to_pandas(use_pyarrow_extension_array=True)
     return definition.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
 
 
