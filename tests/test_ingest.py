@@ -5,13 +5,14 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow.dataset as ds
 import pytest
+from deltalake import DeltaTable
 
+from include.audit import dedupe as dedupe_module
 from include.audit import ingest as ingest_module
 from include.audit import lake as lk
+from include.audit import ledger as ledger_module
 from include.audit import quarantine
-from include.audit.events import PARTITION_SCHEMA
 from include.audit.generate import generate
 from include.audit.ingest import ingest
 from include.audit.storage import Root
@@ -21,7 +22,7 @@ from .helpers import event, write_lines
 
 
 def lake_events(lake: str) -> pl.DataFrame:
-    return pl.read_parquet(f"{lake}/events/**/*.parquet", hive_partitioning=True, hive_schema=PARTITION_SCHEMA)
+    return pl.read_delta(f"{lake}/events")
 
 
 def test_generated_data_lands_exactly_once_with_every_bad_line_quarantined(roots, now):
@@ -40,6 +41,19 @@ def test_generated_data_lands_exactly_once_with_every_bad_line_quarantined(roots
     assert records.height == sum(expected.bad.values())
     assert records.filter(pl.col("reason") != "unreadable_file")["raw"].null_count() == 0
     assert set(records.columns) >= {"reason", "detail", "source_file", "line_number", "raw", "quarantined_at"}
+
+
+def test_each_batch_is_one_commit_whose_metadata_says_what_it_loaded(roots, now):
+    generate(roots["raw"], events=1500, days=2, organizations=3, now=now, producers=2)
+    summary = ingest(roots["raw"], roots["lake"], now=now, batch_bytes=100_000)
+    assert len(summary.batches) > 1
+    history = DeltaTable(f"{roots['lake']}/events").history()
+    batches = [lk.read_commit_metadata(c) for c in history if c["operation"] == "WRITE"]
+    loaded = [m for m in batches if "batch_id" in m]
+    assert sorted(m["batch_id"] for m in loaded) == sorted(summary.batches)
+    assert all(m["files"] and m["lines"] > 0 for m in loaded)
+    committed = {p for m in loaded for p in m["files"]}
+    assert committed == {str(p.relative_to(roots["raw"])) for p in Path(roots["raw"]).rglob("*.jsonl.gz")}
 
 
 def test_rerun_with_no_new_files_writes_nothing(roots, now):
@@ -76,41 +90,84 @@ def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
     assert (summary.ingested, summary.duplicates) == (1, 2)
 
 
-def test_crash_half_way_then_rerun_loses_and_doubles_nothing(roots, now, monkeypatch):
-    expected = generate(roots["raw"], events=2000, days=2, organizations=4, bad_share=0.01, now=now)
-    real_commit, calls = lk.commit_batch, {"n": 0}
+CRASH_POINTS = [
+    ("events commit, before", lk, "append", "before", 2),
+    ("events commit, after", lk, "append", "after", 2),
+    ("event-id index, after", dedupe_module.EventIndex, "add", "after", 2),
+    ("quarantine commit, before", quarantine, "commit", "before", 2),
+    ("quarantine commit, after", quarantine, "commit", "after", 2),
+    ("ledger snapshot, before", ledger_module, "save", "before", 1),
+]
 
-    def crash_on_second_commit(*args, **kwargs):
+
+@pytest.mark.parametrize("where, owner, name, when, call", CRASH_POINTS, ids=[c[0] for c in CRASH_POINTS])
+def test_crash_at_any_step_then_rerun_loses_and_doubles_nothing(roots, now, monkeypatch, where, owner, name, when,
+                                                                  call):
+    expected = generate(roots["raw"], events=1000, days=2, organizations=4, bad_share=0.01, now=now)
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def crash_on_second_call(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("simulated crash after writing partitions and quarantine")
-        return real_commit(*args, **kwargs)
+        if calls["n"] == call and when == "before":
+            raise OSError(f"simulated crash before the {where}")
+        result = real(*args, **kwargs)
+        if calls["n"] == call and when == "after":
+            raise OSError(f"simulated crash after the {where}")
+        return result
 
-    monkeypatch.setattr(lk, "commit_batch", crash_on_second_commit)
-    with pytest.raises(OSError):
-        ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
-    monkeypatch.setattr(lk, "commit_batch", real_commit)
-    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
+    monkeypatch.setattr(owner, name, crash_on_second_call)
+    with pytest.raises(OSError, match="simulated crash"):
+        ingest(roots["raw"], roots["lake"], now=now, batch_bytes=40_000)
+    monkeypatch.setattr(owner, name, real)
+    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=40_000)
     events = lake_events(roots["lake"])
     assert events.height == expected.valid_events and events["event_id"].n_unique() == expected.valid_events
     records = quarantine.read_all(Root.open(roots["lake"]))
     assert records.group_by("reason").len().sort("reason").rows() == sorted(expected.bad.items())
     assert records.select("source_file", "line_number").is_duplicated().sum() == 0
+    assert ingest(roots["raw"], roots["lake"], now=now).files == 0
 
 
-def test_lake_is_a_hive_dataset_for_polars_pyarrow_and_duckdb(roots, now):
+def test_a_big_file_is_committed_in_several_batches_and_resumes_where_it_stopped(roots, now, monkeypatch):
+    raw = Path(roots["raw"])
+    write_lines(raw / "big.jsonl", [event(event_id=f"e{i}", resource="r" * 200) for i in range(3000)]
+                + ["{not json"])
+    real, calls = quarantine.commit, {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quarantine, "commit", crash_on_third)
+    with pytest.raises(OSError):
+        ingest(roots["raw"], roots["lake"], now=now, batch_bytes=200_000)
+    monkeypatch.setattr(quarantine, "commit", real)
+    done = lake_events(roots["lake"]).height
+    assert 0 < done < 3000
+    rerun = ingest(roots["raw"], roots["lake"], now=now, batch_bytes=200_000)
+    assert rerun.ingested + rerun.duplicates + done >= 3000 and rerun.quarantined == {"malformed_json": 1}
+    assert lake_events(roots["lake"])["event_id"].n_unique() == lake_events(roots["lake"]).height == 3000
+
+
+def test_lake_is_a_delta_table_for_deltalake_polars_and_duckdb(roots, now):
     generate(roots["raw"], events=400, days=2, organizations=3, bad_share=0, redelivery_share=0, now=now)
     ingest(roots["raw"], roots["lake"], now=now)
-    by_polars = lake_events(roots["lake"])
+    by_polars = pl.scan_delta(f"{roots['lake']}/events").collect()
     assert by_polars.schema["event_time"] == pl.Datetime("us", "UTC")
     assert set(by_polars.columns) >= {"event_id", "event_time", "user_email", "action", "action_type", "resource",
                                       "ip_address", "user_agent", "region", "attributes", "ingested_at",
                                       "source_file", "event_date", "organization_id"}
     assert (by_polars["event_time"].dt.date() == by_polars["event_date"]).all()
-    by_arrow = ds.dataset(f"{roots['lake']}/events", format="parquet", partitioning="hive").to_table()
-    by_duck = duckdb.sql(f"select count(distinct event_id) from read_parquet('{roots['lake']}/events/**/*.parquet',"
-                         " hive_partitioning=true)").fetchall()[0][0]
-    assert by_arrow.num_rows == by_duck == by_polars.height == 400
+    table = DeltaTable(f"{roots['lake']}/events")
+    assert table.metadata().partition_columns == ["event_date", "organization_id"]
+    dataset = table.to_pyarrow_dataset()
+    by_duck = duckdb.sql("select count(distinct event_id) from dataset").fetchall()[0][0]
+    assert dataset.count_rows() == by_duck == by_polars.height == 400
+    # data files stay where a hive reader expects them
+    files = list(Path(roots["lake"], "events").glob("event_date=*/organization_id=*/*.parquet"))
+    assert len(files) == len(table.file_uris())
 
 
 def test_validation_report_is_stored_beside_the_batch(roots, now):
@@ -131,7 +188,7 @@ def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roo
         reason=pl.lit(None, pl.String)))
     with pytest.raises(ValidationFailed, match="ip_address"):
         ingest(roots["raw"], roots["lake"], now=now)
-    assert not (Path(roots["lake"]) / "events").exists()  # nothing bad reached the lake
+    assert lake_events(roots["lake"]).height == 0  # nothing bad reached the lake
     assert list((Path(roots["lake"]) / "_validation").glob("*.json"))
 
 

@@ -25,7 +25,7 @@ from . import lake as lk
 from .apikeys import organization_for
 from .config import Roots
 from .connections import open_root
-from .exports import csv_chunks, daily_path
+from .exports import csv_chunks, daily_path, export_record_path
 from .filters import QueryError, parse
 from .query import BadInput, EventFilter, iter_days, parse_date, parse_time, rows, validate_organization_id
 from .storage import Root
@@ -141,7 +141,7 @@ def archive_records(lake: Root, organization_id: str) -> list[dict]:
     for name in reversed(lake.listdir(lake.join(lk.STATE, "exports"))):
         if not name.startswith("event_date="):
             continue
-        path = lk.export_record_path(lake, date.fromisoformat(name.removeprefix("event_date=")), organization_id)
+        path = export_record_path(lake, date.fromisoformat(name.removeprefix("event_date=")), organization_id)
         if lake.exists(path):
             found.append(lk.read_json(lake, path))
     return found

@@ -68,34 +68,38 @@ def export_status(lake: Root, exports: Root, day: date, organization_id: str) ->
     return _export_record(lake, exports, day, organization_id)[0]
 
 
+def export_record_path(lake: Root, day: date, organization_id: str) -> str:
+    return lake.join(lk.STATE, "exports", f"event_date={day.isoformat()}", f"organization_id={organization_id}.json")
+
+
 def _export_record(lake: Root, exports: Root, day: date, organization_id: str) -> tuple[str, dict | None]:
-    """The day's export status and its record (None when missing)."""
-    record_path = lk.export_record_path(lake, day, organization_id)
+    """The day's export status and its record (None when missing): stale when the partition has more rows now."""
+    record_path = export_record_path(lake, day, organization_id)
     if not lake.exists(record_path) or not exports.exists(daily_path(exports, organization_id, day)):
         return "missing", None
     record = lk.read_json(lake, record_path)
-    current = {p.rsplit("/", 1)[-1] for p in lk.partition_files(lake, day, organization_id)}
-    return ("current" if current <= set(record.get("files", [])) else "stale"), record
+    rows = lk.partition_row_counts(lake, [day]).get((day, organization_id), 0)
+    return ("current" if rows <= record.get("source_rows", -1) else "stale"), record
 
 
 def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
                      now: datetime | None = None, query: Query | None = None) -> ExportResult:
     """Write one organization's CSV for ``day`` from its partition (rows ``query`` keeps), and record it."""
-    files = lk.partition_files(lake, day, organization_id)
     path = daily_path(exports, organization_id, day)
-    frame = lk.read_parquet(lake, files).with_columns(organization_id=pl.lit(organization_id))
+    frame = lk.read_partition(lake, day, organization_id)
+    source_rows = frame.height
     if query is not None and query.terms:
         frame = frame.filter(query.predicate())
     body = b"".join(csv_chunks([frame]))
     exports.write_bytes(path, body)
-    lk.write_json(lake, lk.export_record_path(lake, day, organization_id), {
+    lk.write_json(lake, export_record_path(lake, day, organization_id), {
         "organization_id": organization_id,
         "event_date": day.isoformat(),
         "csv": exports.display(path),
         "rows": frame.height,
         "bytes": len(body),
         "sha256": hashlib.sha256(body).hexdigest(),
-        "files": sorted(p.rsplit("/", 1)[-1] for p in files),
+        "source_rows": source_rows,
         "exported_at": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
         "query": query.text if query is not None else "",
     })

@@ -1,9 +1,12 @@
-"""Ingest: raw JSON Lines -> validated, deduplicated, date-partitioned Parquet, plus the quarantine.
+"""Ingest: raw JSON Lines -> validated, deduplicated events in the lake's Delta tables, plus the quarantine.
 
-Work goes in batches of whole raw files (bounded by ``batch_bytes``), each committed by a
-ledger entry written last. A rerun skips committed files; a batch that crashed half-way is
-redone from its raw files, and the lake-wide event_id check turns whatever it had already
-written into counted duplicates, so nothing is lost or doubled.
+Work goes in batches of at most ``batch_bytes`` of decompressed input; a big file is read in
+chunks and may span several batches. A batch ends with two commits: its new events (one
+atomic append to the events table, on exactly the version it deduplicated against), then its
+quarantine records, whose commit also records which raw lines the batch consumed (the
+ledger). A run killed anywhere leaves at most unreferenced files and an events commit whose
+lines the next run reads again and counts as duplicates: nothing is lost or doubled, and no run
+ever waits for a lease. Concurrent runs are safe: every commit is optimistic and re-checked.
 """
 
 from __future__ import annotations
@@ -12,19 +15,27 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
 import polars as pl
 
 from . import lake as lk
+from . import ledger as ledgers
 from . import quarantine, raw
-from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS, REASONS, UTC_DATETIME, Window, normalize, route
+from .dedupe import EventIndex, dedupe
+from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .storage import Root
 from .validation import ValidationFailed, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+"""Decompressed raw bytes per committed batch: what bounds a run's memory (``--batch-mb``)."""
+COMMIT_ATTEMPTS = 8
+
+
+class ConcurrentIngest(RuntimeError):
+    """Another ingest committed lines of the same raw files first: this run stops, nothing is lost."""
 
 
 @dataclass
@@ -39,6 +50,11 @@ class IngestSummary:
     batches: list[str] = field(default_factory=list)
     validation_reports: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    max_event_time: str | None = None
+    lag_seconds: float | None = None
+    events_version: int | None = None
+    stopped: str | None = None
 
     def add(self, reasons: Counter[str]) -> None:
         for reason, count in reasons.items():
@@ -46,178 +62,216 @@ class IngestSummary:
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out["quarantined"] = {r: self.quarantined[r] for r in REASONS if r in self.quarantined}
+        out["quarantined"] = {r: self.quarantined[r] for r in REASONS if r in self.quarantined} | {
+            r: n for r, n in self.quarantined.items() if r not in REASONS}
         out["quarantined_total"] = sum(self.quarantined.values())
         return out
 
 
-# --- pure steps -------------------------------------------------------------------------------
+# --- batches of chunks ------------------------------------------------------------------------
 
-def plan_batches(files: list[raw.RawFile], batch_bytes: int) -> Iterator[list[raw.RawFile]]:
-    """Group files, in order, into batches of at most ``batch_bytes`` (a bigger file goes alone)."""
-    batch: list[raw.RawFile] = []
-    size = 0
-    for f in files:
-        if batch and size + f.size > batch_bytes:
-            yield batch
-            batch, size = [], 0
-        batch.append(f)
-        size += f.size
-    if batch:
+@dataclass
+class Batch:
+    """Chunks of raw files that are committed together."""
+
+    chunks: list[raw.Chunk] = field(default_factory=list)
+    files: dict[str, raw.RawFile] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)  # path -> line the batch resumed after
+    nbytes: int = 0
+
+    def add(self, file: raw.RawFile, start: int, chunk: raw.Chunk) -> None:
+        self.chunks.append(chunk)
+        self.files[file.path] = file
+        self.starts.setdefault(file.path, start)
+        self.nbytes += chunk.nbytes
+
+    def consumed(self) -> dict[str, list[Any]]:
+        """path -> [signature, last line covered, reached the end]: the ledger entry of this batch."""
+        last: dict[str, raw.Chunk] = {}
+        for chunk in self.chunks:
+            last[chunk.source] = chunk
+        return {p: [self.files[p].signature, c.last_line, c.done] for p, c in last.items()}
+
+    def lines(self) -> int:
+        """Non-blank lines read: parsed rows plus lines the parser rejected."""
+        return sum(c.rows.height + c.rejected["line_number"].count() for c in self.chunks)
+
+
+def plan_batches(root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes: int,
+                 limits: raw.Limits) -> Iterator[Batch]:
+    """Read the pending files in chunks and group them, in order, into batches of about ``batch_bytes``."""
+    chunk_bytes = max(min(batch_bytes, 32 << 20), 1 << 16)
+    batch = Batch()
+    for file, start in pending:
+        for chunk in raw.read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=start, limits=limits):
+            batch.add(file, start, chunk)
+            if batch.nbytes >= batch_bytes:
+                yield batch
+                batch = Batch()
+                start = chunk.last_line
+    if batch.chunks:
         yield batch
 
 
-def content_hash() -> pl.Expr:
-    """A fingerprint of what makes two deliveries of an event_id the same event (stable within a run)."""
-    return pl.struct(CONTENT_COLUMNS).hash()
+def parsed_rows(batch: Batch) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The batch's parsed rows and the records its parser rejected."""
+    rows = [c.rows for c in batch.chunks if c.rows.height]
+    rejected = [c.rejected for c in batch.chunks if c.rejected.height]
+    return (pl.concat(rows) if rows else pl.DataFrame(schema=raw.PARSED_SCHEMA),
+            pl.concat(rejected) if rejected else pl.DataFrame(schema={c: quarantine.SCHEMA[c]
+                                                                       for c in quarantine.RECORD_COLUMNS}))
 
 
-def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Split valid rows (in arrival order) into new events, conflicting duplicates and a duplicate count.
+def with_raw(batch: Batch, rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (with source_file and line_number) plus their original line text, for the quarantine."""
+    if rows.is_empty():
+        return rows.with_columns(raw=pl.lit(None, pl.String))
+    parts = []
+    for chunk in batch.chunks:
+        mine = rows.filter((pl.col("source_file") == chunk.source)
+                           & pl.col("line_number").is_between(chunk.first_line, chunk.last_line))
+        if mine.height:
+            parts.append(mine.with_columns(raw=pl.Series(chunk.raw_lines(mine["line_number"].to_list()),
+                                                         dtype=pl.String)))
+    return pl.concat(parts)
 
-    ``known`` holds the ``event_id`` and ``content`` hash of matching events already in the lake.
-    The first version of an event_id wins: the lake's, else the earliest in the batch. A later
-    copy with the same content is a duplicate (counted, kept once); with other content, a conflict.
-    """
-    rows = valid.with_columns(_hash=content_hash(), _first=pl.col("event_id").is_first_distinct())
-    batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
-    lake_ref = known.select("event_id", _lake_ref="content")
-    rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(
-        batch_ref, on="event_id", how="left", maintain_order="left")
-    in_lake = pl.col("_lake_ref").is_not_null()
-    same = pl.when(in_lake).then(pl.col("_hash") == pl.col("_lake_ref")).otherwise(
-        pl.col("_hash") == pl.col("_batch_ref"))
-    new = ~in_lake & pl.col("_first")
-    rows = rows.with_columns(_new=new, _dup=~new & same)
-    accepted = rows.filter("_new")
-    conflicts = rows.filter(~pl.col("_new") & ~pl.col("_dup")).with_columns(
-        reason=pl.lit(CONFLICTING_DUPLICATE),
-        detail=pl.format("event_id '{}' was already {} with different content", pl.col("event_id"),
-                         pl.when(in_lake).then(pl.lit("in the lake")).otherwise(pl.lit("earlier in the batch"))),
-    )
-    helpers = ["_hash", "_first", "_lake_ref", "_batch_ref", "_new", "_dup"]
-    return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
 
+# --- one batch ----------------------------------------------------------------------------------
 
 @dataclass
-class KnownEvents:
-    """Where to look for event_ids already in the lake, for the uniqueness check of each batch.
-
-    The files that were in the lake when the run started are searched for every batch. Of what
-    the run itself writes, only a 64-bit hash of each event_id stays in memory (8 bytes an
-    event); the run's own files are read back only for a batch with an id among those hashes,
-    so memory and time follow the batch, not the backlog.
-    """
+class Run:
+    """What a run keeps between batches."""
 
     lake: Root
-    files: list[str]
-    written_files: list[str] = field(default_factory=list)
-    written_ids: list[pl.Series] = field(default_factory=list)
-
-    @classmethod
-    def snapshot(cls, lake: Root) -> "KnownEvents":
-        return cls(lake, lk.event_files(lake))
-
-    def matching(self, event_ids: pl.Series) -> pl.DataFrame:
-        """``event_id`` and ``content`` hash of the lake's events among ``event_ids``."""
-        hashes = event_ids.hash()
-        seen_in_run = any(hashes.is_in(written.implode()).any() for written in self.written_ids)
-        files = self.files + self.written_files if seen_in_run else self.files
-        found = lk.lookup_events(self.lake, event_ids, CONTENT_COLUMNS, files)
-        return found.select("event_id", content=content_hash())
-
-    def remember(self, accepted: pl.DataFrame, files: list[str]) -> None:
-        self.written_ids.append(accepted["event_id"].hash())
-        self.written_files.extend(files)
+    window: Window
+    now: datetime
+    validate: bool
+    index: EventIndex
+    ledger: ledgers.Ledger
+    summary: IngestSummary
 
 
-def with_raw(parsed: raw.ParsedLines, rows: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` plus their original line text, for the quarantine."""
-    lines = parsed.raw_lines(rows["source_file"].to_list(), rows["line_number"].to_list())
-    return rows.with_columns(raw=pl.Series(lines, dtype=pl.String))
+def _commit_events(run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
+                   ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Deduplicate against the latest table version and append the new events on exactly that version."""
+    validated = False
+    for _ in range(COMMIT_ATTEMPTS):
+        table = lk.open_events(run.lake)
+        run.index.refresh(table)
+        accepted, conflicts, duplicates = dedupe(shaped, run.index.matching(table, shaped["event_id"]))
+        accepted = accepted.with_columns(ingested_at=pl.lit(run.now, UTC_DATETIME),
+                                         event_date=pl.col("event_time").dt.date())
+        if accepted.is_empty():
+            return accepted, conflicts, duplicates
+        if run.validate and not validated:  # a retry only removes rows, so one validation covers it
+            report = validate_batch(run.lake, accepted, run.window, batch_id)
+            run.summary.validation_reports.append(run.lake.display(report.html_path))
+            if not report.success:
+                raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
+                                       + "; ".join(report.failures)
+                                       + f" (report: {run.lake.display(report.json_path)})")
+            validated = True
+        rows = accepted.sort("event_date", "organization_id", "event_time", "event_id")
+        try:
+            run.summary.events_version = lk.append(table, lk.to_arrow(rows, lk.EVENT_COLUMNS),
+                                                   lk.PARTITION_COLUMNS, metadata)
+        except lk.CommitConflict as exc:
+            log.info("batch %s: %s; deduplicating again", batch_id, exc)
+            continue
+        run.index.add(rows)
+        return accepted, conflicts, duplicates
+    raise lk.CommitConflict(f"batch {batch_id}: the events table kept changing; gave up after "
+                            f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)")
 
 
-# --- the run ----------------------------------------------------------------------------------
+def _commit_quarantine(run: Run, batch: Batch, records: pl.DataFrame, batch_id: str,
+                       metadata: dict[str, str]) -> None:
+    """The batch's commit point: its quarantine records and the raw lines it consumed, in one commit."""
+    for _ in range(COMMIT_ATTEMPTS):
+        table = quarantine.open_table(run.lake)
+        run.ledger.catch_up(table)
+        taken = [p for p, start in batch.starts.items() if run.ledger.start_line(batch.files[p]) != start]
+        if taken:
+            raise ConcurrentIngest(f"another ingest committed lines of {taken[0]} first; this run stops and "
+                                   "leaves the rest to it (its events were counted as duplicates)")
+        try:
+            version = quarantine.commit(table, records, run.now, metadata)
+        except lk.CommitConflict:
+            continue
+        run.ledger.record(version, batch_id, batch.consumed())
+        return
+    raise lk.CommitConflict(f"batch {batch_id}: the quarantine table kept changing; gave up after "
+                            f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)")
 
-def _recover(lake: Root, committed: set[str]) -> None:
-    """Remove quarantine and validation output of batches that never committed (a crash).
 
-    Their raw files are not in the ledger, so this run redoes them; events they wrote stay and
-    are recognised as duplicates.
-    """
-    for path in lake.find(lake.join(lk.QUARANTINE), (".parquet",)) + lake.find(lake.join(lk.VALIDATION)):
-        name = path.rsplit("/", 1)[-1]
-        batch_id = name.removeprefix("part-").split(".", 1)[0]
-        if batch_id not in committed:
-            log.warning("removing output of uncommitted batch %s: %s", batch_id, lake.display(path))
-            lake.remove(path)
-
-
-def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: Window, now: datetime,
-                  summary: IngestSummary, validate: bool, known: KnownEvents,
-                  fence: Callable[[], None] = lambda: None) -> None:
-    batch_id = lk.new_batch_id(now)
-    parsed = raw.parse_files(raw_root, files)
-    routed = route(parsed.frame(), window)
-    invalid = with_raw(parsed, routed.filter(pl.col("reason").is_not_null()))
+def ingest_batch(run: Run, batch: Batch) -> None:
+    """Route, deduplicate, validate and commit one batch."""
+    batch_id = lk.new_batch_id(run.now)
+    rows, rejected = parsed_rows(batch)
+    routed = route(rows, run.window)
+    invalid = with_raw(batch, routed.filter(pl.col("reason").is_not_null()))
     valid = routed.filter(pl.col("reason").is_null())
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number"))
-    accepted, conflicts, duplicates = dedupe(shaped, known.matching(shaped["event_id"].unique()))
-    accepted = accepted.with_columns(ingested_at=pl.lit(now, UTC_DATETIME))
-
-    bad = pl.concat([
-        quarantine.records(parsed.rejected, now, batch_id),
-        quarantine.records(invalid, now, batch_id),
-        quarantine.records(with_raw(parsed, conflicts), now, batch_id),
-    ])
-    if validate and not accepted.is_empty():
-        report = validate_batch(lake, accepted, window, batch_id)
-        summary.validation_reports.append(lake.display(report.html_path))
-        if not report.success:
-            raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
-                                   + "; ".join(report.failures) + f" (report: {lake.display(report.json_path)})")
-    fence()  # prove the lake lease is still ours before writing (see leases)
-    written = lk.write_partitions(lake, accepted, batch_id)
-    quarantine.write(lake, bad, batch_id, now)
-    known.remember(accepted, written)
+    consumed = batch.consumed()
+    base = dict(batch_id=batch_id, files=consumed, ingest_time=run.now.isoformat())
+    accepted, conflicts, duplicates = _commit_events(run, shaped, batch_id, lk.commit_metadata(
+        **base, lines=batch.lines()))
+    bad = pl.concat([quarantine.records(rejected, run.now, batch_id),
+                     quarantine.records(invalid, run.now, batch_id),
+                     quarantine.records(with_raw(batch, conflicts), run.now, batch_id)])
     reasons = Counter(bad["reason"].to_list())
-    fence()
-    lk.commit_batch(lake, batch_id, {
-        "batch_id": batch_id,
-        "committed_at": now.isoformat(),
-        "files": {f.path: f.signature for f in files},
-        "lines": parsed.lines,
-        "ingested": accepted.height,
-        "duplicates": duplicates,
-        "quarantined": dict(reasons),
-    })
-    summary.files += len(files)
-    summary.lines += parsed.lines
+    committed_at = datetime.now(UTC)
+    arrived = [f.modified for f in batch.files.values() if f.modified is not None]
+    lag = max((committed_at - t).total_seconds() for t in arrived) if arrived else None
+    _commit_quarantine(run, batch, bad, batch_id, lk.commit_metadata(
+        **base, lines=batch.lines(), ingested=accepted.height, duplicates=duplicates, quarantined=dict(reasons),
+        lag_seconds=lag))
+
+    summary = run.summary
+    summary.files += sum(1 for p in consumed if batch.starts[p] == 0)
+    summary.lines += batch.lines()
     summary.ingested += accepted.height
     summary.duplicates += duplicates
     summary.add(reasons)
     summary.batches.append(batch_id)
+    if accepted.height:
+        latest = accepted["event_time"].max()
+        text = latest.astimezone(UTC).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+        summary.max_event_time = max(summary.max_event_time or text, text)
+    if lag is not None:
+        summary.lag_seconds = max(summary.lag_seconds or 0.0, round(lag, 3))
     log.info("batch %s: %d files, %d lines, %d ingested, %d duplicates, %d quarantined",
-             batch_id, len(files), parsed.lines, accepted.height, duplicates, bad.height)
+             batch_id, len(consumed), batch.lines(), accepted.height, duplicates, bad.height)
 
+
+# --- the run ----------------------------------------------------------------------------------
 
 def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_days: int = 90,
-           batch_bytes: int = DEFAULT_BATCH_BYTES, validate: bool = True) -> IngestSummary:
-    """Load every raw file not yet ingested into the lake; safe to rerun and to rerun after a crash."""
+           batch_bytes: int = DEFAULT_BATCH_BYTES, validate: bool = True,
+           limits: raw.Limits | None = None) -> IngestSummary:
+    """Load every raw line not yet committed into the lake; safe to rerun, to kill, and to run concurrently."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     raw_root, lake = Root.open(raw_url), Root.open(lake_url)
-    window = Window(now=now, retention_days=retention_days)
+    limits = limits or raw.Limits.from_env()
     summary = IngestSummary()
-    with lk.lease(lake) as fence:
-        ledger = lk.committed_batches(lake)
-        _recover(lake, set(ledger))
-        done = {(path, sig) for entry in ledger.values() for path, sig in entry["files"].items()}
-        files = raw.discover(raw_root)
-        pending = [f for f in files if (f.path, f.signature) not in done]
-        summary.skipped_files = len(files) - len(pending)
-        if validate and pending:
-            warm_up()
-        known = KnownEvents.snapshot(lake)
-        for batch in plan_batches(pending, batch_bytes):
-            _ingest_batch(raw_root, lake, batch, window, now, summary, validate, known, fence)
+    found = raw.discover(raw_root)
+    summary.skipped = dict(found.skipped)
+    quarantine_table = quarantine.open_table(lake)
+    ledger = ledgers.load(lake, quarantine_table)
+    pending = ledger.pending(found.files)
+    summary.skipped_files = len(found.files) - len(pending)
+    if not pending:
+        return summary
+    if validate:
+        warm_up()
+    run = Run(lake, Window(now=now, retention_days=retention_days), now, validate, EventIndex(lake), ledger,
+              summary)
+    try:
+        for batch in plan_batches(raw_root, pending, batch_bytes, limits):
+            ingest_batch(run, batch)
+    except ConcurrentIngest as exc:
+        log.warning("%s", exc)
+        summary.stopped = str(exc)
+    finally:
+        ledgers.save(lake, ledger, [f.path for f in found.files])
     return summary

@@ -1,50 +1,265 @@
-"""The lake: where everything lives below the lake root, and how Parquet goes in and out.
+"""The lake: Delta Lake tables below the lake root, and how events go in and come out.
 
-Layout (hive-style, readable by polars, pyarrow and DuckDB)::
+Layout (any Delta reader works: deltalake, ``pl.scan_delta``, DuckDB's delta extension, Spark, Trino)::
 
-    events/event_date=YYYY-MM-DD/organization_id=<org>/part-<batch>.parquet
-    quarantine/ingest_date=YYYY-MM-DD/part-<batch>.parquet
-    _validation/<batch>.json, <batch>.html      Great Expectations result + Data Docs page
-    _state/ingested/<batch>.json                committed batches: which raw files they consumed
-    _state/exports/event_date=D/organization_id=O.json   what each daily export covered
+    events/       Delta table, partitioned by event_date (date) and organization_id (string)
+    quarantine/   Delta table, partitioned by ingest_date (see ``quarantine``)
+    _state/ingested.parquet          which raw files committed batches consumed (see ``ledger``)
+    _state/event-ids/event_date=D.parquet   per-day event-id index (see ``dedupe``)
+    _validation/  Great Expectations results and Data Docs
 
-Partition columns live in the path only, as hive layout expects.
+Every change is one Delta commit. Ingest commits against the exact version it deduplicated
+against (no blind retry), so a writer that was paused while another one committed fails its
+commit instead of doubling events; readers only ever see committed files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
+import logging
 import secrets
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
-from .storage import Root, is_hidden
+from .storage import Root, delta_options
+
+log = logging.getLogger(__name__)
 
 EVENTS = "events"
 QUARANTINE = "quarantine"
 VALIDATION = "_validation"
 STATE = "_state"
 
-WRITE_THREADS = 4
+PARTITION_COLUMNS: list[str] = list(PARTITION_SCHEMA)
+EVENT_COLUMNS: dict[str, pl.DataType] = {**LAKE_SCHEMA, "event_date": pl.Date()}
+"""Columns of the events table, partition columns included."""
 
-FILE_SCHEMA: dict[str, pl.DataType] = {k: v for k, v in LAKE_SCHEMA.items() if k not in PARTITION_SCHEMA}
-"""Columns stored inside an event Parquet file (the partition keys are in its path)."""
+TABLE_CONFIGURATION: dict[str, str | None] = {
+    "delta.checkpointInterval": "20",  # opening a table reads at most ~20 commits after a checkpoint
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+METADATA_PREFIX = "audit."
+"""Keys of our entries in a commit's metadata (``DeltaTable.history()`` shows them)."""
 
-_ARROW_PARTITIONING = ds.partitioning(
-    pa.schema([("event_date", pa.date32()), ("organization_id", pa.string())]), flavor="hive"
-)
+
+class CommitConflict(RuntimeError):
+    """Another writer committed to the table since we read it: re-read and try again."""
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Table:
+    """One Delta table of the lake: its URI and the storage options delta-rs needs to reach it."""
+
+    uri: str
+    storage_options: dict[str, str] | None
+
+    @classmethod
+    def at(cls, lake: Root, name: str) -> "Table":
+        return cls(lake.uri(name), delta_options(lake))
+
+    def open(self, version: int | None = None) -> Any | None:
+        """The table (a ``DeltaTable``) at ``version`` (default: latest), or None if it was never created."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def ensure(self, schema: pa.Schema, partition_by: list[str]) -> Any:
+        """The table, created empty first if it does not exist yet (safe when several writers race)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        table = self.open()
+        if table is not None:
+            return table
+        try:
+            return DeltaTable.create(self.uri, schema, mode="ignore", partition_by=partition_by,
+                                     configuration=TABLE_CONFIGURATION, storage_options=self.storage_options)
+        except (CommitFailedError, DeltaError):  # another writer created it a moment ago
+            table = self.open()
+            if table is None:
+                raise
+            return table
+
+
+def events_table(lake: Root) -> Table:
+    return Table.at(lake, EVENTS)
+
+
+def arrow_schema(columns: Mapping[str, pl.DataType]) -> pa.Schema:
+    """The Arrow schema of a table with these polars columns (plain strings, µs UTC timestamps)."""
+    return pl.DataFrame(schema=dict(columns)).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+
+
+def to_arrow(frame: pl.DataFrame, columns: Mapping[str, pl.DataType]) -> pa.Table:
+    """``frame`` in the table's column order and types, as Arrow."""
+    return frame.select(pl.col(c).cast(t) for c, t in columns.items()).to_arrow(
+        compat_level=pl.CompatLevel.oldest())
+
+
+def open_events(lake: Root) -> Any:
+    """The events table, created if the lake is new."""
+    return events_table(lake).ensure(arrow_schema(EVENT_COLUMNS), PARTITION_COLUMNS)
+
+
+def commit_metadata(**entries: Any) -> dict[str, str]:
+    """Our entries for a commit's metadata, JSON-encoded where they are not text."""
+    return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+            for k, v in entries.items()}
+
+
+def read_commit_metadata(commit: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries :func:`commit_metadata` wrote, decoded, from one ``history()`` record."""
+    out = {}
+    for key, value in commit.items():
+        if key.startswith(METADATA_PREFIX):
+            try:
+                out[key.removeprefix(METADATA_PREFIX)] = json.loads(value) if isinstance(value, str) else value
+            except ValueError:
+                out[key.removeprefix(METADATA_PREFIX)] = value
+    return out
+
+
+def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[str, str]) -> int:
+    """Append ``data`` as one commit on top of exactly the version ``table`` was read at; the new version.
+
+    No blind retry: if anyone committed since that version, CommitConflict, and the caller
+    re-reads (e.g. deduplicates again) before trying once more.
+    """
+    from deltalake import CommitProperties, WriterProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    try:
+        write_deltalake(table, data, mode="append", partition_by=partition_by,
+                        writer_properties=WriterProperties(compression="ZSTD"),
+                        commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0))
+    except CommitFailedError as exc:
+        raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
+    return table.version()
+
+
+# --- what is in the events table (metadata only) ------------------------------------------------
+
+def live_files(table: Any) -> pl.DataFrame:
+    """One row per live data file: path, size, rows, and its event_date / organization_id."""
+    actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+    assert isinstance(actions, pl.DataFrame)
+    return actions.select(
+        pl.col("path"), pl.col("size_bytes"), pl.col("num_records").fill_null(0).alias("rows"),
+        pl.col("partition.event_date").cast(pl.String).str.to_date().alias("event_date"),
+        pl.col("partition.organization_id").cast(pl.String).alias("organization_id"),
+    )
+
+
+def partition_row_counts(lake: Root, days: Iterable[date] | None = None) -> dict[tuple[date, str], int]:
+    """Live rows per (event_date, organization_id), read from the table's metadata, not its data."""
+    table = events_table(lake).open()
+    if table is None:
+        return {}
+    files = live_files(table)
+    if days is not None:
+        files = files.filter(pl.col("event_date").is_in(list(days)))
+    counts = files.group_by("event_date", "organization_id").agg(pl.col("rows").sum())
+    return {(d, o): int(n) for d, o, n in counts.iter_rows()}
+
+
+def date_row_counts(table: Any) -> dict[date, int]:
+    """Live rows per event_date of an open events table (metadata only)."""
+    counts = live_files(table).group_by("event_date").agg(pl.col("rows").sum())
+    return {d: int(n) for d, n in counts.iter_rows()}
+
+
+def event_dates(lake: Root) -> list[date]:
+    """The event dates that hold events, oldest first."""
+    return sorted({d for d, _ in partition_row_counts(lake)})
+
+
+def organizations(lake: Root, day: date) -> list[str]:
+    """The organizations with events on ``day``."""
+    return sorted(o for _, o in partition_row_counts(lake, [day]))
+
+
+# --- reading events ---------------------------------------------------------------------------
+
+def _partition_filter(day: date, organization_id: str | None = None) -> list[tuple[str, str, str]]:
+    found = [("event_date", "=", day.isoformat())]
+    if organization_id is not None:
+        found.append(("organization_id", "=", organization_id))
+    return found
+
+
+def read_table(table: Any, filters: list[tuple[str, str, Any]] | None, columns: Sequence[str] | None = None,
+               row_filter: Any = None) -> pl.DataFrame:
+    """Rows of an open table in the partitions ``filters`` select (partition pruning), as polars."""
+    names = list(columns) if columns else None
+    dataset = table.to_pyarrow_dataset(partitions=filters or None)
+    frame = pl.from_arrow(dataset.to_table(columns=names, filter=row_filter))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None
+                   ) -> pl.DataFrame:
+    """All events of one (date, organization), with organization_id (always) among the columns."""
+    wanted = list(dict.fromkeys([*(columns or EVENT_COLUMNS), "organization_id"]))
+    table = events_table(lake).open()
+    if table is None:
+        return pl.DataFrame(schema={c: EVENT_COLUMNS[c] for c in wanted})
+    frame = read_table(table, _partition_filter(day, organization_id), wanted)
+    return frame.cast({c: EVENT_COLUMNS[c] for c in wanted})  # type: ignore[arg-type]
+
+
+def read_dates(table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pa.Array | None = None
+               ) -> pl.DataFrame:
+    """Rows of the given event dates (every organization), optionally only these event_ids."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    wanted = sorted(set(days))
+    schema = {c: EVENT_COLUMNS[c] for c in columns}
+    if not wanted:
+        return pl.DataFrame(schema=schema)
+    row_filter = pc.field("event_id").isin(event_ids) if event_ids is not None else None
+    filters = [("event_date", "in", [d.isoformat() for d in wanted])]
+    dataset: ds.Dataset = table.to_pyarrow_dataset(partitions=filters)
+    frame = pl.from_arrow(dataset.to_table(columns=list(columns), filter=row_filter))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.cast(schema)  # type: ignore[arg-type]
+
+
+# --- dropping partitions (retention) -------------------------------------------------------------
+
+def drop_partitions(lake: Root, keys: Sequence[tuple[date, str]]) -> dict[tuple[date, str], int]:
+    """Delete whole (event_date, organization_id) partitions, one Delta delete per date; rows dropped per key.
+
+    The files stay readable to time travel until ``vacuum`` removes them after its retention.
+    """
+    table = events_table(lake).open()
+    if table is None or not keys:
+        return {}
+    counts = partition_row_counts(lake, {d for d, _ in keys})
+    by_day: dict[date, list[str]] = {}
+    for day, org in keys:
+        by_day.setdefault(day, []).append(org)
+    from deltalake import CommitProperties
+
+    for day, orgs in sorted(by_day.items()):
+        quoted = ", ".join("'" + o.replace("'", "''") + "'" for o in sorted(set(orgs)))
+        table.delete(f"event_date = '{day.isoformat()}' AND organization_id IN ({quoted})",
+                     commit_properties=CommitProperties(custom_metadata=commit_metadata(
+                         operation="retention", dropped=[f"{day.isoformat()}/{o}" for o in sorted(set(orgs))])))
+    return {key: counts.get(key, 0) for key in keys}
 
 
 def new_batch_id(now: datetime) -> str:
@@ -52,118 +267,7 @@ def new_batch_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def partition_dir(lake: Root, day: date, organization_id: str) -> str:
-    return lake.join(EVENTS, f"event_date={day.isoformat()}", f"organization_id={organization_id}")
-
-
-def date_dir(lake: Root, day: date) -> str:
-    return lake.join(EVENTS, f"event_date={day.isoformat()}")
-
-
-def event_dates(lake: Root) -> list[date]:
-    """The event dates that have a partition, oldest first."""
-    days = []
-    for name in lake.listdir(lake.join(EVENTS)):
-        if name.startswith("event_date="):
-            with contextlib.suppress(ValueError):
-                days.append(date.fromisoformat(name.removeprefix("event_date=")))
-    return sorted(days)
-
-
-def organizations(lake: Root, day: date) -> list[str]:
-    """The organizations with a partition on ``day``."""
-    return [n.removeprefix("organization_id=") for n in lake.listdir(date_dir(lake, day))
-            if n.startswith("organization_id=")]
-
-
-def partition_files(lake: Root, day: date, organization_id: str) -> list[str]:
-    """The complete Parquet files of one (date, organization) partition, in name order."""
-    return _parquet_files(lake, partition_dir(lake, day, organization_id))
-
-
-def _parquet_files(lake: Root, directory: str) -> list[str]:
-    """The complete Parquet files below ``directory``, in name order (temporary files left out)."""
-    return [f for f in lake.find(directory, (".parquet",)) if not is_hidden(f)]
-
-
-# --- Parquet ----------------------------------------------------------------------------------
-
-def to_parquet(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=True)
-    return buffer.getvalue()
-
-
-def read_parquet(root: Root, paths: Sequence[str], columns: Sequence[str] | None = None,
-                 schema: dict[str, pl.DataType] = FILE_SCHEMA) -> pl.DataFrame:
-    """Read Parquet files through the root's filesystem (so remote roots share its credentials)."""
-    if not paths:
-        return pl.DataFrame(schema={c: schema[c] for c in columns or schema})
-    if root.is_local:
-        return pl.read_parquet(list(paths), columns=list(columns) if columns else None)
-    table = ds.dataset(list(paths), filesystem=root.fs, format="parquet").to_table(columns=columns)
-    return pl.from_arrow(table)  # type: ignore[return-value]
-
-
-def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None
-                   ) -> pl.DataFrame:
-    """All events of one (date, organization), with the partition columns added back."""
-    frame = read_parquet(lake, partition_files(lake, day, organization_id), columns)
-    return frame.with_columns(organization_id=pl.lit(organization_id, pl.String))
-
-
-def _arrow_filesystem(root: Root) -> pafs.FileSystem | Any:
-    return pafs.LocalFileSystem() if root.is_local else root.fs
-
-
-def event_files(lake: Root) -> list[str]:
-    """Every complete event Parquet file in the lake."""
-    return _parquet_files(lake, lake.join(EVENTS))
-
-
-def lookup_events(lake: Root, event_ids: pl.Series, columns: Sequence[str], files: Sequence[str]) -> pl.DataFrame:
-    """Rows of ``files`` whose event_id is in ``event_ids``: the lake-wide uniqueness check.
-
-    Reads only the event_id column of every file, and the other ``columns`` of files with a match.
-    """
-    schema = {c: LAKE_SCHEMA[c] for c in columns}
-    if len(event_ids) == 0 or not files:
-        return pl.DataFrame(schema=schema)
-
-    def dataset(paths: Sequence[str]) -> ds.Dataset:
-        return ds.dataset(list(paths), filesystem=_arrow_filesystem(lake), format="parquet",
-                          partitioning=_ARROW_PARTITIONING, partition_base_dir=lake.join(EVENTS))
-
-    wanted = ds.field("event_id").isin(event_ids.to_arrow())
-    # Two passes: the event_id column alone answers "any repeats?" (usually none); only then
-    # read the other columns, and only of the files that hold a repeat.
-    hits = ds.Scanner.from_dataset(dataset(files), columns=["event_id", "__filename"], filter=wanted, batch_readahead=2,
-                                   fragment_readahead=4).to_table()
-    if hits.num_rows == 0:
-        return pl.DataFrame(schema=schema)
-    # Repeats can be spread over every file of the lake: read them a few at a time (bounded memory).
-    with_repeats = sorted(set(hits.column("__filename").to_pylist()))
-    table = ds.Scanner.from_dataset(dataset(with_repeats), columns=list(columns), filter=wanted, batch_readahead=2,
-                                    fragment_readahead=2).to_table()
-    return pl.from_arrow(table).cast(schema)  # type: ignore[union-attr]
-
-
-def write_partitions(lake: Root, events: pl.DataFrame, batch_id: str) -> list[str]:
-    """Write lake-shaped ``events`` as one file per (event_date, organization) named after the batch."""
-    keyed = events.with_columns(pl.col("event_time").dt.date().alias("event_date"))
-    parts = keyed.sort("event_time", "event_id").partition_by("event_date", "organization_id", as_dict=True)
-
-    def write(key: tuple, part: pl.DataFrame) -> str:
-        path = lake.join(partition_dir(lake, *key), f"part-{batch_id}.parquet")
-        lake.write_bytes(path, to_parquet(part.select(list(FILE_SCHEMA))))
-        return path
-
-    # Compression and (remote) PUTs release the GIL: a few threads hide their latency.
-    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        return list(pool.map(lambda item: write(*item), parts.items()))
-
-
-# --- state ------------------------------------------------------------------------------------
+# --- small JSON state files --------------------------------------------------------------------
 
 def write_json(root: Root, path: str, payload: Any) -> None:
     root.write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
@@ -171,68 +275,3 @@ def write_json(root: Root, path: str, payload: Any) -> None:
 
 def read_json(root: Root, path: str) -> Any:
     return json.loads(root.read_bytes(path))
-
-
-def ledger_dir(lake: Root) -> str:
-    return lake.join(STATE, "ingested")
-
-
-def committed_batches(lake: Root) -> dict[str, dict]:
-    """batch id -> its committed ledger entry (raw file path -> signature, counts)."""
-    return {p.rsplit("/", 1)[-1].removesuffix(".json"): read_json(lake, p)
-            for p in lake.find(ledger_dir(lake), (".json",))}
-
-
-def commit_batch(lake: Root, batch_id: str, entry: dict) -> None:
-    """Mark a batch done: the last write of a batch, so a crash before it leaves it uncommitted."""
-    write_json(lake, lake.join(ledger_dir(lake), f"{batch_id}.json"), entry)
-
-
-def export_record_path(lake: Root, day: date, organization_id: str) -> str:
-    return lake.join(STATE, "exports", f"event_date={day.isoformat()}", f"organization_id={organization_id}.json")
-
-
-# --- lease ------------------------------------------------------------------------------------
-
-class LeaseHeld(RuntimeError):
-    """Another ingest holds the lake's lease."""
-
-
-@contextlib.contextmanager
-def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0,
-          ttl_seconds: float | None = None) -> Iterator[Callable[[], None]]:
-    """Exclusive access to the lake for one writer, held until the block ends; yields a fence to call
-    before each write, which raises if the lease can no longer be proven ours.
-
-    A second writer waits up to ``wait_seconds`` for the first to finish, then gives up.
-    Local roots use an OS file lock (released by the kernel if the holder dies); object stores an
-    expiring lease object written with conditional requests (see ``leases``).
-    """
-    if not lake.is_local:
-        from .leases import ObjectLease, ttl_from_env
-
-        held = ObjectLease(lake, lake.join(STATE, f"{name}.lease"), ttl_seconds or ttl_from_env(), wait_seconds)
-        held.acquire()
-        try:
-            yield held.fence
-        finally:
-            held.release()
-        return
-    import fcntl
-
-    path = lake.join(STATE, f"{name}.lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LeaseHeld(f"another {name} still holds {path} after {wait_seconds:.0f}s") from None
-                time.sleep(0.2)
-        try:
-            yield lambda: None  # the kernel's lock cannot be lost while the process lives
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,14 +1,20 @@
-"""The quarantine: every line that is not a valid event, with exactly one reason. Nothing is dropped."""
+"""The quarantine: every line that is not a valid event, with exactly one reason. Nothing is dropped.
+
+A Delta table at ``<lake>/quarantine`` partitioned by ``ingest_date``. Each ingest batch adds its
+records in one commit, and that commit is also the batch's commit point: its metadata names the
+raw files (and how far into each) the batch consumed (see ``ledger``). ``replayed_at`` and
+``replay_outcome`` are set once when ``replay`` re-runs a record through the rules.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Iterable
 
 import polars as pl
 
+from . import lake as lk
 from .events import UTC_DATETIME
-from .lake import QUARANTINE, read_parquet, to_parquet
 from .storage import Root
 
 SCHEMA: dict[str, pl.DataType] = {
@@ -19,33 +25,58 @@ SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.String(),
     "quarantined_at": UTC_DATETIME,
     "batch_id": pl.String(),
+    "replayed_at": UTC_DATETIME,
+    "replay_outcome": pl.String(),
 }
+TABLE_SCHEMA: dict[str, pl.DataType] = {**SCHEMA, "ingest_date": pl.Date()}
+PARTITION_COLUMNS = ["ingest_date"]
+RECORD_COLUMNS = ("reason", "detail", "source_file", "line_number", "raw")
+
+
+def table(lake: Root) -> lk.Table:
+    return lk.Table.at(lake, lk.QUARANTINE)
+
+
+def open_table(lake: Root) -> Any:
+    """The quarantine table, created if the lake is new."""
+    return table(lake).ensure(lk.arrow_schema(TABLE_SCHEMA), PARTITION_COLUMNS)
 
 
 def records(rows: list[dict[str, Any]] | pl.DataFrame, at: datetime, batch_id: str) -> pl.DataFrame:
     """Quarantine records from dicts or a frame holding reason, detail, source_file, line_number, raw."""
-    frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows, schema={
-        c: SCHEMA[c] for c in ("reason", "detail", "source_file", "line_number", "raw")})
+    frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(
+        rows, schema={c: SCHEMA[c] for c in RECORD_COLUMNS})
     return frame.select(
-        pl.col("reason", "detail", "source_file", "line_number", "raw"),
+        *(pl.col(c).cast(SCHEMA[c]) for c in RECORD_COLUMNS),
         pl.lit(at.astimezone(UTC), UTC_DATETIME).alias("quarantined_at"),
-        pl.lit(batch_id).alias("batch_id"),
-    ).cast(SCHEMA)  # type: ignore[arg-type]
+        pl.lit(batch_id, pl.String).alias("batch_id"),
+        pl.lit(None, UTC_DATETIME).alias("replayed_at"),
+        pl.lit(None, pl.String).alias("replay_outcome"),
+    )
 
 
-def path_for(lake: Root, batch_id: str, at: datetime) -> str:
-    return lake.join(QUARANTINE, f"ingest_date={at.astimezone(UTC).date().isoformat()}", f"part-{batch_id}.parquet")
+def empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=SCHEMA)
 
 
-def write(lake: Root, frame: pl.DataFrame, batch_id: str, at: datetime) -> str | None:
-    """Write one batch's quarantine records (if any) as a single Parquet file."""
-    if frame.is_empty():
-        return None
-    path = path_for(lake, batch_id, at)
-    lake.write_bytes(path, to_parquet(frame.sort("source_file", "line_number", nulls_last=True)))
-    return path
+def commit(quarantine: Any, frame: pl.DataFrame, at: datetime, metadata: dict[str, str]) -> int:
+    """Add one batch's records (possibly none: the commit still records the batch) as one commit.
+
+    Like every ingest commit it lands on exactly the version ``quarantine`` was read at, or
+    raises CommitConflict.
+    """
+    rows = frame.sort("source_file", "line_number", nulls_last=True).with_columns(
+        ingest_date=pl.lit(at.astimezone(UTC).date(), pl.Date))
+    return lk.append(quarantine, lk.to_arrow(rows, TABLE_SCHEMA), PARTITION_COLUMNS, metadata)
 
 
-def read_all(lake: Root) -> pl.DataFrame:
-    """Every quarantine record in the lake."""
-    return read_parquet(lake, lake.find(lake.join(QUARANTINE), (".parquet",)), list(SCHEMA), SCHEMA)
+def read_all(lake: Root, since: date | None = None, reasons: Iterable[str] | None = None) -> pl.DataFrame:
+    """Quarantine records (every one, or those ingested since ``since`` with one of ``reasons``)."""
+    opened = table(lake).open()
+    if opened is None:
+        return empty()
+    filters = [("ingest_date", ">=", since.isoformat())] if since else None
+    frame = lk.read_table(opened, filters, list(SCHEMA))
+    if reasons is not None:
+        frame = frame.filter(pl.col("reason").is_in(list(reasons)))
+    return frame.cast(SCHEMA)  # type: ignore[arg-type]

@@ -10,8 +10,9 @@ import gzip
 import io
 import json
 import zlib
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import msgspec
 import numpy as np
@@ -48,6 +49,7 @@ class RawFile:
     path: str  # relative to the raw root, with "/" separators
     size: int
     signature: str
+    modified: "datetime | None" = None
 
 
 def signature(info: dict[str, Any]) -> str:
@@ -56,14 +58,23 @@ def signature(info: dict[str, Any]) -> str:
     return f"{info.get('size', 0)}:{str(tag).strip(chr(34))}"
 
 
-def discover(root: Root) -> list[RawFile]:
+def discover(root: Root) -> "Discovery":
     """Every raw event file below ``root``, in path order."""
     found = []
     for path, info in root.find_with_details(root.path).items():
         if is_hidden(path) or not path.endswith(RAW_SUFFIXES):
             continue
-        found.append(RawFile(root.relative(path), int(info.get("size") or 0), signature(info)))
-    return found
+        found.append(RawFile(root.relative(path), int(info.get("size") or 0), signature(info), modified_at(info)))
+    return Discovery(found, {"suffix": 0, "hidden": 0, "symlink": 0})
+
+
+def modified_at(info: dict[str, Any]) -> datetime | None:
+    value = info.get("mtime") or info.get("LastModified")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 def read_text_bytes(root: Root, file: RawFile) -> bytes:
@@ -216,3 +227,54 @@ def parse_files(root: Root, files: list[RawFile]) -> ParsedLines:
             continue
         parse_into(parsed, data, file.path)
     return parsed
+
+
+# --- interim chunk interface (the hardened, streaming parser replaces this) ---------------------
+
+@dataclass(frozen=True)
+class Limits:
+    line_bytes: int = 1 << 20
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        return cls()
+
+
+@dataclass
+class Discovery:
+    files: list[RawFile]
+    skipped: dict[str, int]
+
+
+@dataclass
+class Chunk:
+    source: str
+    rows: pl.DataFrame
+    rejected: pl.DataFrame
+    first_line: int
+    last_line: int
+    nbytes: int
+    done: bool
+    parsed: ParsedLines | None = None
+
+    def raw_lines(self, line_numbers: Sequence[int]) -> list[str]:
+        assert self.parsed is not None
+        return self.parsed.raw_lines([self.source] * len(line_numbers), line_numbers)
+
+
+def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int = 0,
+                limits: Limits = Limits()) -> Iterator[Chunk]:
+    parsed = ParsedLines()
+    try:
+        data = read_text_bytes(root, file)
+    except UnreadableFile as exc:
+        parsed.reject(UNREADABLE_FILE, str(exc), file.path, None, None)
+        data = b""
+    else:
+        parse_into(parsed, data, file.path)
+    rejected = pl.DataFrame(parsed.rejected, schema={"reason": pl.String, "detail": pl.String, "source_file": pl.String,
+                                                      "line_number": pl.Int64, "raw": pl.String})
+    rows = parsed.frame().filter(pl.col("line_number") > after_line)
+    rejected = rejected.filter(pl.col("line_number").is_null() | (pl.col("line_number") > after_line))
+    last = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    yield Chunk(file.path, rows, rejected, after_line + 1, last, len(data), True, parsed)

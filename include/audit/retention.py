@@ -36,18 +36,19 @@ def retain(lake_url: str, export_url: str, today: date, days: int = DEFAULT_DAYS
     """Drop every expired (date, organization) whose daily CSV is current; keep and report the rest."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
     result = RetentionResult(today.isoformat(), days)
-    for day in expired_dates(lk.event_dates(lake), today, days):
-        for org in lk.organizations(lake, day):
-            key = f"{day.isoformat()}/{org}"
-            status = "forced" if force else export_status(lake, exports, day, org)
-            if status not in ("current", "forced"):
-                result.kept[key] = f"daily export is {status}"
-                continue
-            if not dry_run:
-                lake.remove(lk.partition_dir(lake, day, org), recursive=True)
-            result.dropped.append(key)
-        if not dry_run and not lk.organizations(lake, day):
-            lake.remove(lk.date_dir(lake, day), recursive=True)
+    drop = []
+    for day, org in sorted(lk.partition_row_counts(lake)):
+        if day not in expired_dates([day], today, days):
+            continue
+        key = f"{day.isoformat()}/{org}"
+        status = "forced" if force else export_status(lake, exports, day, org)
+        if status not in ("current", "forced"):
+            result.kept[key] = f"daily export is {status}"
+            continue
+        drop.append((day, org))
+        result.dropped.append(key)
+    if not dry_run:
+        lk.drop_partitions(lake, drop)
     if result.kept:
         log.warning("kept %d expired partitions whose daily export is missing or stale (export them, or use "
                     "--force), e.g. %s", len(result.kept), next(iter(result.kept)))

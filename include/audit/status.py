@@ -16,9 +16,8 @@ def lake_status(lake_url: str, export_url: str) -> dict[str, Any]:
     """Events per date, quarantine per reason, the latest validation report, and the archived CSVs."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
     per_date: dict[str, int] = {}
-    for day in lk.event_dates(lake):
-        files = lake.find(lk.date_dir(lake, day), (".parquet",))
-        per_date[day.isoformat()] = lk.read_parquet(lake, files, ["event_id"]).height
+    for (day, _), rows in sorted(lk.partition_row_counts(lake).items()):
+        per_date[day.isoformat()] = per_date.get(day.isoformat(), 0) + rows
     reasons = quarantine.read_all(lake).group_by("reason").len()
     counts = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list()))
     reports = lake.find(lake.join(lk.VALIDATION), (".html",))

@@ -11,7 +11,7 @@ import contextlib
 import os
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import fsspec
@@ -103,6 +103,35 @@ def s3_endpoint() -> str:
             or "the default AWS S3 endpoint")
 
 
+def delta_options(root: "Root") -> dict[str, str] | None:
+    """Storage options for delta-rs (Delta tables) equivalent to ``root``'s fsspec ones; None for local roots.
+
+    delta-rs reaches S3 through its own client, so the credentials, endpoint and region of the
+    root (Airflow connection, else AWS_* variables) are handed over explicitly; ``conditional_put``
+    makes its commits safe between concurrent writers on any S3 that honours If-None-Match.
+    """
+    if root.is_local:
+        return None
+    if root.protocol not in S3_PROTOCOLS:
+        raise StorageError(f"{root.url}: the lake's Delta tables need a local path or an s3:// root")
+    opts = merge_options(default_options(root.url), root.options)
+    client = opts.get("client_kwargs", {})
+    endpoint = opts.get("endpoint_url") or client.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") \
+        or os.environ.get("AWS_ENDPOINT_URL")
+    region = client.get("region_name") or opts.get("region_name") or os.environ.get("AWS_REGION") \
+        or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    found = {
+        "AWS_ACCESS_KEY_ID": opts.get("key") or os.environ.get("AWS_ACCESS_KEY_ID"),
+        "AWS_SECRET_ACCESS_KEY": opts.get("secret") or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "AWS_SESSION_TOKEN": opts.get("token") or os.environ.get("AWS_SESSION_TOKEN"),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+        "AWS_ALLOW_HTTP": "true" if endpoint and endpoint.startswith("http://") else None,
+        "conditional_put": "etag",
+    }
+    return {k: str(v) for k, v in found.items() if v}
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and the exceptions it was raised from or while handling (s3fs wraps botocore's)."""
     seen: set[int] = set()
@@ -139,6 +168,7 @@ class Root:
     fs: fsspec.AbstractFileSystem
     path: str
     url: str
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def open(cls, url: str, **storage_options: object) -> "Root":
@@ -146,11 +176,20 @@ class Root:
         fs, path = fsspec.core.url_to_fs(str(url), **merge_options(default_options(str(url)), storage_options))
         if isinstance(fs, LocalFileSystem):
             path = os.path.abspath(path)
-        return cls(fs=fs, path=path.rstrip("/") or "/", url=str(url))
+        return cls(fs=fs, path=path.rstrip("/") or "/", url=str(url), options=dict(storage_options))
 
     @property
     def is_local(self) -> bool:
         return isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def protocol(self) -> str:
+        return protocol_of(self.url)
+
+    def uri(self, *parts: str) -> str:
+        """A location below this root as a URI other engines accept (an absolute path locally)."""
+        path = self.join(*parts)
+        return path if self.is_local else f"{self.protocol}://{path}"
 
     def join(self, *parts: str) -> str:
         """Absolute path (inside this root's filesystem) of a relative location; a first part that is

@@ -1,0 +1,140 @@
+"""Exactly-once: each event_id enters the lake once, whichever day and batch it comes back in.
+
+The first version of an event_id wins: the lake's, else the earliest in the batch. A later copy
+with the same content is a duplicate (counted, kept once); with other content it is a
+``conflicting_duplicate``. To find earlier versions without scanning the lake, a per-day index
+keeps a 64-bit hash of every event_id (``_state/event-ids/event_date=D.parquet``, 8 bytes an
+event); only the days where a hash matches are read, and only the matching rows. An index file
+is trusted while its row count equals the day's live rows in the table's metadata, so a crash
+between a commit and the index update, a concurrent writer or a retention drop only makes that
+day's index be rebuilt from the day's event_id column.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import lake as lk
+from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS
+from .storage import Root
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = "event-ids"
+HASH_FUNCTION = f"polars-{pl.__version__}-seed0"
+"""What the stored hashes were computed with: an index from another polars version is rebuilt."""
+
+
+def id_hash(event_ids: pl.Series) -> pl.Series:
+    return event_ids.hash(seed=0).alias("h")
+
+
+def content_hash() -> pl.Expr:
+    """A fingerprint of what makes two deliveries of an event_id the same event (stable within a run)."""
+    return pl.struct(CONTENT_COLUMNS).hash()
+
+
+def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Split valid rows (in arrival order) into new events, conflicting duplicates and a duplicate count.
+
+    ``known`` holds the ``event_id`` and ``content`` hash of matching events already in the lake.
+    """
+    rows = valid.with_columns(_hash=content_hash(), _first=pl.col("event_id").is_first_distinct())
+    batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
+    lake_ref = known.select("event_id", _lake_ref="content")
+    rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(
+        batch_ref, on="event_id", how="left", maintain_order="left")
+    in_lake = pl.col("_lake_ref").is_not_null()
+    same = pl.when(in_lake).then(pl.col("_hash") == pl.col("_lake_ref")).otherwise(
+        pl.col("_hash") == pl.col("_batch_ref"))
+    new = ~in_lake & pl.col("_first")
+    rows = rows.with_columns(_new=new, _dup=~new & same)
+    accepted = rows.filter("_new")
+    conflicts = rows.filter(~pl.col("_new") & ~pl.col("_dup")).with_columns(
+        reason=pl.lit(CONFLICTING_DUPLICATE),
+        detail=pl.format("event_id '{}' was already {} with different content", pl.col("event_id"),
+                         pl.when(in_lake).then(pl.lit("in the lake")).otherwise(pl.lit("earlier in the batch"))),
+    )
+    helpers = ["_hash", "_first", "_lake_ref", "_batch_ref", "_new", "_dup"]
+    return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
+
+
+@dataclass
+class DayIndex:
+    rows: int
+    hashes: pl.Series
+
+
+@dataclass
+class EventIndex:
+    """The per-day event-id hash index of one lake, kept in memory for a run."""
+
+    lake: Root
+    days: dict[date, DayIndex] = field(default_factory=dict)
+    loaded: set[date] = field(default_factory=set)
+
+    def path(self, day: date) -> str:
+        return self.lake.join(lk.STATE, INDEX_DIR, f"event_date={day.isoformat()}.parquet")
+
+    def refresh(self, table: Any) -> None:
+        """Make the index match ``table``'s version: load or rebuild the days whose row count differs."""
+        counts = lk.date_row_counts(table)
+        for day in set(self.days) - set(counts):
+            del self.days[day]
+        for day, rows in sorted(counts.items()):
+            if day in self.days and self.days[day].rows == rows:
+                continue
+            stored = self._load(day) if day not in self.loaded else None
+            self.loaded.add(day)
+            if stored is not None and stored.rows == rows:
+                self.days[day] = stored
+                continue
+            ids = lk.read_dates(table, [day], ["event_id"])["event_id"]
+            self.days[day] = DayIndex(rows, id_hash(ids))
+            log.info("rebuilt the event-id index of %s (%d events)", day, rows)
+            self._save(day)
+
+    def matching(self, table: Any, event_ids: pl.Series) -> pl.DataFrame:
+        """``event_id`` and ``content`` hash of the table's events among ``event_ids`` (index first, then rows)."""
+        wanted = pl.DataFrame({"event_id": event_ids.unique()}).with_columns(h=id_hash(pl.col("event_id")))
+        days = [d for d, index in self.days.items() if wanted["h"].is_in(index.hashes.implode()).any()]
+        if not days:
+            return pl.DataFrame(schema={"event_id": pl.String(), "content": pl.UInt64()})
+        hits = pa.array(wanted["event_id"].to_list(), pa.string())
+        found = lk.read_dates(table, days, CONTENT_COLUMNS, event_ids=hits)
+        return found.select("event_id", content=content_hash())
+
+    def add(self, accepted: pl.DataFrame) -> None:
+        """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
+        for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
+            current = self.days.get(day, DayIndex(0, pl.Series("h", [], pl.UInt64)))
+            self.days[day] = DayIndex(current.rows + part.height, pl.concat([current.hashes, id_hash(part["event_id"])]))
+            self._save(day)
+
+    def _load(self, day: date) -> DayIndex | None:
+        path = self.path(day)
+        if not self.lake.exists(path):
+            return None
+        table = pq.read_table(io.BytesIO(self.lake.read_bytes(path)))
+        meta = table.schema.metadata or {}
+        if meta.get(b"hash") != HASH_FUNCTION.encode():
+            return None
+        hashes = pl.from_arrow(table.column("h"))
+        assert isinstance(hashes, pl.Series)
+        return DayIndex(int(meta.get(b"rows", b"-1")), hashes.alias("h"))
+
+    def _save(self, day: date) -> None:
+        index = self.days[day]
+        table = pa.table({"h": index.hashes.to_arrow()}).replace_schema_metadata(
+            {"rows": str(index.rows), "hash": HASH_FUNCTION})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        self.lake.write_bytes(self.path(day), buffer.getvalue())
