@@ -34,11 +34,11 @@ def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
 
 
 def lake_event_ids(lake_url: str) -> pl.Series:
-    """The event_id of every row in every complete event file of the lake."""
-    lake = Root.open(lake_url)
-    lake.fs.invalidate_cache()
-    files = [f for f in lake.find(lake.join(lk.EVENTS), (".parquet",)) if not f.rsplit("/", 1)[-1].startswith(".")]
-    return lk.read_parquet(lake, files, ["event_id"])["event_id"]
+    """The event_id of every row of the events table's latest version."""
+    table = lk.events_table(Root.open(lake_url)).open()
+    if table is None:
+        return pl.Series("event_id", [], pl.String)
+    return lk.read_table(table, None, ["event_id"])["event_id"]
 
 
 def export_event_ids(export_url: str, on_demand: bool = False) -> pl.Series:

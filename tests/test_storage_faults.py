@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,6 @@ import pytest
 import s3fs
 
 from include.audit import storage as st
-from include.audit.leases import TTL_VARIABLE
 
 from .fault_proxy import FaultProxy, every
 from .s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
@@ -52,7 +52,8 @@ def _committed_batches(server: SeaweedS3, lake: str) -> int:
     fs = s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, endpoint_url=server.endpoint, skip_instance_cache=True,
                            config_kwargs={"retries": {"max_attempts": 1}})
     try:
-        return len(fs.find(f"{lake.removeprefix('s3://')}/_state/ingested"))
+        log = fs.find(f"{lake.removeprefix('s3://')}/quarantine/_delta_log")
+        return sum(1 for p in log if re.fullmatch(r"\d{20}\.json", p.rsplit("/", 1)[-1])) - 1  # 0 creates it
     except Exception:
         return 0
 
@@ -70,14 +71,14 @@ def own_s3_server(tmp_path: Path) -> Iterator[SeaweedS3]:
 
 @pytest.mark.s3
 def test_s3_server_killed_mid_ingest(own_s3_server: SeaweedS3, capsys, monkeypatch) -> None:
-    for name, value in {**own_s3_server.env, TTL_VARIABLE: "3"}.items():
+    for name, value in own_s3_server.env.items():
         monkeypatch.setenv(name, value)
     base = f"s3://{BUCKET}/killed"
     storage = Storage("s3", f"{base}/raw", f"{base}/lake", f"{base}/exports")
     expected = _generate(capsys, storage, 10_000)
 
     run = _cli(*_ingest_args(storage), env=own_s3_server.env)
-    while _committed_batches(own_s3_server, storage.lake) == 0 and run.poll() is None:
+    while _committed_batches(own_s3_server, storage.lake) <= 0 and run.poll() is None:
         time.sleep(0.1)
     own_s3_server.kill()
     out, err = run.communicate(timeout=300)
@@ -87,9 +88,11 @@ def test_s3_server_killed_mid_ingest(own_s3_server: SeaweedS3, capsys, monkeypat
     assert SECRET_KEY not in err and ACCESS_KEY not in err and "Traceback" not in err
 
     own_s3_server.start()
-    rerun = _cli(*_ingest_args(storage), env=own_s3_server.env)  # waits out the dead run's lease, then goes on
+    started = time.monotonic()
+    rerun = _cli(*_ingest_args(storage), env=own_s3_server.env)  # no lease to wait out: it starts at once
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
+    assert "wait" not in err.lower() and time.monotonic() - started < 100
     assert json.loads(out)["skipped_files"] > 0  # the killed run's committed batches stay done
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
@@ -103,16 +106,15 @@ def test_faulty_network_is_retried(s3_server: SeaweedS3, s3_prefix: str, capsys)
     expected = _generate(capsys, storage, 1500)
     plan = every({3: "slowdown", 11: "reset", 19: "slow"}, period=40)
     proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), plan, delay=1.5).start()
-    options = {"client_kwargs": {"endpoint_url": proxy.url}, "config_kwargs": {"read_timeout": 1}}
-    try:
-        with st.use_options("s3", options):
-            code, summary, err = run_cli(capsys, *_ingest_args(storage))
-            assert code == 0, err
-            assert summary["ingested"] == expected["valid_events"]
-            export_every_day(capsys, storage)
+    try:  # a process of its own: delta-rs blocks this one's threads (and so an in-process proxy) while it waits
+        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert json.loads(out)["ingested"] == expected["valid_events"]
     finally:
         proxy.close()
     assert min(proxy.actions[a] for a in ("slowdown", "reset", "slow")) >= 3, proxy.actions
+    export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
 
 
@@ -128,11 +130,13 @@ def test_two_ingests_at_once(storage: Storage, capsys) -> None:
     results = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [err for _, err in results]
     summaries = [json.loads(out) for out, _ in results]
-    assert sorted(s["ingested"] for s in summaries) == [0, expected["valid_events"]]  # one after the other
-    assert sum(s["duplicates"] for s in summaries) == expected["redeliveries"]
-    assert max(s["skipped_files"] for s in summaries) == expected["files"]
+    # optimistic commits: each event is committed by exactly one of the two, whichever got there first
+    assert sum(s["ingested"] for s in summaries) == expected["valid_events"]
+    assert sum(s["duplicates"] for s in summaries) >= expected["redeliveries"]
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
+    code, status, err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
+    assert status["quarantined"] == expected["bad"]  # and every bad line quarantined once
 
 
 @pytest.mark.parametrize("call,code", [("fsync", errno.ENOSPC), ("replace", errno.EACCES)])
@@ -143,7 +147,7 @@ def test_local_disk_failure(tmp_path: Path, capsys, monkeypatch, call: str, code
 
     def failing(*args):
         calls.append(args)
-        if len(calls) > 25:  # some partition files of the batch are written, then the disk fails
+        if len(calls) > 2:  # the run's first state files are written, then the disk fails
             raise OSError(code, os.strerror(code))
         return real(*args)
 

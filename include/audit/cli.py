@@ -91,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
     p.add_argument("--dry-run", action="store_true", help="report only")
 
+    p = sub.add_parser("compact", help="rewrite partitions of many small files as one sorted file each")
+    roots(p, "lake")
+    p.add_argument("--date", help="only this event date (YYYY-MM-DD); default: every partition that needs it")
+
+    p = sub.add_parser("vacuum", help="delete files the lake's tables no longer reference, after a safe retention")
+    roots(p, "lake")
+    p.add_argument("--hours", type=_positive, default=7 * 24, help="keep unreferenced files this long (default 168)")
+
+    p = sub.add_parser("migrate", help="convert a lake written before the Delta tables, in place")
+    roots(p, "lake")
+
     p = sub.add_parser("api-key", help="organization API keys for the Audit Logs API")
     keys = p.add_subparsers(dest="api_key_command", required=True, parser_class=_Parser)
     p = keys.add_parser("create", help="make a key; printed once, on the last line (only its hash is kept)")
@@ -145,6 +156,19 @@ def run(args: argparse.Namespace) -> Any:
 
         return retain(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
                       parse_date(args.today, "--today"), args.days, force=args.force, dry_run=args.dry_run).as_dict()
+    if args.command == "compact":
+        from .maintenance import compact
+
+        day = parse_date(args.date, "--date") if args.date else None
+        return compact(root("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
+    if args.command == "vacuum":
+        from .maintenance import vacuum
+
+        return vacuum(root("AUDIT_LAKE_ROOT", args.lake_root), args.hours)
+    if args.command == "migrate":
+        from .migrate import migrate
+
+        return migrate(root("AUDIT_LAKE_ROOT", args.lake_root))
     if args.command == "generate":
         from .generate import generate
 

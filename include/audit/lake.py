@@ -140,6 +140,8 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
     from deltalake import CommitProperties, WriterProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
+    names = pa.schema(table.schema().to_arrow()).names  # a migrated table keeps its files' column order
+    data = data.select(names)
     try:
         write_deltalake(table, data, mode="append", partition_by=partition_by,
                         writer_properties=WriterProperties(compression="ZSTD"),

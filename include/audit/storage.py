@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -142,9 +143,24 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _from_delta_rs(exc: BaseException) -> bool:
+    """True for an OSError raised inside deltalake (delta-rs reports its object-store failures so)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "/deltalake/" in tb.tb_frame.f_code.co_filename:
+            return isinstance(exc, OSError)
+        tb = tb.tb_next
+    return False
+
+
 def describe_error(exc: BaseException) -> str | None:
     """One line for a failed object-store request, naming the endpoint; None if ``exc`` is not one."""
     for cause in _causes(exc):
+        if _from_delta_rs(cause):
+            text = re.sub(r"\x1b\[[0-9;]*m|\s*↳\s*", " ", str(cause)).split("\n")[0].strip()
+            text = " ".join(text.split())[:300]
+            remote = any(word in text for word in ("S3", "http", "request"))
+            return redact(f"object storage at {s3_endpoint()} failed: {text}" if remote else f"storage failed: {text}")
         module = type(cause).__module__ or ""
         if not module.startswith(("botocore", "aiobotocore", "aiohttp")):
             continue
