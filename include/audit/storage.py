@@ -159,7 +159,7 @@ def describe_error(exc: BaseException) -> str | None:
         if _from_delta_rs(cause):
             text = re.sub(r"\x1b\[[0-9;]*m|\s*↳\s*", " ", str(cause)).split("\n")[0].strip()
             text = " ".join(text.split())[:300]
-            remote = any(word in text for word in ("S3", "http", "request"))
+            remote = any(word in text for word in ("S3", "http")) or not re.search(r" /\w", text)  # local: /abs/path
             return redact(f"object storage at {s3_endpoint()} failed: {text}" if remote else f"storage failed: {text}")
         module = type(cause).__module__ or ""
         if not module.startswith(("botocore", "aiobotocore", "aiohttp")):
