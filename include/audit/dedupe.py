@@ -2,17 +2,20 @@
 
 The first version of an event_id wins: the lake's, else the earliest in the batch. A later copy
 with the same content is a duplicate (counted, kept once); with other content it is a
-``conflicting_duplicate``. To find earlier versions without scanning the lake, a per-day index
-keeps a 64-bit hash of every event_id (``_state/event-ids/event_date=D.parquet``, 8 bytes an
-event); only the days where a hash matches are read, and only the matching rows. An index file
-is trusted while its row count equals the day's live rows in the table's metadata, so a crash
-between a commit and the index update, a concurrent writer or a retention drop only makes that
-day's index be rebuilt from the day's event_id column.
+``conflicting_duplicate``. To find earlier versions without scanning the lake, an index keeps a
+64-bit hash of every event_id per event date (8 bytes an event); only the days where a hash
+matches are read, and only the matching rows. The index is one consolidated file for all days
+(``_state/event-ids/all.parquet``, rewritten by daily maintenance) plus one file per day changed
+since (``event_date=D.parquet``), so a run reads a bounded number of objects however many days
+the lake holds. A day's entry is trusted while its row count equals the day's live rows in the
+table's metadata: a crash between a commit and the index update, a concurrent writer or a
+retention drop only makes that day be rebuilt from its event_id column.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,6 +32,7 @@ from .storage import Root
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "event-ids"
+CONSOLIDATED = "all.parquet"
 HASH_FUNCTION = f"polars-{pl.__version__}-seed0"
 """What the stored hashes were computed with: an index from another polars version is rebuilt."""
 
@@ -75,32 +79,36 @@ class DayIndex:
 
 @dataclass
 class EventIndex:
-    """The per-day event-id hash index of one lake, kept in memory for a run."""
+    """The event-id hash index of one lake, kept in memory for a run."""
 
     lake: Root
     days: dict[date, DayIndex] = field(default_factory=dict)
-    loaded: set[date] = field(default_factory=set)
+    consolidated: dict[date, DayIndex] | None = None
 
-    def path(self, day: date) -> str:
-        return self.lake.join(lk.STATE, INDEX_DIR, f"event_date={day.isoformat()}.parquet")
+    def path(self, day: date | None = None) -> str:
+        name = CONSOLIDATED if day is None else f"event_date={day.isoformat()}.parquet"
+        return self.lake.join(lk.STATE, INDEX_DIR, name)
 
     def refresh(self, table: Any) -> None:
         """Make the index match ``table``'s version: load or rebuild the days whose row count differs."""
         counts = lk.date_row_counts(table)
+        if self.consolidated is None:
+            self.consolidated = _read(self.lake, self.path())
         for day in set(self.days) - set(counts):
             del self.days[day]
         for day, rows in sorted(counts.items()):
             if day in self.days and self.days[day].rows == rows:
                 continue
-            stored = self._load(day) if day not in self.loaded else None
-            self.loaded.add(day)
-            if stored is not None and stored.rows == rows:
-                self.days[day] = stored
+            found = self.consolidated.get(day)
+            if found is None or found.rows != rows:  # changed since consolidation: its own file, if current
+                found = _read(self.lake, self.path(day)).get(day)
+            if found is not None and found.rows == rows:
+                self.days[day] = found
                 continue
             ids = lk.read_dates(table, [day], ["event_id"])["event_id"]
             self.days[day] = DayIndex(rows, id_hash(ids))
             log.info("rebuilt the event-id index of %s (%d events)", day, rows)
-            self._save(day)
+            self._save_day(day)
 
     def matching(self, table: Any, event_ids: pl.Series) -> pl.DataFrame:
         """``event_id`` and ``content`` hash of the table's events among ``event_ids`` (index first, then rows)."""
@@ -117,24 +125,45 @@ class EventIndex:
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             current = self.days.get(day, DayIndex(0, pl.Series("h", [], pl.UInt64)))
             self.days[day] = DayIndex(current.rows + part.height, pl.concat([current.hashes, id_hash(part["event_id"])]))
-            self._save(day)
+            self._save_day(day)
 
-    def _load(self, day: date) -> DayIndex | None:
-        path = self.path(day)
-        if not self.lake.exists(path):
-            return None
-        table = pq.read_table(io.BytesIO(self.lake.read_bytes(path)))
-        meta = table.schema.metadata or {}
-        if meta.get(b"hash") != HASH_FUNCTION.encode():
-            return None
-        hashes = pl.from_arrow(table.column("h"))
-        assert isinstance(hashes, pl.Series)
-        return DayIndex(int(meta.get(b"rows", b"-1")), hashes.alias("h"))
+    def consolidate(self, table: Any) -> int:
+        """Write every day into the consolidated file and remove the per-day files; the days written."""
+        self.refresh(table)
+        _write(self.lake, self.path(), self.days)
+        for path in self.lake.find(self.lake.join(lk.STATE, INDEX_DIR), (".parquet",)):
+            if path.rsplit("/", 1)[-1].startswith("event_date="):
+                self.lake.remove(path)
+        self.consolidated = dict(self.days)
+        return len(self.days)
 
-    def _save(self, day: date) -> None:
-        index = self.days[day]
-        table = pa.table({"h": index.hashes.to_arrow()}).replace_schema_metadata(
-            {"rows": str(index.rows), "hash": HASH_FUNCTION})
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        self.lake.write_bytes(self.path(day), buffer.getvalue())
+    def _save_day(self, day: date) -> None:
+        _write(self.lake, self.path(day), {day: self.days[day]})
+
+
+def _read(lake: Root, path: str) -> dict[date, DayIndex]:
+    """The days an index file holds (none if it is missing or was hashed by another polars version)."""
+    if not lake.exists(path):
+        return {}
+    table = pq.read_table(io.BytesIO(lake.read_bytes(path)))
+    meta = table.schema.metadata or {}
+    if meta.get(b"hash") != HASH_FUNCTION.encode():
+        return {}
+    rows = json.loads(meta.get(b"rows", b"{}"))
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    out = {}
+    for (day,), part in frame.partition_by("event_date", as_dict=True).items():
+        out[day] = DayIndex(int(rows.get(day.isoformat(), -1)), part["h"])
+    return out
+
+
+def _write(lake: Root, path: str, days: dict[date, DayIndex]) -> None:
+    frame = pl.concat([pl.DataFrame({"h": i.hashes}).select(event_date=pl.lit(d, pl.Date), h="h")
+                       for d, i in sorted(days.items())]) if days else pl.DataFrame(
+        schema={"event_date": pl.Date(), "h": pl.UInt64()})
+    table = frame.to_arrow().replace_schema_metadata({
+        "rows": json.dumps({d.isoformat(): i.rows for d, i in days.items()}), "hash": HASH_FUNCTION})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    lake.write_bytes(path, buffer.getvalue())

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import lake as lk
 from . import quarantine
+from .dedupe import EventIndex
 from .storage import Root
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class CompactResult:
     files_added: int = 0
     rows: int = 0
     versions: list[int] = field(default_factory=list)
+    index_days: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +132,7 @@ def compact(lake_url: str, day: date | None = None) -> CompactResult:
         result.rows += rows
         result.versions.append(table.version())
         log.info("compacted %s/%s: %d files -> %d (%d rows)", part_day, org, removed, added, rows)
+    result.index_days = EventIndex(lake).consolidate(lk.events_table(lake).open())
     return result
 
 
