@@ -144,7 +144,7 @@ def vacuum(lake_url: str, hours: int = DEFAULT_VACUUM_HOURS) -> dict[str, Any]:
         opened = table.open()
         if opened is None:
             continue
-        removed = opened.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
+        removed = opened.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True)
         opened.create_checkpoint()
         opened.cleanup_metadata()
         out["removed"][name] = len(removed)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import pyarrow as pa
-
 from . import lake as lk
 from . import ledger as ledgers
 from . import quarantine
@@ -24,14 +22,14 @@ OLD_LEDGER = "ingested"
 OLD_STATE_FILES = ("ingest.lease", "ingest.lock")
 
 
-def _convert(lake: Root, table: lk.Table, name: str, partitions: pa.Schema) -> str:
-    from deltalake import convert_to_deltalake
+def _convert(lake: Root, table: lk.Table, name: str, partitions: dict[str, str]) -> str:
+    from deltalake import Field, Schema, convert_to_deltalake
 
     if table.open() is not None:
         return "already a Delta table"
     if not lake.find(lake.join(name), (".parquet",)):
         return "absent"
-    convert_to_deltalake(table.uri, partition_by=partitions, partition_strategy="hive",
+    convert_to_deltalake(table.uri, partition_by=Schema([Field(c, t) for c, t in partitions.items()]), partition_strategy="hive",
                          storage_options=table.storage_options)
     return "converted"
 
@@ -41,9 +39,9 @@ def migrate(lake_url: str) -> dict[str, Any]:
     lake = Root.open(lake_url)
     done: dict[str, Any] = {
         "events": _convert(lake, lk.events_table(lake), lk.EVENTS,
-                           pa.schema([("event_date", pa.date32()), ("organization_id", pa.string())])),
+                           {"event_date": "date", "organization_id": "string"}),
         "quarantine": _convert(lake, quarantine.table(lake), lk.QUARANTINE,
-                               pa.schema([("ingest_date", pa.date32())])),
+                               {"ingest_date": "date"}),
     }
     q = quarantine.table(lake).open()
     if q is not None:

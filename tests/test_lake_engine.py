@@ -1,0 +1,261 @@
+"""The lake engine on Delta Lake: paused and concurrent writers, compaction, vacuum, migration, bounded work.
+
+Paused and concurrent writers run as separate processes (delta-rs runs a tokio runtime: spawned
+subprocesses, never forks), on local disk and on SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from include.audit import lake as lk
+from include.audit import ledger as ledgers
+from include.audit import quarantine
+from include.audit.exports import export_daily
+from include.audit.generate import generate
+from include.audit.ingest import ingest
+from include.audit.maintenance import compact, vacuum
+from include.audit.migrate import migrate
+from include.audit.storage import Root
+
+from .fault_proxy import FaultProxy
+from .s3_server import SeaweedS3
+from .storage_checks import Storage, lake_event_ids
+
+REPO = Path(__file__).resolve().parents[1]
+NOW_ARG = "2026-11-26T12:00:00Z"
+LEGACY = Path(__file__).with_name("data") / "legacy-lake"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    base = str(tmp_path) if request.param == "local" else request.getfixturevalue("s3_prefix")
+    return Storage(request.param, f"{base}/raw", f"{base}/lake", f"{base}/exports")
+
+
+def _ingest_process(storage: Storage, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "include.audit", "-v", "ingest", "--raw-root", storage.raw,
+                             "--lake-root", storage.lake, "--now", NOW_ARG, *extra], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def _events_version(storage: Storage) -> int:
+    table = lk.events_table(Root.open(storage.lake)).open()
+    return -1 if table is None else table.version()
+
+
+def _assert_exactly_once(storage: Storage, expected) -> None:
+    ids = lake_event_ids(storage.lake)
+    assert ids.len() == ids.n_unique() == expected.valid_events
+    records = quarantine.read_all(Root.open(storage.lake))
+    assert records.select("source_file", "line_number").is_duplicated().sum() == 0
+    assert dict(records.group_by("reason").len().iter_rows()) == dict(expected.bad)
+
+
+def test_a_paused_writer_doubles_nothing_when_it_resumes(storage: Storage) -> None:
+    """SIGSTOP a writer mid-run (as a GC pause or a stalled network would), let another ingest finish, resume it."""
+    expected = generate(storage.raw, events=6000, days=3, organizations=4, bad_share=0.005, compress=False,
+                        now=lk.datetime.fromisoformat(NOW_ARG))
+    paused = _ingest_process(storage, "--batch-mb", "1")
+    while _events_version(storage) < 1 and paused.poll() is None:  # its first batch is committed
+        time.sleep(0.05)
+    time.sleep(0.3)  # now well inside a later batch: parsed, deduplicated, about to commit
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        other = _ingest_process(storage, "--batch-mb", "1")
+        _, err = other.communicate(timeout=600)
+        assert other.returncode == 0, err
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=600)
+    assert paused.returncode == 0, err
+    assert "Traceback" not in err
+    _assert_exactly_once(storage, expected)
+    summary = json.loads(out)
+    # the resumed writer either lost its commit and re-deduplicated, or stopped at the other's lines
+    assert summary["stopped"] or "deduplicating again" in err or summary["ingested"] == 0
+
+
+def test_compaction_keeps_rows_and_loses_nothing_to_a_concurrent_ingest(storage: Storage) -> None:
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    generate(storage.raw, events=3000, days=2, organizations=3, compress=False, now=now)
+    ingest(storage.raw, storage.lake, now=now, batch_bytes=150_000)
+    lake = Root.open(storage.lake)
+    before = lk.read_table(lk.events_table(lake).open(), None).sort("event_id")
+
+    late_raw = f"{storage.raw}-late"
+    more = generate(late_raw, events=800, days=2, organizations=3, compress=False, now=now, seed=99)
+    runner = threading.Thread(target=ingest, args=(late_raw, storage.lake), kwargs={"now": now, "batch_bytes": 40_000})
+    runner.start()
+    result = compact(storage.lake)
+    runner.join()
+    assert result.partitions > 0
+
+    after = lk.read_table(lk.events_table(lake).open(), None).sort("event_id")
+    assert after.height == before.height + more.valid_events == after["event_id"].n_unique()
+    kept = after.join(before.select("event_id"), on="event_id", how="semi").select(before.columns).sort("event_id")
+    assert kept.equals(before)  # the same rows with the same content
+    compact(storage.lake)
+    files = lk.live_files(lk.events_table(lake).open()).group_by("event_date", "organization_id").len()
+    assert files["len"].max() == 1  # one live file per partition
+
+
+def test_compaction_alone_never_makes_an_export_stale(tmp_path: Path, now) -> None:
+    roots = {n: str(tmp_path / n) for n in ("raw", "lake", "exports")}
+    generate(roots["raw"], events=2000, days=2, organizations=2, compress=False, now=now)
+    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=100_000)
+    lake = Root.open(roots["lake"])
+    day = lk.event_dates(lake)[0]
+    (written,) = export_daily(roots["lake"], roots["exports"], day, ["acme-001"])
+    csv = Path(written.path).read_bytes()
+    assert compact(roots["lake"], day).partitions > 0
+    (again,) = export_daily(roots["lake"], roots["exports"], day, ["acme-001"])
+    assert again.skipped and Path(again.path).read_bytes() == csv
+    (forced,) = export_daily(roots["lake"], roots["exports"], day, ["acme-001"], force=True)
+    assert Path(forced.path).read_bytes() == csv  # the compacted rows give the same bytes
+    history = DeltaTable(f"{roots['lake']}/events").history(1)[0]
+    assert lk.read_commit_metadata(history)["operation"] == "compact"
+    log = sorted((Path(roots["lake"]) / "events" / "_delta_log").glob("*.json"))[-1].read_text().splitlines()
+    actions = [json.loads(line) for line in log]
+    assert all(a[k]["dataChange"] is False for a in actions for k in ("add", "remove") if k in a)
+
+
+def test_vacuum_removes_unreferenced_files_and_keeps_the_table_readable(tmp_path: Path, now) -> None:
+    roots = {n: str(tmp_path / n) for n in ("raw", "lake")}
+    generate(roots["raw"], events=1500, days=2, organizations=2, compress=False, now=now)
+    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=100_000)
+    events_dir = Path(roots["lake"]) / "events"
+    stray = events_dir / "event_date=2026-11-25" / "organization_id=acme-001" / "part-killed-writer.parquet"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"PAR1 left by a killed writer")
+    compact(roots["lake"])
+    def data_files() -> list[Path]:
+        return list(events_dir.glob("event_date=*/organization_id=*/*.parquet"))
+
+    on_disk = len(data_files())
+    result = vacuum(roots["lake"], hours=0)
+    assert result["removed"]["events"] > 0 and not stray.exists()
+    live = DeltaTable(str(events_dir)).file_uris()
+    assert len(data_files()) == len(live) < on_disk
+    assert pl.read_delta(str(events_dir)).height == 1500
+    assert list((events_dir / "_delta_log").glob("*.checkpoint.parquet"))
+
+
+def test_the_ledger_forgets_raw_files_that_left_the_raw_root(tmp_path: Path, now) -> None:
+    roots = {n: str(tmp_path / n) for n in ("raw", "lake")}
+    generate(roots["raw"], events=500, days=2, organizations=2, compress=False, now=now)
+    ingest(roots["raw"], roots["lake"], now=now)
+    lake = Root.open(roots["lake"])
+    known = set(ledgers.load(lake, quarantine.table(lake).open()).files)
+    gone = sorted(Path(roots["raw"]).rglob("*.jsonl"))[:5]
+    for path in gone:
+        path.unlink()
+    assert ingest(roots["raw"], roots["lake"], now=now).files == 0
+    generate(roots["raw"], events=10, days=1, organizations=1, compress=False, now=now, seed=3)  # a new run
+    ingest(roots["raw"], roots["lake"], now=now)
+    snapshot = pl.read_parquet(ledgers.snapshot_path(lake))
+    assert not {str(p.relative_to(roots["raw"])) for p in gone} & set(snapshot["path"])
+    assert len(known) - len(gone) <= snapshot.height
+
+
+def _legacy_copy(tmp_path: Path) -> dict[str, str]:
+    """The legacy fixture (written by the pre-Delta version) with its raw files' mtimes as its ledger saw them."""
+    shutil.copytree(LEGACY, tmp_path / "legacy")
+    raw, lake = tmp_path / "legacy" / "raw", tmp_path / "legacy" / "lake"
+    for entry in (lake / "_state" / "ingested").glob("*.json"):
+        for path, signature in json.loads(entry.read_text())["files"].items():
+            mtime = float(signature.split(":", 1)[1])
+            os.utime(raw / path, (mtime, mtime))
+    return {"raw": str(raw), "lake": str(lake)}
+
+
+def test_a_lake_written_by_the_previous_version_migrates_in_place(tmp_path: Path, now) -> None:
+    roots = _legacy_copy(tmp_path)
+    before = pl.read_parquet(f"{roots['lake']}/events/**/*.parquet", hive_partitioning=True)
+    done = migrate(roots["lake"])
+    assert done["events"] == "converted" and done["quarantine"] == "converted" and done["ledger_entries"] == 1
+    again = migrate(roots["lake"])
+    assert again["events"] == again["quarantine"] == "already a Delta table" and "ledger_entries" not in again
+    events = pl.read_delta(f"{roots['lake']}/events")
+    assert events.height == before.height == 200
+    assert set(events["event_id"]) == set(before["event_id"])
+    assert quarantine.read_all(Root.open(roots["lake"])).height == 40
+    rerun = ingest(roots["raw"], roots["lake"], now=now)  # the old ledger carried over: nothing to redo
+    assert rerun.files == 0 and rerun.ingested == 0
+    lake = Root.open(roots["lake"])
+    assert lk.event_dates(lake) == [date(2026, 11, 25), date(2026, 11, 26)]
+    assert not (Path(roots["lake"]) / "_state" / "ingest.lock").exists()
+    # and the migrated tables take new batches
+    fresh = generate(roots["raw"] + "-new", events=120, days=1, organizations=2, now=now, seed=5, bad_share=0.02)
+    added = ingest(roots["raw"] + "-new", roots["lake"], now=now)
+    assert added.ingested == fresh.valid_events and added.quarantined == dict(fresh.bad)
+    assert pl.read_delta(f"{roots['lake']}/events").height == 200 + fresh.valid_events
+
+
+def _count_requests(server: SeaweedS3, storage: Storage) -> dict[str, int]:
+    """Run an ingest in a process of its own through a counting proxy: requests by method."""
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def plan(n: int) -> str:
+        return "pass"
+
+    proxy = FaultProxy(int(server.endpoint.rsplit(":", 1)[1]), plan).start()
+    real_next = proxy._next_action
+
+    def counting() -> str:
+        with lock:
+            counts["all"] = counts.get("all", 0) + 1
+        return real_next()
+
+    proxy._next_action = counting  # type: ignore[method-assign]
+    try:
+        run = _ingest_process(storage, env={"AWS_ENDPOINT_URL": proxy.url})
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    finally:
+        proxy.close()
+    return counts
+
+
+@pytest.mark.s3
+def test_the_work_of_a_small_ingest_does_not_grow_with_the_lake(s3_server: SeaweedS3, s3_prefix: str) -> None:
+    """The same small batch on a lake of 10 days and of 40 days costs the same number of S3 requests."""
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    requests = {}
+    for days in (10, 40):
+        storage = Storage("s3", f"{s3_prefix}/{days}/raw", f"{s3_prefix}/{days}/lake", "")
+        generate(f"{s3_prefix}/{days}/history", events=days * 300, days=days, organizations=3, now=now,
+                 compress=False, producers=1)
+        ingest(f"{s3_prefix}/{days}/history", storage.lake, now=now, batch_bytes=200 << 20)
+        compact(storage.lake)
+        generate(storage.raw, events=300, days=1, organizations=3, now=now, seed=11, producers=1, compress=False)
+        requests[days] = _count_requests(s3_server, storage)["all"]
+    assert requests[40] <= requests[10] * 1.1 + 5, requests
+
+
+def test_history_shows_what_each_batch_loaded(tmp_path: Path, now) -> None:
+    roots = {n: str(tmp_path / n) for n in ("raw", "lake")}
+    generate(roots["raw"], events=400, days=1, organizations=2, compress=False, now=now)
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    (commit,) = [c for c in DeltaTable(f"{roots['lake']}/quarantine").history() if c["operation"] == "WRITE"]
+    meta = lk.read_commit_metadata(commit)
+    assert meta["batch_id"] == summary.batches[0] and meta["ingested"] == 400
+    assert all(re.fullmatch(r"\d+:\S+", sig) and done for sig, _, done in meta["files"].values())
