@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument("--hours", type=_positive, default=7 * 24, help="keep unreferenced files this long (default 168)")
 
+    p = sub.add_parser("replay", help="re-run quarantined lines through the current rules; those that pass enter the lake")
+    roots(p, "lake")
+    p.add_argument("--reason", nargs="+", action="extend", default=None,
+                   help="only these reasons (default: every reason that can replay)")
+    p.add_argument("--since", help="only records quarantined on or after this date (YYYY-MM-DD)")
+    p.add_argument("--now", help="replay time (ISO 8601 with timezone); default: the current time")
+    p.add_argument("--days", type=_positive, default=90, help="retention days (as for ingest)")
+    p.add_argument("--dry-run", action="store_true", help="say what would pass, change nothing")
+
     p = sub.add_parser("migrate", help="convert a lake written before the Delta tables, in place")
     roots(p, "lake")
 
@@ -165,6 +174,12 @@ def run(args: argparse.Namespace) -> Any:
         from .maintenance import vacuum
 
         return vacuum(root("AUDIT_LAKE_ROOT", args.lake_root), args.hours)
+    if args.command == "replay":
+        from .replay import replay
+
+        since = parse_date(args.since, "--since") if args.since else None
+        return replay(root("AUDIT_LAKE_ROOT", args.lake_root), reasons=args.reason, since=since, now=_now(args.now),
+                      dry_run=args.dry_run, retention_days=args.days)
     if args.command == "migrate":
         from .migrate import migrate
 

@@ -151,7 +151,7 @@ class Run:
     summary: IngestSummary
 
 
-def _commit_events(run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
+def commit_events(run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
                    ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Deduplicate against the latest table version and append the new events on exactly that version."""
     validated = False
@@ -214,7 +214,7 @@ def ingest_batch(run: Run, batch: Batch) -> None:
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number"))
     consumed = batch.consumed()
     base = dict(batch_id=batch_id, files=consumed, ingest_time=run.now.isoformat())
-    accepted, conflicts, duplicates = _commit_events(run, shaped, batch_id, lk.commit_metadata(
+    accepted, conflicts, duplicates = commit_events(run, shaped, batch_id, lk.commit_metadata(
         **base, lines=batch.lines()))
     bad = pl.concat([quarantine.records(rejected, run.now, batch_id),
                      quarantine.records(invalid, run.now, batch_id),
