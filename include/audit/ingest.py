@@ -275,3 +275,31 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
     finally:
         ledgers.save(lake, ledger, [f.path for f in found.files])
     return summary
+
+
+def freshness(raw_url: str, lake_url: str, now: datetime | None = None) -> dict[str, Any]:
+    """How current the lake is: the last batch's commit time and lag, and the oldest raw file not yet ingested."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    lake = Root.open(lake_url)
+    table = quarantine.table(lake).open()
+    out: dict[str, Any] = {"last_commit": None, "last_lag_seconds": None, "oldest_unprocessed": None,
+                           "pending_files": 0}
+    if table is not None:
+        for commit in table.history(limit=20):
+            meta = lk.read_commit_metadata(commit)
+            if "files" in meta:
+                committed = datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
+                out["last_commit"] = committed.isoformat().replace("+00:00", "Z")
+                out["last_lag_seconds"] = meta.get("lag_seconds")
+                break
+    ledger = ledgers.load(lake, table) if table is not None else ledgers.Ledger()
+    pending = ledger.pending(raw.discover(Root.open(raw_url)).files)
+    out["pending_files"] = len(pending)
+    dated = [f for f, _ in pending if f.modified is not None]
+    if dated:
+        oldest = min(dated, key=lambda f: f.modified)  # type: ignore[arg-type,return-value]
+        assert oldest.modified is not None
+        out["oldest_unprocessed"] = {"path": oldest.path,
+                                     "modified": oldest.modified.isoformat().replace("+00:00", "Z"),
+                                     "age_seconds": round((now - oldest.modified).total_seconds(), 3)}
+    return out

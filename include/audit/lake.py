@@ -224,7 +224,11 @@ def read_partition(lake: Root, day: date, organization_id: str, columns: Sequenc
 
 def read_dates(table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pa.Array | None = None
                ) -> pl.DataFrame:
-    """Rows of the given event dates (every organization), optionally only these event_ids."""
+    """Rows of the given event dates (every organization), optionally only these event_ids.
+
+    With ``event_ids``, the event_id column alone finds the files that hold one; only those
+    files' other columns are read (repeats are few, files many).
+    """
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
@@ -232,9 +236,16 @@ def read_dates(table: Any, days: Iterable[date], columns: Sequence[str], event_i
     schema = {c: EVENT_COLUMNS[c] for c in columns}
     if not wanted:
         return pl.DataFrame(schema=schema)
-    row_filter = pc.field("event_id").isin(event_ids) if event_ids is not None else None
-    filters = [("event_date", "in", [d.isoformat() for d in wanted])]
-    dataset: ds.Dataset = table.to_pyarrow_dataset(partitions=filters)
+    dataset: ds.Dataset = table.to_pyarrow_dataset(partitions=[("event_date", "in", [d.isoformat() for d in wanted])])
+    row_filter = None
+    if event_ids is not None:
+        row_filter = pc.field("event_id").isin(event_ids)
+        hits = ds.Scanner.from_dataset(dataset, columns=["event_id", "__filename"], filter=row_filter).to_table()
+        if hits.num_rows == 0:
+            return pl.DataFrame(schema=schema)
+        holding = set(hits.column("__filename").to_pylist())
+        fragments = [f for f in dataset.get_fragments() if f.path in holding]
+        dataset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
     frame = pl.from_arrow(dataset.to_table(columns=list(columns), filter=row_filter))
     assert isinstance(frame, pl.DataFrame)
     return frame.cast(schema)  # type: ignore[arg-type]
