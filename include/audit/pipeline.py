@@ -95,3 +95,27 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
         raise AirflowFailException(f"bad input: {exc}") from None
     out = on_demand_path(org, flt.start, flt.end, params)
     return asdict(export_filtered(Roots.from_env().lake, flt, out))
+
+
+@uses_airflow_storage
+def compact_day(day: date) -> dict[str, Any]:
+    """Compact one event date's partitions (before its daily export reads them)."""
+    from .maintenance import compact
+
+    return compact(Roots.from_env().lake, day).as_dict()
+
+
+@uses_airflow_storage
+def compact_lake() -> dict[str, Any]:
+    """Compact every partition that holds more than one file."""
+    from .maintenance import compact
+
+    return compact(Roots.from_env().lake).as_dict()
+
+
+@uses_airflow_storage
+def vacuum_lake() -> dict[str, Any]:
+    """Vacuum the lake's tables (files unreferenced for 7 days) and checkpoint them."""
+    from .maintenance import vacuum
+
+    return vacuum(Roots.from_env().lake)
