@@ -9,7 +9,7 @@ import pytest
 from include.audit.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
-DAG_IDS = {"audit_ingest", "audit_daily_export", "audit_retention", "audit_export_on_demand"}
+DAG_IDS = {"audit_maintenance", "audit_ingest", "audit_daily_export", "audit_retention", "audit_export_on_demand"}
 
 pytestmark = pytest.mark.airflow
 
