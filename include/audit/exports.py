@@ -18,7 +18,8 @@ import polars as pl
 
 from . import lake as lk
 from .filters import Query, export_filter_for, load_export_filters
-from .query import ROW_COLUMNS, EventFilter, iter_days, rows, validate_organization_id
+from .inputs import validate_organization_id
+from .query import ROW_COLUMNS, EventFilter, iter_days, rows
 from .storage import Root
 
 log = logging.getLogger(__name__)
