@@ -124,10 +124,7 @@ def query_filter(organization_id: str, start: datetime, end: datetime, q: str | 
         query = parse(q)
     except QueryError as exc:
         raise ApiError(400, f"q: {exc}", position=exc.position) from None
-    try:
-        return EventFilter.from_fields(organization_id, start, end, query, search=search)
-    except BadInput as exc:
-        raise ApiError(400, f"searchTerm: {exc}" if search else str(exc)) from None
+    return EventFilter(organization_id, start, end, query.with_fields(search, search_name="searchTerm"))
 
 
 def page_of_events(lake: Root, flt: EventFilter, page: int, size: int,

@@ -106,11 +106,12 @@ class Query:
         return lower, upper
 
     def with_fields(self, search: str | None = None, users: Iterable[str] = (),
-                    actions: Iterable[str] = ()) -> Query:
+                    actions: Iterable[str] = (), search_name: str = "search") -> Query:
         """This query plus the convenience fields of the CLI, trigger form and API, as the terms they mean.
 
         ``search`` is one free-text term (its whole text, spaces included), each user a ``user:`` term
         and each action an ``action:`` term; so ``--user a --user b`` keeps either user, as ``user:a user:b``.
+        A bad field is a BadInput naming it (``search_name`` is what the caller calls the search field).
         """
         extra = [Term("text", search, False, 0)] if search and search.strip() else []
         extra += [Term("user", u.strip(), False, 0) for u in users if u.strip()]
@@ -119,7 +120,7 @@ class Query:
             return self
         terms = list(self.terms)
         for term in extra:
-            label = "search" if term.field == "text" else term.field
+            label = search_name if term.field == "text" else term.field
             try:
                 _check_text(term.value)
                 terms.append(_canonical(term))
