@@ -230,7 +230,7 @@ def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
 
 def test_the_page_is_served_with_its_assets(client):
     page = client.get("/")
-    assert page.status_code == 200 and "<title>Audit Logs</title>" in page.text
+    assert page.status_code == 200 and "<title>Platform Audit Logs</title>" in page.text
     for asset in ("static/app.js", "static/app.css"):
         assert client.get(f"/{asset}").status_code == 200
 
