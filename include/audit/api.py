@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 import polars as pl
 from fastapi import Depends, FastAPI, Query, Request

@@ -13,7 +13,8 @@ import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
+from collections.abc import Sequence
 
 from . import config
 from .inputs import BadInput, parse_date, parse_time, validate_organization_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
