@@ -51,6 +51,10 @@ def tokens(airflow_db) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(lake, tokens) -> TestClient:
+    return client_for(lake)
+
+
+def client_for(lake) -> TestClient:
     from include.audit.api import create_app
 
     return TestClient(create_app(roots=lambda: lake["roots"]))
@@ -289,6 +293,25 @@ def test_the_on_demand_dag_takes_a_query(lake, airflow_db, tmp_path, monkeypatch
     found = list(csv.DictReader(out.open(newline="")))
     assert found and {(r["action"], r["region"] == "aws-us-west-2") for r in found} == {("CreateJobRun", False)}
     assert dag.test(run_conf={**form, "query": "nope:x"}).state == "failed"
+    assert dag.test(run_conf={**form, "start": "2024-01-01T00:00:00Z"}).state == "failed"  # past the range cap
+
+
+def test_the_on_demand_forms_fields_are_query_terms(lake, airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AUDIT_LAKE_ROOT", lake["roots"].lake)
+    monkeypatch.setenv("AUDIT_EXPORT_ROOT", str(tmp_path / "exports"))
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")
+                 ).dags["audit_export_on_demand"]
+    form = {"organization": ORG_A, "start": START, "end": END, "search": "FIREFOX",
+            "actions": ["CreateJobRun", "UploadFile"], "query": "-region:aws-us-west-2"}
+    assert dag.test(run_conf=form).state == "success"
+    (out,) = (tmp_path / "exports" / "_on-demand" / ORG_A).glob("*.csv")
+    found = list(csv.DictReader(out.open(newline="")))
+    assert found and all("firefox" in r["user_agent"].lower() and r["action"] in form["actions"]
+                         and r["region"] != "aws-us-west-2" for r in found)
+    q = "FIREFOX action:CreateJobRun action:UploadFile -region:aws-us-west-2"
+    assert events(client_for(lake), as_key(lake), q=q).json()["total"] == len(found)  # the same filter
 
 
 # --- bounded work, docs, keys ----------------------------------------------------------------
@@ -314,9 +337,7 @@ def test_no_swagger_ui_and_the_openapi_description_needs_a_caller(client, lake):
 
 
 def test_failed_attempts_are_limited_per_key_id(lake, tokens):
-    from include.audit.api import create_app
-
-    fresh = TestClient(create_app(roots=lambda: lake["roots"]))  # its own failure counts
+    fresh = client_for(lake)  # its own failure counts
     good = lake["keys"][ORG_B]
     wrong = {"X-API-Key": good[:-4] + "AAAA"}
     codes = [fresh.get("/api/v1/organizations", headers=wrong).status_code for _ in range(11)]
@@ -352,6 +373,14 @@ def test_verified_keys_are_cached_and_unknown_ids_cost_the_same_scrypt(lake, mon
             apikeys.organization_for(root, candidate)
             times.append(time.perf_counter() - began)
         return statistics.median(times)
+
+    own = Path(lake["roots"].lake).parent / "own-lake"  # revoke a key of a lake of its own
+    created = create_key(str(own), ORG_A, expires=(datetime.now(UTC) + timedelta(days=1)).date())
+    assert verifier.organization_for(Root.open(str(own)), created.key) == ORG_A
+    calls.clear()
+    cli.main(["api-key", "revoke", "--lake-root", str(own), "--key-id", created.key_id])
+    assert verifier.organization_for(Root.open(str(own)), created.key) is None  # cached, yet revoked at once
+    assert calls == []
 
     known_wrong = key[:-4] + "AAAA"
     known, missing = median_seconds(known_wrong), median_seconds(unknown)

@@ -33,7 +33,8 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 _DECOY_SALT = secrets.token_bytes(16)  # hashed against for unknown ids: same work, never a match
 
 CACHE_SECONDS = 30.0
-"""How long a verified key is trusted without scrypt again (also the longest a revocation takes to apply)."""
+"""How long a verified key is trusted without scrypt again; each use still checks that its record exists
+(one stat or HEAD), so a revocation applies at once."""
 MAX_FAILURES = 10
 FAILURE_WINDOW_SECONDS = 60.0
 """More than MAX_FAILURES wrong secrets for one key id within the window: 429 until the window passes."""
@@ -128,25 +129,35 @@ def _expired(record: dict, now: datetime) -> bool:
     return bool(expires) and datetime.fromisoformat(expires) <= now
 
 
+def _read_record(lake: Root, key_id: str) -> dict | None:
+    path = _record_path(lake, key_id)
+    return lk.read_json(lake, path) if lake.exists(path) else None
+
+
+def _organization(record: dict | None, secret: str, now: datetime) -> str | None:
+    """The record's organization if ``secret`` matches it and it has not expired; scrypt work either way."""
+    if record is None:  # the same scrypt work as a known id: no timing oracle for which ids exist
+        hmac.compare_digest(hash_secret(secret, _DECOY_SALT), "0" * 64)
+        return None
+    actual = hash_secret(secret, bytes.fromhex(record.get("salt", "")))
+    if not hmac.compare_digest(actual, record.get("scrypt", "")) or _expired(record, now):
+        return None
+    return record.get("organization_id")
+
+
 def organization_for(lake: Root, key: str | None, now: datetime | None = None) -> str | None:
     """The organization ``key`` belongs to, or None when it is malformed, unknown, wrong or expired."""
     found = _KEY.fullmatch((key or "").strip())
     if not found:
         return None
     key_id, secret = found.groups()
-    path = _record_path(lake, key_id)
-    record = lk.read_json(lake, path) if lake.exists(path) else None
-    if record is None:  # the same scrypt work as a known id: no timing oracle for which ids exist
-        hmac.compare_digest(hash_secret(secret, _DECOY_SALT), "0" * 64)
-        return None
-    actual = hash_secret(secret, bytes.fromhex(record.get("salt", "")))
-    if not hmac.compare_digest(actual, record.get("scrypt", "")) or _expired(record, now or datetime.now(UTC)):
-        return None
-    return record.get("organization_id")
+    return _organization(_read_record(lake, key_id), secret, now or datetime.now(UTC))
 
 
 class KeyVerifier:
     """``organization_for`` for a server: verified keys cached briefly, failed attempts limited per key id.
+
+    A cached key is still refused once its record is gone (revoked) or it has expired.
 
     Thread-safe (the api-server verifies in its thread pool); memory is bounded by _MAX_TRACKED.
     """
@@ -154,7 +165,7 @@ class KeyVerifier:
     def __init__(self, cache_seconds: float = CACHE_SECONDS, max_failures: int = MAX_FAILURES,
                  window_seconds: float = FAILURE_WINDOW_SECONDS) -> None:
         self.cache_seconds, self.max_failures, self.window_seconds = cache_seconds, max_failures, window_seconds
-        self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._verified: OrderedDict[bytes, tuple[str, float, datetime | None]] = OrderedDict()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -168,17 +179,29 @@ class KeyVerifier:
         now = time.monotonic()
         with self._lock:
             cached = self._verified.get(digest)
-            if cached and cached[1] > now:
-                return cached[0]
+            if cached is not None and cached[1] > now:
+                return self._still_valid(lake, key_id, digest, cached)
             self._check_failures(key_id, now)
-        organization = organization_for(lake, key)
+        record = _read_record(lake, key_id)
+        organization = _organization(record, found.group(2), datetime.now(UTC))
         with self._lock:
             if organization is None:
                 self._remember(self._failures, key_id, self._failures.get(key_id) or deque()).append(now)
             else:
-                self._remember(self._verified, digest, (organization, now + self.cache_seconds))
+                expires = record.get("expires_at") if record else None
+                self._remember(self._verified, digest, (organization, now + self.cache_seconds,
+                                                        datetime.fromisoformat(expires) if expires else None))
                 self._failures.pop(key_id, None)
         return organization
+
+    def _still_valid(self, lake: Root, key_id: str, digest: bytes,
+                     cached: tuple[str, float, datetime | None]) -> str | None:
+        """A cached key's organization while its record exists (not revoked) and it has not expired."""
+        organization, _, expires = cached
+        if lake.exists(_record_path(lake, key_id)) and not (expires and expires <= datetime.now(UTC)):
+            return organization
+        self._verified.pop(digest, None)
+        return None
 
     def _check_failures(self, key_id: str, now: float) -> None:
         failures = self._failures.get(key_id)

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", help="last UTC day the key works, YYYY-MM-DD (default: no expiry)")
     p = keys.add_parser("list", help="every key's id, organization, creation and expiry (no secrets)")
     roots(p, "lake")
-    p = keys.add_parser("revoke", help="delete a key's record: the key stops working (within 30 s on servers)")
+    p = keys.add_parser("revoke", help="delete a key's record: the key stops working at once")
     roots(p, "lake")
     p.add_argument("--key-id", required=True, help="the key's id, as `api-key list` shows it")
 
