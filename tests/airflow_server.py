@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from collections.abc import Awaitable, Callable, Iterator
 
 import polars as pl
 from fastapi import Depends, FastAPI, Query, Request

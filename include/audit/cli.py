@@ -11,10 +11,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from collections.abc import Sequence
 
 from . import config
 from .inputs import BadInput, parse_date, parse_time, validate_organization_id

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from collections.abc import Callable, Iterable, Mapping
 
 import polars as pl
 

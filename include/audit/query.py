@@ -8,9 +8,9 @@ dates it spans (narrowed further by the query's ``created:`` bounds), never the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from collections.abc import Iterable, Iterator
 
 import polars as pl
 
