@@ -89,8 +89,8 @@ def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
     files = lk.partition_files(lake, day, organization_id)
     path = daily_path(exports, organization_id, day)
     frame = lk.read_parquet(lake, files).with_columns(organization_id=pl.lit(organization_id))
-    if query is not None and query.terms:
-        frame = frame.filter(query.predicate())
+    if query is not None:
+        frame = query.apply(frame)
     body = b"".join(csv_chunks([frame]))
     exports.write_bytes(path, body)
     lk.write_json(lake, lk.export_record_path(lake, day, organization_id), {

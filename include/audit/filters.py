@@ -11,7 +11,9 @@ front of a term excludes what it matches; ``"double quotes"`` keep spaces and co
 Repeated positive uses of one qualifier are alternatives (``action:A action:B`` keeps either);
 everything else must hold together. ``parse`` turns text into a ``Query`` (or a ``QueryError``
 naming the 1-based character position and the reason); ``Query.predicate`` is the one polars
-expression every caller filters with.
+expression that says what a query keeps, and ``Query.apply`` evaluates it on a frame with each
+column lowercased once. Cost is bounded before anything runs: at most MAX_QUERY_CHARS characters
+and MAX_TERMS terms, identical terms evaluated once, so work is linear in (terms x rows).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class Query:
 
         Self-contained; ``apply`` gives the same rows and lowercases each column only once per frame.
         """
-        return _predicate(self.terms, {name: expr for name, expr in _PREPARED.items()})
+        return _predicate(self.terms, _PREPARED)
 
     def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The rows of ``frame`` the query keeps, in work linear in (distinct terms x rows)."""
