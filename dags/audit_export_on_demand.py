@@ -36,8 +36,9 @@ from include.audit.events import ORGANIZATION_ID_PATTERN
     },
     doc_md="""
 ### On-demand audit export
-Trigger with the form: organization, From/To (inclusive, with timezone), optional search text,
-users, actions and a query in the filter language (README, "Audit Logs page and API"). Writes one CSV in the daily-export format to
+Trigger with the form: organization, From/To (inclusive, with timezone, at most 366 days apart),
+optional search text, users, actions and a query in the filter language (README, "Audit Logs page
+and API"); search, users and actions become terms of that query. Writes one CSV in the daily-export format to
 `<AUDIT_EXPORT_ROOT>/_on-demand/<org>/audit-log_<org>_<from>_<to>_<digest>.csv` (the digest
 names the filter, so a rerun overwrites its own file); the task result names it.
 """,
