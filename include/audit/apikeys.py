@@ -179,9 +179,11 @@ class KeyVerifier:
         now = time.monotonic()
         with self._lock:
             cached = self._verified.get(digest)
-            if cached is not None and cached[1] > now:
-                return self._still_valid(lake, key_id, digest, cached)
-            self._check_failures(key_id, now)
+            fresh = cached is not None and cached[1] > now
+            if not fresh:
+                self._check_failures(key_id, now)
+        if fresh:
+            return self._still_valid(lake, key_id, digest, cached)
         record = _read_record(lake, key_id)
         organization = _organization(record, found.group(2), datetime.now(UTC))
         with self._lock:
@@ -200,7 +202,8 @@ class KeyVerifier:
         organization, _, expires = cached
         if lake.exists(_record_path(lake, key_id)) and not (expires and expires <= datetime.now(UTC)):
             return organization
-        self._verified.pop(digest, None)
+        with self._lock:
+            self._verified.pop(digest, None)
         return None
 
     def _check_failures(self, key_id: str, now: float) -> None:
