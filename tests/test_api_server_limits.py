@@ -128,15 +128,17 @@ def test_wrong_keys_do_not_stall_the_event_loop(server):
                    else f"alk_{secrets.token_hex(8)}_{secret}")  # a new unknown id each time: scrypt each time
             codes.append(get(base, "/audit-logs/api/v1/organizations", None, {"X-API-Key": key})[0])
 
+    baseline = statistics.median(get(base, "/api/v2/version")[2] for _ in range(10))
     with ThreadPoolExecutor(8) as pool:
         workers = [pool.submit(attack, n) for n in range(8)]
         time.sleep(0.5)
         latencies = []
-        for _ in range(20):
+        deadline = time.monotonic() + 60
+        while len(latencies) < 20 or (429 not in codes and time.monotonic() < deadline):
             latencies.append(get(base, "/api/v2/version")[2])
             time.sleep(0.05)
         stop.set()
         for worker in workers:
             worker.result()
     assert set(codes) <= {401, 429} and 429 in codes, set(codes)
-    assert statistics.median(latencies) < 0.25, latencies
+    assert statistics.median(latencies) < max(0.25, 3 * baseline), (baseline, latencies)
