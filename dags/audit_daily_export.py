@@ -36,7 +36,7 @@ def audit_daily_export():
     def list_organizations() -> list[str]:
         """Organizations with events on the export date."""
         from include.audit.pipeline import organizations_on
-        from include.audit.query import parse_date
+        from include.audit.inputs import parse_date
 
         return organizations_on(parse_date(_export_date()))
 
@@ -44,7 +44,7 @@ def audit_daily_export():
     def export_organization(organization_id: str) -> dict:
         """Write one organization's CSV for the export date."""
         from include.audit.pipeline import export_organization_day
-        from include.audit.query import parse_date
+        from include.audit.inputs import parse_date
 
         return export_organization_day(parse_date(_export_date()), organization_id)
 

@@ -8,6 +8,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from include.audit.catalog import ACTIONS
 from include.audit.dag_defaults import retrying
+from include.audit.events import ORGANIZATION_ID_PATTERN
 
 
 @dag(
@@ -18,7 +19,7 @@ from include.audit.dag_defaults import retrying
     default_args=retrying(1, timedelta(seconds=30), timedelta(minutes=2)),
     tags=["audit", "export"],
     params={
-        "organization": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        "organization": Param("", type="string", pattern=ORGANIZATION_ID_PATTERN,
                               title="Organization", description="Organization id, e.g. acme-001"),
         "start": Param(type="string", format="date-time", title="From",
                        description="Inclusive, with timezone, e.g. 2026-11-01T00:00:00Z"),
@@ -35,8 +36,9 @@ from include.audit.dag_defaults import retrying
     },
     doc_md="""
 ### On-demand audit export
-Trigger with the form: organization, From/To (inclusive, with timezone), optional search text,
-users, actions and a query in the filter language (README, "Audit Logs page and API"). Writes one CSV in the daily-export format to
+Trigger with the form: organization, From/To (inclusive, with timezone, at most 366 days apart),
+optional search text, users, actions and a query in the filter language (README, "Audit Logs page
+and API"); search, users and actions become terms of that query. Writes one CSV in the daily-export format to
 `<AUDIT_EXPORT_ROOT>/_on-demand/<org>/audit-log_<org>_<from>_<to>_<digest>.csv` (the digest
 names the filter, so a rerun overwrites its own file); the task result names it.
 """,

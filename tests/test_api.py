@@ -51,6 +51,10 @@ def tokens(airflow_db) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(lake, tokens) -> TestClient:
+    return client_for(lake)
+
+
+def client_for(lake) -> TestClient:
     from include.audit.api import create_app
 
     return TestClient(create_app(roots=lambda: lake["roots"]))
@@ -186,6 +190,13 @@ def test_a_key_sees_only_its_own_organization(client, lake):
     ({"page": 0}, "pages start at 1"),
     ({"page": "two"}, "page"),
     ({"organizationId": "../etc"}, "invalid organization id"),
+    ({"startTime": "0001-01-01T00:00:00+23:59"}, "outside the years 1-9999"),
+    ({"endTime": "9999-12-31T23:59:59-23:59"}, "outside the years 1-9999"),
+    ({"startTime": "0001-01-01T00:00:00Z", "endTime": "9999-12-31T23:59:59Z"}, "longer than 366 days"),
+    ({"startTime": START + "\x00"}, "control character"),
+    ({"q": "x" * 1025}, "q: at character 1025: the query is 1025 characters long: at most 1024"),
+    ({"q": " ".join(["ab"] * 33)}, "more than 32 terms"),
+    ({"searchTerm": "y" * 1025}, "searchTerm: the query is 1025 characters long"),
 ])
 def test_bad_input_is_a_400_that_says_what_is_wrong(client, lake, params, message):
     query = {k: v for k, v in {"startTime": START, "endTime": END, **params}.items() if v is not None}
@@ -213,7 +224,8 @@ def test_archives_list_records_and_links_download_the_file(client, lake):
     assert len(export_rows_bytes(body)) == item["rows"]
     missing = client.get("/api/v1/archives/2026-11-01", headers=as_key(lake))
     assert missing.status_code == 404 and "no archived CSV" in missing.json()["error"]
-    assert client.get("/api/v1/archives/yesterday", headers=as_key(lake)).status_code == 400
+    for day in ("yesterday", "20261124", "2026-W48-2", f"{EXPORTED_DAY}%00"):
+        assert client.get(f"/api/v1/archives/{day}", headers=as_key(lake)).status_code == 400, day
 
 
 def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
@@ -222,7 +234,7 @@ def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
 
 def test_the_page_is_served_with_its_assets(client):
     page = client.get("/")
-    assert page.status_code == 200 and "<title>Audit Logs</title>" in page.text
+    assert page.status_code == 200 and "<title>Platform Audit Logs</title>" in page.text
     for asset in ("static/app.js", "static/app.css"):
         assert client.get(f"/{asset}").status_code == 200
 
@@ -281,3 +293,138 @@ def test_the_on_demand_dag_takes_a_query(lake, airflow_db, tmp_path, monkeypatch
     found = list(csv.DictReader(out.open(newline="")))
     assert found and {(r["action"], r["region"] == "aws-us-west-2") for r in found} == {("CreateJobRun", False)}
     assert dag.test(run_conf={**form, "query": "nope:x"}).state == "failed"
+    assert dag.test(run_conf={**form, "start": "2024-01-01T00:00:00Z"}).state == "failed"  # past the range cap
+
+
+def test_the_on_demand_forms_fields_are_query_terms(lake, airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AUDIT_LAKE_ROOT", lake["roots"].lake)
+    monkeypatch.setenv("AUDIT_EXPORT_ROOT", str(tmp_path / "exports"))
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")
+                 ).dags["audit_export_on_demand"]
+    form = {"organization": ORG_A, "start": START, "end": END, "search": "FIREFOX",
+            "actions": ["CreateJobRun", "UploadFile"], "query": "-region:aws-us-west-2"}
+    assert dag.test(run_conf=form).state == "success"
+    (out,) = (tmp_path / "exports" / "_on-demand" / ORG_A).glob("*.csv")
+    found = list(csv.DictReader(out.open(newline="")))
+    assert found and all("firefox" in r["user_agent"].lower() and r["action"] in form["actions"]
+                         and r["region"] != "aws-us-west-2" for r in found)
+    q = "FIREFOX action:CreateJobRun action:UploadFile -region:aws-us-west-2"
+    assert events(client_for(lake), as_key(lake), q=q).json()["total"] == len(found)  # the same filter
+
+
+# --- bounded work, docs, keys ----------------------------------------------------------------
+
+def test_a_request_past_its_budget_is_a_503_not_a_hung_worker(client, lake, monkeypatch):
+    from include.audit import api
+
+    monkeypatch.setattr(api, "MAX_SCANNED_ROWS", 50)
+    answer = events(client, as_key(lake))
+    assert answer.status_code == 503 and "more than 50 events" in answer.json()["error"]
+    monkeypatch.setattr(api, "MAX_SCANNED_ROWS", 10**9)
+    monkeypatch.setattr(api, "REQUEST_SECONDS", 0.0)
+    answer = events(client, as_key(lake))
+    assert answer.status_code == 503 and "took longer than" in answer.json()["error"]
+
+
+def test_no_swagger_ui_and_the_openapi_description_needs_a_caller(client, lake):
+    for path in ("/api/docs", "/api/redoc", "/docs"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/api/openapi.json").status_code == 401
+    described = client.get("/api/openapi.json", headers=as_key(lake))
+    assert described.status_code == 200 and "/api/v1/events" in described.json()["paths"]
+
+
+def test_failed_attempts_are_limited_per_key_id(lake, tokens):
+    fresh = client_for(lake)  # its own failure counts
+    good = lake["keys"][ORG_B]
+    wrong = {"X-API-Key": good[:-4] + "AAAA"}
+    codes = [fresh.get("/api/v1/organizations", headers=wrong).status_code for _ in range(11)]
+    assert codes == [401] * 10 + [429]
+    locked = fresh.get("/api/v1/organizations", headers=wrong)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+    assert "too many failed attempts" in locked.json()["error"]
+    other = fresh.get("/api/v1/organizations", headers=as_key(lake, ORG_A))  # other key ids are not affected
+    assert other.status_code == 200
+
+
+def test_verified_keys_are_cached_and_unknown_ids_cost_the_same_scrypt(lake, monkeypatch):
+    import statistics
+    import time
+
+    from include.audit import apikeys
+
+    calls = []
+    real = apikeys.hash_secret
+    monkeypatch.setattr(apikeys, "hash_secret", lambda secret, salt: calls.append(1) or real(secret, salt))
+    verifier = apikeys.KeyVerifier()
+    root = Root.open(lake["roots"].lake)
+    key = lake["keys"][ORG_A]
+    assert [verifier.organization_for(root, key) for _ in range(5)] == [ORG_A] * 5
+    assert len(calls) == 1  # verified once, then cached
+    unknown = "alk_" + "0" * 16 + "_" + key.split("_", 2)[2]
+    assert verifier.organization_for(root, unknown) is None and len(calls) == 2  # the decoy hash
+
+    def median_seconds(candidate: str) -> float:
+        times = []
+        for _ in range(7):
+            began = time.perf_counter()
+            apikeys.organization_for(root, candidate)
+            times.append(time.perf_counter() - began)
+        return statistics.median(times)
+
+    own = Path(lake["roots"].lake).parent / "own-lake"  # revoke a key of a lake of its own
+    created = create_key(str(own), ORG_A, expires=(datetime.now(UTC) + timedelta(days=1)).date())
+    assert verifier.organization_for(Root.open(str(own)), created.key) == ORG_A
+    calls.clear()
+    cli.main(["api-key", "revoke", "--lake-root", str(own), "--key-id", created.key_id])
+    assert verifier.organization_for(Root.open(str(own)), created.key) is None  # cached, yet revoked at once
+    assert calls == []
+
+    known_wrong = key[:-4] + "AAAA"
+    known, missing = median_seconds(known_wrong), median_seconds(unknown)
+    assert 0.5 < known / missing < 2, (known, missing)
+
+
+def test_cli_lists_revokes_and_expires_keys_and_keeps_records_private(tmp_path, capsys):
+    import json
+    import stat
+
+    from include.audit.apikeys import organization_for
+
+    lake = str(tmp_path / "lake")
+    assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "acme", "--expires", "2999-12-31"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    key, created = out[-1], json.loads("\n".join(out[:-1]))
+    assert created["expires_at"] == "2999-12-31"
+    directory = Path(keys_dir(Root.open(lake)))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in directory.glob("*.json")} == {0o600}
+
+    assert cli.main(["api-key", "list", "--lake-root", lake]) == 0
+    listing = capsys.readouterr().out
+    (entry,) = json.loads(listing)["keys"]
+    assert entry["key_id"] == created["key_id"] and entry["organization_id"] == "acme"
+    assert entry["expires_at"].startswith("3000-01-01T00:00:00")  # works through 2999-12-31 UTC
+    assert "scrypt" not in listing and "salt" not in listing and key.split("_", 2)[2] not in listing
+
+    assert organization_for(Root.open(lake), key) == "acme"
+    assert organization_for(Root.open(lake), key, now=datetime(3000, 1, 1, tzinfo=UTC)) is None  # expired
+    assert cli.main(["api-key", "revoke", "--lake-root", lake, "--key-id", created["key_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked"] is True
+    assert organization_for(Root.open(lake), key) is None
+    assert cli.main(["api-key", "revoke", "--lake-root", lake, "--key-id", created["key_id"]]) == 2
+    assert cli.main(["api-key", "revoke", "--lake-root", lake, "--key-id", "../../etc"]) == 2
+    for expires in ("2020-01-01", "20991231", "2099-W01-1"):
+        assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "acme", "--expires", expires]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "in the past" in err
+
+
+def test_cli_export_has_the_apis_range_cap(lake, tmp_path, capsys):
+    code = cli.main(["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", "0001-01-01T00:00:00Z",
+                     "--end", "9999-12-31T23:59:59Z", "--out", str(tmp_path / "out.csv")])
+    assert code == 2 and "longer than 366 days" in capsys.readouterr().err
+    assert cli.main(["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", START, "--end", END,
+                     "--query", " ".join(["ab"] * 33), "--out", str(tmp_path / "out.csv")]) == 2

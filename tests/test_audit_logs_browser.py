@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -29,37 +24,16 @@ from include.audit.exports import HEADER
 from include.audit.generate import generate, organization_ids
 from include.audit.ingest import ingest
 
+from .airflow_server import PASSWORD, api_server, bearer_token
+
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "test-output"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PASSWORD = "audit-e2e-password"
 FILE_ACTIONS = {action for action, kind in ACTIONS.items() if kind == "File modifications"}
-START_SECONDS = 240
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
-    """Poll ``url`` until it answers; fail with the server's log if it dies or never answers."""
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"api-server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"api-server did not answer {url} in {START_SECONDS}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -71,42 +45,8 @@ def server(tmp_path_factory):
     generate(roots["raw"], events=400, days=3, organizations=2, now=now - timedelta(minutes=5), seed=5,
              bad_share=0, redelivery_share=0)
     ingest(roots["raw"], roots["lake"], now=now)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"admin": PASSWORD}))
-    (home / "dags").mkdir()
-    port = free_port()
-    env = {**os.environ,
-           "AIRFLOW_HOME": str(home),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__AUTH_MANAGER":
-               "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-" + "s" * 64,
-           "AIRFLOW__API__SECRET_KEY": "e2e-secret-key",
-           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-           "AUDIT_RAW_ROOT": roots["raw"], "AUDIT_LAKE_ROOT": roots["lake"], "AUDIT_EXPORT_ROOT": roots["exports"],
-           "PYTHONPATH": str(REPO),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
-    log = home / "api-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port),
-                                 "-w", "1"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{base}/audit-logs/", proc, log)
-        yield {"base": base, "roots": roots, "now": now, "log": log}
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+    with api_server(home, roots) as base:
+        yield {"base": base, "roots": roots, "now": now, "log": home / "api-server.log"}
 
 
 @pytest.fixture
@@ -136,9 +76,9 @@ def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page,
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/auth/login" not in url)
 
-    # The navigation offers Audit Logs; it opens the plugin's page inside the Airflow UI.
+    # The navigation offers Platform Audit Logs (not Airflow's own "Audit Log"); it opens the plugin's page.
     page.get_by_role("button", name="Browse").click()
-    page.get_by_role("menuitem", name="Audit Logs").click()
+    page.get_by_role("menuitem", name="Platform Audit Logs", exact=True).click()
     page.wait_for_url("**/plugin/audit-logs**")
     frame = page.frame_locator("iframe")
     rows = frame.locator("#rows tr")
@@ -179,6 +119,8 @@ def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page,
     frame.locator("#q").fill("actor:alice")
     frame.locator("#search").click()
     frame.locator("#error").filter(has_text="unknown qualifier").wait_for()
+    assert rows.count() == 0 and frame.locator("#range").inner_text() == ""  # no stale rows under the banner
+    assert frame.locator("#empty").is_hidden()
     frame.locator("#q").fill('-type:"File modifications" -action:GetJobRunLogs')
     frame.locator("#q").press("Enter")
     frame.locator("#range").filter(has_text=f"1–10 of {filtered}").wait_for()
@@ -205,20 +147,28 @@ def test_page_in_airflow_logs_in_filters_pages_and_exports(server, browser_page,
 
 
 def test_the_plugin_registers_its_navigation_entry(server):
-    request = urllib.request.Request(f"{server['base']}/auth/token", method="POST",
-                                     data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        token = json.load(response)["access_token"]
+    token = bearer_token(server["base"])
     listing = urllib.request.Request(f"{server['base']}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(listing, timeout=30) as response:
         plugins = {p["name"]: p for p in json.load(response)["plugins"]}
     views = plugins["audit_logs"]["external_views"]
-    assert [(v["name"], v["href"], v["url_route"]) for v in views] == [("Audit Logs", "/audit-logs/", "audit-logs")]
+    assert [(v["name"], v["href"], v["url_route"]) for v in views] == [
+        ("Platform Audit Logs", "/audit-logs/", "audit-logs")]
     anonymous = urllib.request.Request(f"{server['base']}/audit-logs/api/v1/organizations")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
     assert refused.value.code == 401
+    # No Swagger UI (no third-party scripts in Airflow's origin); the OpenAPI JSON only for signed-in callers.
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{server['base']}/audit-logs/api/docs", timeout=30)
+    assert missing.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server['base']}/audit-logs/api/openapi.json", timeout=30)
+    assert refused.value.code == 401
+    described = urllib.request.Request(f"{server['base']}/audit-logs/api/openapi.json",
+                                       headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(described, timeout=30) as response:
+        assert "/api/v1/events" in json.load(response)["paths"]
 
 
 def test_page_without_airflow_login_asks_for_an_api_key(server, browser_page, tmp_path):

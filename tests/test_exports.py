@@ -10,7 +10,8 @@ import pytest
 
 from include.audit.exports import HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas
 from include.audit.ingest import ingest
-from include.audit.query import BadInput, EventFilter
+from include.audit.inputs import BadInput
+from include.audit.query import EventFilter
 from include.audit.storage import Root
 
 from .helpers import event, write_lines
@@ -89,7 +90,7 @@ def test_each_organization_gets_its_own_file(roots, now):
 def _range(**kw) -> EventFilter:
     defaults = dict(organization_id="acme", start=datetime(2026, 11, 24, tzinfo=UTC),
                     end=datetime(2026, 11, 26, 23, 59, tzinfo=UTC))
-    return EventFilter(**{**defaults, **kw})
+    return EventFilter.from_fields(**{**defaults, **kw})
 
 
 @pytest.fixture

@@ -4,15 +4,21 @@ Every ``/api/v1`` endpoint needs a caller: an organization API key in ``X-API-Ke
 organization only) or an Airflow user's JWT, as ``Authorization: Bearer`` or the ``_token``
 cookie the Airflow UI sets (Admin role: every organization). Reads stream from the lake one
 organization-day at a time, so even a 90-day export never holds more than a day in memory.
+
+Every request's work is bounded: the time range (MAX_RANGE), the filter (its length and terms),
+and the lake rows it may scan and the seconds it may take (``Budget``; past either: 503). API keys
+are verified off the event loop, cached briefly, and locked out per key id after repeated failures.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import polars as pl
 from fastapi import Depends, FastAPI, Query, Request
@@ -20,21 +26,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jwt import InvalidTokenError
+from starlette.concurrency import run_in_threadpool
 
 from . import lake as lk
-from .apikeys import organization_for
+from .apikeys import KeyVerifier, TooManyAttempts
 from .config import Roots
 from .connections import open_root
 from .exports import csv_chunks, daily_path, export_record_path
 from .filters import QueryError, parse
-from .query import BadInput, EventFilter, iter_days, parse_date, parse_time, rows, validate_organization_id
+from .inputs import BadInput, check_range, parse_date, parse_time, validate_organization_id
+from .query import Budget, BudgetExceeded, EventFilter, iter_days, rows
 from .storage import Root
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).with_name("web")
 PAGE_SIZES = (10, 25, 50, 100)
-MAX_RANGE = timedelta(days=366)
+REQUEST_SECONDS = float(os.environ.get("AUDIT_API_REQUEST_SECONDS", "10"))
+"""Wall-clock budget of one events request (an export gets EXPORT_SECONDS): past it, 503."""
+EXPORT_SECONDS = float(os.environ.get("AUDIT_API_EXPORT_SECONDS", "300"))
+MAX_SCANNED_ROWS = int(os.environ.get("AUDIT_API_MAX_SCANNED_ROWS", "20000000"))
+"""Lake rows one request may read before it is refused (503): about a year of a busy organization."""
 TOKEN_COOKIE = "_token"  # where the Airflow UI keeps the user's JWT (airflow.api_fastapi.auth.managers)
 CHUNK_BYTES = 1 << 20
 
@@ -102,27 +114,25 @@ def time_range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     if not start or not end:
         raise BadInput(f"{'startTime' if not start else 'endTime'} is required (ISO 8601 with timezone)")
     first, last = parse_time(start, "startTime"), parse_time(end, "endTime")
-    if first > last:
-        raise BadInput(f"startTime {start} is after endTime {end}")
-    if last - first > MAX_RANGE:
-        raise BadInput(f"the range is longer than {MAX_RANGE.days} days (the lake keeps 90)")
+    check_range(first, last, "startTime", "endTime")
     return first, last
 
 
 def query_filter(organization_id: str, start: datetime, end: datetime, q: str | None,
                  search: str | None = None) -> EventFilter:
-    """The EventFilter for a request; a filter-language error becomes a 400 that names q and the position."""
+    """The EventFilter for a request (searchTerm becomes a free-text term); a q error is a 400 naming its position."""
     try:
         query = parse(q)
     except QueryError as exc:
         raise ApiError(400, f"q: {exc}", position=exc.position) from None
-    return EventFilter(organization_id, start, end, search=search or None, query=query)
+    return EventFilter(organization_id, start, end, query.with_fields(search, search_name="searchTerm"))
 
 
-def page_of_events(lake: Root, flt: EventFilter, page: int, size: int) -> tuple[list[dict], int]:
+def page_of_events(lake: Root, flt: EventFilter, page: int, size: int,
+                   budget: Budget | None = None) -> tuple[list[dict], int]:
     """One page of rows, newest first, and the total; reads one day at a time, keeping only the page."""
     offset, total, pieces = (page - 1) * size, 0, []
-    for frame in iter_days(lake, flt, newest_first=True):
+    for frame in iter_days(lake, flt, newest_first=True, budget=budget):
         first, stop = max(offset - total, 0), min(offset + size - total, frame.height)
         if stop > first:
             pieces.append(rows(frame).reverse().slice(first, stop - first))
@@ -160,7 +170,10 @@ def error_body(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenVerifier = airflow_user) -> FastAPI:
     """The app; ``roots`` says where the lake and exports are (read per request), ``verify_token`` checks JWTs."""
-    app = FastAPI(title="Audit Logs", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    # No Swagger UI (it would load third-party scripts into Airflow's origin); the OpenAPI JSON
+    # is served to authenticated callers only, below.
+    app = FastAPI(title="Audit Logs", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    keys = KeyVerifier()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -169,6 +182,16 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
     @app.exception_handler(BadInput)
     async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
         return error_body(400, str(exc))
+
+    @app.exception_handler(BudgetExceeded)
+    async def _over_budget(request: Request, exc: BudgetExceeded) -> JSONResponse:
+        return error_body(503, str(exc))
+
+    @app.exception_handler(TooManyAttempts)
+    async def _locked_out(request: Request, exc: TooManyAttempts) -> JSONResponse:
+        response = error_body(429, str(exc))
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -179,10 +202,14 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
     def lake_root() -> Root:
         return open_root(roots().lake)
 
+    def key_organization(key: str) -> str | None:
+        """Blocking (storage, scrypt): runs in the thread pool, never on the event loop."""
+        return keys.organization_for(lake_root(), key)
+
     async def caller(request: Request) -> Caller:
         key = request.headers.get("x-api-key")
         if key is not None:
-            organization = organization_for(lake_root(), key)
+            organization = await run_in_threadpool(key_organization, key)
             if organization is None:
                 raise ApiError(401, "invalid API key")
             return Caller(f"api-key:{organization}", organization_id=organization)
@@ -205,6 +232,11 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(who: Caller = Depends(caller)) -> dict:
+        """The API's OpenAPI description, for signed-in users and API-key holders only."""
+        return app.openapi()
+
     @app.get("/api/v1/organizations")
     def list_organizations(who: Caller = Depends(caller)) -> dict:
         """The organizations the caller may read (an Admin: every one in the lake)."""
@@ -221,7 +253,8 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         if page < 1:
             raise BadInput(f"page {page} is not a page number: pages start at 1")
         flt = query_filter(organization, *time_range(startTime, endTime), q, search=searchTerm)
-        items, total = page_of_events(lake_root(), flt, page, pageSize)
+        budget = Budget(seconds=REQUEST_SECONDS, rows=MAX_SCANNED_ROWS)
+        items, total = page_of_events(lake_root(), flt, page, pageSize, budget)
         return {"items": items, "total": total, "page": page, "pageSize": pageSize}
 
     @app.get("/api/v1/audit-log/export")
@@ -231,7 +264,9 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         start, end = time_range(startTime, endTime)
         flt = query_filter(organization, start, end, q, search=searchTerm)
         name = f"audit-log_{organization}_{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.csv"
-        return StreamingResponse(csv_chunks(iter_days(lake_root(), flt)), media_type="text/csv; charset=utf-8",
+        budget = Budget(seconds=EXPORT_SECONDS, rows=MAX_SCANNED_ROWS)  # past it, the stream ends unfinished
+        return StreamingResponse(csv_chunks(iter_days(lake_root(), flt, budget=budget)),
+                                 media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/v1/archives")

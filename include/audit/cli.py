@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from . import config
-from .query import BadInput, EventFilter, parse_date, parse_time, validate_organization_id
+from .inputs import BadInput, parse_date, parse_time, validate_organization_id
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -78,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", required=True)
     p.add_argument("--start", required=True, help="ISO 8601 with timezone, inclusive")
     p.add_argument("--end", required=True, help="ISO 8601 with timezone, inclusive")
-    p.add_argument("--search", help="case-insensitive substring of any exported column")
-    p.add_argument("--user", action="append", default=[], help="only this user email (repeatable)")
-    p.add_argument("--action", nargs="+", action="extend", default=[], help="only these catalog actions")
-    p.add_argument("--query", help='filter language, e.g. \'action:CreateJobRun -user:bot@acme.com\' (README)')
+    p.add_argument("--search", help="case-insensitive substring of any exported column (a free-text term)")
+    p.add_argument("--user", action="append", default=[], help="only this user email (repeatable; user: terms)")
+    p.add_argument("--action", nargs="+", action="extend", default=[],
+                   help="only these catalog actions (action: terms)")
+    p.add_argument("--query", help='filter language, e.g. \'action:CreateJobRun -user:bot@acme.com\' (README); '
+                   "at most 1,024 characters and 32 terms")
     p.add_argument("--out", required=True, help="output CSV path or URL")
 
     p = sub.add_parser("retain", help="drop partitions older than the retention window, once exported")
@@ -116,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("create", help="make a key; printed once, on the last line (only its hash is kept)")
     roots(p, "lake")
     p.add_argument("--org", required=True)
+    p.add_argument("--expires", help="last UTC day the key works, YYYY-MM-DD (default: no expiry)")
+    p = keys.add_parser("list", help="every key's id, organization, creation and expiry (no secrets)")
+    roots(p, "lake")
+    p = keys.add_parser("revoke", help="delete a key's record: the key stops working at once")
+    roots(p, "lake")
+    p.add_argument("--key-id", required=True, help="the key's id, as `api-key list` shows it")
 
     p = sub.add_parser("status", help="events per date, quarantine per reason, archived CSVs")
     roots(p, "lake", "export")
@@ -155,10 +164,11 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "export":
         from .exports import export_filtered
         from .filters import parse
+        from .query import EventFilter
 
-        flt = EventFilter(validate_organization_id(args.org), parse_time(args.start, "--start"),
-                          parse_time(args.end, "--end"), search=args.search or None,
-                          users=tuple(args.user), actions=tuple(args.action), query=parse(args.query))
+        flt = EventFilter.from_fields(validate_organization_id(args.org), parse_time(args.start, "--start"),
+                                      parse_time(args.end, "--end"), parse(args.query), search=args.search,
+                                      users=args.user, actions=args.action)
         return asdict(export_filtered(root("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
     if args.command == "retain":
         from .retention import retain
@@ -196,11 +206,22 @@ def run(args: argparse.Namespace) -> Any:
 
         return lake_status(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
     if args.command == "api-key":
-        from .apikeys import create_key
-
-        created = create_key(root("AUDIT_LAKE_ROOT", args.lake_root), validate_organization_id(args.org))
-        return {"key_id": created.key_id, "organization_id": created.organization_id}, created.key
+        return _api_key(args, root("AUDIT_LAKE_ROOT", args.lake_root))
     raise BadInput(f"unknown command {args.command!r}")
+
+
+def _api_key(args: argparse.Namespace, lake: str) -> Any:
+    """``api-key create|list|revoke``: create returns (result, the key printed once on the last line)."""
+    from . import apikeys
+
+    if args.api_key_command == "list":
+        return {"keys": apikeys.list_keys(lake)}
+    if args.api_key_command == "revoke":
+        return apikeys.revoke_key(lake, args.key_id)
+    expires = parse_date(args.expires, "--expires") if args.expires else None
+    created = apikeys.create_key(lake, validate_organization_id(args.org), expires=expires)
+    return {"key_id": created.key_id, "organization_id": created.organization_id,
+            "expires_at": expires and expires.isoformat()}, created.key
 
 
 def main(argv: Sequence[str] | None = None) -> int:

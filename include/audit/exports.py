@@ -18,17 +18,22 @@ import polars as pl
 
 from . import lake as lk
 from .filters import Query, export_filter_for, load_export_filters
-from .query import ROW_COLUMNS, EventFilter, iter_days, rows, validate_organization_id
+from .inputs import validate_organization_id
+from .query import ROW_COLUMNS, EventFilter, iter_days, rows
 from .storage import Root
 
 log = logging.getLogger(__name__)
 
 HEADER = ",".join(ROW_COLUMNS)
-FORMULA_START = r"^[=+\-@\t\r]"
+FORMULA_START = (r"^(?:[\s\x{200B}-\x{200D}\x{2060}\x{FEFF}]*[=+\-@\x{FF1D}\x{FF0B}\x{FF0D}\x{FF20}"
+                 r"\x{FE62}\x{FE63}\x{FE66}\x{FE6B}]|[\x00\t\r\n])")
+"""A cell a spreadsheet could run as a formula (OWASP "CSV Injection", ASVS 5.0 1.2.10): one that starts
+with = + - @ (or their fullwidth and small forms) after any leading whitespace (Unicode spaces such as
+NBSP and U+3000, zero-width spaces, the BOM), or that starts with NUL, tab, CR or LF."""
 
 
 def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
-    """Prefix ``'`` to text cells starting with = + - @ tab or CR (spreadsheet formula injection)."""
+    """Prefix ``'`` to text cells matching FORMULA_START; every other cell stays byte for byte."""
     return frame.with_columns(
         pl.when(pl.col(c).str.contains(FORMULA_START)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
         for c, dtype in frame.schema.items() if dtype == pl.String
@@ -88,8 +93,8 @@ def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
     path = daily_path(exports, organization_id, day)
     frame = lk.read_partition(lake, day, organization_id)
     source_rows = frame.height
-    if query is not None and query.terms:
-        frame = frame.filter(query.predicate())
+    if query is not None:
+        frame = query.apply(frame)
     body = b"".join(csv_chunks([frame]))
     exports.write_bytes(path, body)
     lk.write_json(lake, export_record_path(lake, day, organization_id), {

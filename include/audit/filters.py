@@ -11,21 +11,43 @@ front of a term excludes what it matches; ``"double quotes"`` keep spaces and co
 Repeated positive uses of one qualifier are alternatives (``action:A action:B`` keeps either);
 everything else must hold together. ``parse`` turns text into a ``Query`` (or a ``QueryError``
 naming the 1-based character position and the reason); ``Query.predicate`` is the one polars
-expression every caller filters with.
+expression that says what a query keeps, and ``Query.apply`` evaluates it on a frame with each
+column lowercased once. Cost is bounded before anything runs: at most MAX_QUERY_CHARS characters
+and MAX_TERMS terms, identical terms evaluated once, so work is linear in (terms x rows).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from .catalog import ACTION_TYPES, ACTIONS
-from .query import BadInput, search_predicate, validate_organization_id
+from .inputs import BadInput, day_end, day_start, parse_date, parse_time, validate_organization_id
+
+MAX_QUERY_CHARS = 1024
+"""The longest filter text accepted: longer is a QueryError (HTTP 400, exit 2)."""
+MAX_TERMS = 32
+"""The most terms one filter may have (convenience fields translated into terms count too)."""
+
+ROW_COLUMNS: dict[str, pl.Expr] = {
+    "time": pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+    "organization_id": pl.col("organization_id"),
+    "user": pl.col("user_email"),
+    "action": pl.col("action"),
+    "action_type": pl.col("action_type"),
+    "resource": pl.col("resource"),
+    "ip_address": pl.col("ip_address"),
+    "user_agent": pl.col("user_agent"),
+    "region": pl.col("region"),
+    "event_id": pl.col("event_id"),
+}
+"""The columns a user sees (CSV header, API fields, page), as expressions over lake rows; free text searches these."""
 
 
 class QueryError(BadInput):
@@ -46,6 +68,10 @@ class Term:
     negated: bool
     position: int  # 1-based character where the term starts
 
+    def key(self) -> tuple[str, str, bool]:
+        """What the term means, regardless of where it was written: identical terms are evaluated once."""
+        return self.field, self.value if self.field in _CASE_SENSITIVE else self.value.lower(), self.negated
+
 
 @dataclass(frozen=True)
 class Query:
@@ -55,20 +81,20 @@ class Query:
     terms: tuple[Term, ...] = ()
 
     def predicate(self) -> pl.Expr:
-        """True for lake rows the query keeps (rows need the columns behind ROW_COLUMNS)."""
-        keep = pl.lit(True)
-        alternatives: dict[str, list[pl.Expr]] = {}
-        for term in self.terms:
-            match = _term_predicate(term)
-            if term.negated:
-                keep &= ~match
-            elif term.field in _ALTERNATIVE_FIELDS:
-                alternatives.setdefault(term.field, []).append(match)
-            else:
-                keep &= match
-        for options in alternatives.values():
-            keep &= pl.any_horizontal(options)
-        return keep
+        """True for lake rows the query keeps (rows need the columns behind ROW_COLUMNS).
+
+        Self-contained; ``apply`` gives the same rows and lowercases each column only once per frame.
+        """
+        return _predicate(self.terms, _PREPARED)
+
+    def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``frame`` the query keeps, in work linear in (distinct terms x rows)."""
+        if not self.terms:
+            return frame
+        needed = {column for term in self.terms for column in _NEEDS[term.field]}
+        prepared = frame.with_columns(expr.alias(column) for column, expr in _PREPARED.items() if column in needed)
+        kept = prepared.filter(_predicate(self.terms, {column: pl.col(column) for column in needed}))
+        return kept.drop(needed)
 
     def time_bounds(self) -> tuple[datetime | None, datetime | None]:
         """The tightest [lower, upper] that positive ``created:`` terms imply (None: unbounded), to prune days."""
@@ -81,19 +107,57 @@ class Query:
                 upper = high if upper is None or (high is not None and high < upper) else upper
         return lower, upper
 
+    def with_fields(self, search: str | None = None, users: Iterable[str] = (),
+                    actions: Iterable[str] = (), search_name: str = "search") -> Query:
+        """This query plus the convenience fields of the CLI, trigger form and API, as the terms they mean.
+
+        ``search`` is one free-text term (its whole text, spaces included), each user a ``user:`` term
+        and each action an ``action:`` term; so ``--user a --user b`` keeps either user, as ``user:a user:b``.
+        A bad field is a BadInput naming it (``search_name`` is what the caller calls the search field).
+        """
+        extra = [Term("text", search, False, 0)] if search and search.strip() else []
+        extra += [Term("user", u.strip(), False, 0) for u in users if u.strip()]
+        extra += [Term("action", a.strip(), False, 0) for a in actions if a.strip()]
+        if not extra:
+            return self
+        terms = list(self.terms)
+        for term in extra:
+            label = search_name if term.field == "text" else term.field
+            try:
+                _check_text(term.value)
+                terms.append(_canonical(term))
+            except QueryError as exc:
+                raise BadInput(f"{label}: {exc.reason}") from None
+        if len(terms) > MAX_TERMS:
+            raise BadInput(f"the filter has {len(terms)} terms with its search, user and action fields: "
+                           f"at most {MAX_TERMS}")
+        return Query(self.text, tuple(terms))
+
 
 # --- matching ---------------------------------------------------------------------------------
+# Matching runs on "prepared" columns: each column a term reads, lowercased once per frame (free
+# text reads one NUL-joined column of everything visible; NUL cannot occur in a query).
 
-def _lower(column: str) -> pl.Expr:
-    return pl.col(column).str.to_lowercase()
-
-
-def _equals(column: str) -> Callable[[Term], pl.Expr]:
-    return lambda term: (_lower(column) == term.value.lower()).fill_null(False)
-
-
-def _contains(column: str) -> Callable[[Term], pl.Expr]:
-    return lambda term: _lower(column).str.contains(term.value.lower(), literal=True).fill_null(False)
+_PREPARED: dict[str, pl.Expr] = {
+    "__text": pl.concat_str(list(ROW_COLUMNS.values()), separator="\x00", ignore_nulls=True).str.to_lowercase(),
+    "__user": pl.col("user_email").str.to_lowercase(),
+    "__resource": pl.col("resource").str.to_lowercase(),
+    "__region": pl.col("region").str.to_lowercase(),
+    "__ip": pl.col("ip_address").str.to_lowercase(),
+}
+_NEEDS: dict[str, tuple[str, ...]] = {"text": ("__text",), "user": ("__user",), "resource": ("__resource",),
+                                      "region": ("__region",), "ip": ("__ip",), "action": (), "type": (),
+                                      "created": ()}
+_EQUALS: dict[str, Callable[[Mapping[str, pl.Expr]], pl.Expr]] = {
+    "action": lambda cols: pl.col("action"),
+    "type": lambda cols: pl.col("action_type"),
+    "user": lambda cols: cols["__user"],
+    "region": lambda cols: cols["__region"],
+    "ip": lambda cols: cols["__ip"],
+}
+"""Qualifiers that compare a whole column: repeated positive uses are alternatives (one is_in)."""
+_CONTAINS: dict[str, str] = {"text": "__text", "resource": "__resource"}
+_CASE_SENSITIVE = frozenset({"action", "type", "created"})  # catalog names are canonical; times parse
 
 
 def _created(term: Term) -> pl.Expr:
@@ -106,42 +170,47 @@ def _created(term: Term) -> pl.Expr:
     return keep
 
 
-_MATCHERS: dict[str, Callable[[Term], pl.Expr]] = {
-    "text": lambda term: search_predicate(term.value),
-    "action": lambda term: pl.col("action") == term.value,
-    "type": lambda term: pl.col("action_type") == term.value,
-    "user": _equals("user_email"),
-    "resource": _contains("resource"),
-    "region": _equals("region"),
-    "ip": _equals("ip_address"),
-    "created": _created,
-}
-QUALIFIERS = tuple(name for name in _MATCHERS if name != "text")
-_ALTERNATIVE_FIELDS = frozenset({"action", "type", "user", "region", "ip"})
+def _predicate(terms: Iterable[Term], cols: Mapping[str, pl.Expr]) -> pl.Expr:
+    """AND of every distinct term; a qualifier's positive equality terms are alternatives (one is_in each)."""
+    distinct = {term.key(): term for term in terms}.values()
+    keep = pl.lit(True)
+    wanted: dict[tuple[str, bool], list[str]] = {}
+    for term in distinct:
+        if term.field in _EQUALS:
+            value = term.value if term.field in _CASE_SENSITIVE else term.value.lower()
+            wanted.setdefault((term.field, term.negated), []).append(value)
+            continue
+        if term.field == "created":
+            match = _created(term)
+        else:
+            match = cols[_CONTAINS[term.field]].str.contains(term.value.lower(), literal=True).fill_null(False)
+        keep &= ~match if term.negated else match
+    for (field, negated), values in wanted.items():
+        match = _EQUALS[field](cols).is_in(values).fill_null(False)
+        keep &= ~match if negated else match
+    return keep
 
 
-def _term_predicate(term: Term) -> pl.Expr:
-    return _MATCHERS[term.field](term)
+QUALIFIERS = ("action", "type", "user", "resource", "region", "ip", "created")
 
 
 # --- created: dates and ranges -----------------------------------------------------------------
 
+_DATE_LIKE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
 def _moment(text: str, term: Term, end_of_day: bool) -> datetime:
     """A date (a whole UTC day) or an ISO time with timezone; ``end_of_day`` gives the day's exclusive end."""
     try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        start = datetime.combine(day, time(), UTC)
-        return start + timedelta(days=1) if end_of_day else start
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(f"created: {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time", term.position) from None
-    if moment.tzinfo is None:
-        raise QueryError(f"created: time {text!r} has no timezone: add Z or an offset like +02:00", term.position)
-    return moment.astimezone(UTC) + (timedelta(microseconds=1) if end_of_day else timedelta())
+        if _DATE_LIKE.fullmatch(text):
+            day = parse_date(text, "created:")
+            return day_end(day) if end_of_day else day_start(day)
+        moment = parse_time(text, "created:")
+    except BadInput as exc:
+        raise QueryError(str(exc), term.position) from None
+    if end_of_day:
+        return moment + timedelta(microseconds=1) if moment < datetime.max.replace(tzinfo=UTC) else moment
+    return moment
 
 
 _COMPARISONS: dict[str, Callable[[str, Term], tuple[datetime | None, datetime | None]]] = {
@@ -236,10 +305,26 @@ def _term_at(text: str, index: int) -> tuple[Term, int]:
     return _canonical(Term(field, value, negated, start + 1)), end
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, LF and CR are whitespace
+
+
+def _check_text(text: str) -> None:
+    """QueryError unless ``text`` is within MAX_QUERY_CHARS and free of control characters."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is {len(text)} characters long: at most {MAX_QUERY_CHARS}", MAX_QUERY_CHARS + 1)
+    control = _CONTROL.search(text)
+    if control:
+        raise QueryError(f"control character {control.group()!r} is not allowed", control.start() + 1)
+
+
 def parse(text: str | None) -> Query:
-    """Parse filter text into a Query; QueryError (a BadInput) says where and why it is invalid."""
+    """Parse filter text into a Query; QueryError (a BadInput) says where and why it is invalid.
+
+    At most MAX_QUERY_CHARS characters and MAX_TERMS terms, so a query's cost is bounded before it runs.
+    """
     text = text or ""
-    terms = []
+    _check_text(text)
+    terms: list[Term] = []
     index = 0
     while index < len(text):
         if text[index].isspace():
@@ -247,6 +332,8 @@ def parse(text: str | None) -> Query:
             continue
         term, index = _term_at(text, index)
         if term.value or term.field != "text":
+            if len(terms) == MAX_TERMS:
+                raise QueryError(f"more than {MAX_TERMS} terms: narrow the query", term.position)
             terms.append(term)
     return Query(text.strip(), tuple(terms))
 

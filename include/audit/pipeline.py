@@ -78,17 +78,20 @@ def on_demand_path(organization_id: str, start: datetime, end: datetime, params:
 
 @uses_airflow_storage
 def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
-    """Export from the trigger form's params: organization, start, end, search, user, actions, query."""
+    """Export from the trigger form's params: organization, start, end, query; search, user and actions
+    become query terms. The range is capped (MAX_RANGE) like the API's."""
     from .exports import export_filtered
     from .filters import parse
-    from .query import BadInput, EventFilter, parse_time, validate_organization_id
+    from .inputs import BadInput, parse_time, validate_organization_id
+    from .query import EventFilter
 
     try:
         org = validate_organization_id(str(params.get("organization", "")).strip())
         start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
-        users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
-        flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
-                          actions=tuple(params.get("actions") or ()), query=parse(params.get("query") or None))
+        flt = EventFilter.from_fields(org, start, end, parse(params.get("query") or None),
+                                      search=params.get("search") or None,
+                                      users=str(params.get("user") or "").split(","),
+                                      actions=params.get("actions") or ())
     except BadInput as exc:  # the form's values are wrong: retrying cannot help
         from airflow.sdk.exceptions import AirflowFailException
 

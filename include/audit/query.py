@@ -1,89 +1,38 @@
-"""Reading events back: the rows users see, and the one filter that CLI, DAGs, API and page share.
+"""Reading events back: one organization's filtered events, a day at a time, within a bounded budget.
 
-Reads are pruned by partition: an organization's time range touches only
-``events/event_date=D/organization_id=<org>/`` for the dates it spans, never the whole lake.
+A filter is (organization, time range, ``Query``); CLI, DAGs, API and page all read through it.
+Reads are pruned by partition: an organization's time range touches only its partitions for the
+dates it spans (narrowed further by the query's ``created:`` bounds), never the whole lake.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Iterator
 
 import polars as pl
 
 from . import lake as lk
-from .catalog import ACTIONS
-from .events import ORGANIZATION_ID_PATTERN
+from .filters import ROW_COLUMNS, Query
+from .inputs import BadInput, check_range, validate_organization_id
 from .storage import Root
 
-if TYPE_CHECKING:  # filters imports this module
-    from .filters import Query
-
-
-class BadInput(ValueError):
-    """The caller's input is invalid; the message is one line saying what and why."""
-
-
-_ORGANIZATION_ID = re.compile(ORGANIZATION_ID_PATTERN.removeprefix("^").removesuffix("$"))
-
-ROW_COLUMNS: dict[str, pl.Expr] = {
-    "time": pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
-    "organization_id": pl.col("organization_id"),
-    "user": pl.col("user_email"),
-    "action": pl.col("action"),
-    "action_type": pl.col("action_type"),
-    "resource": pl.col("resource"),
-    "ip_address": pl.col("ip_address"),
-    "user_agent": pl.col("user_agent"),
-    "region": pl.col("region"),
-    "event_id": pl.col("event_id"),
-}
-"""The columns a user sees (CSV header, API fields, page), as expressions over lake rows."""
+__all__ = ["READ_COLUMNS", "ROW_COLUMNS", "Budget", "BudgetExceeded", "EventFilter", "iter_days", "rows"]
 
 READ_COLUMNS = ["event_id", "event_time", "user_email", "action", "action_type", "resource", "ip_address",
                 "user_agent", "region"]
 
 
-def validate_organization_id(value: str) -> str:
-    """``value`` if it is a valid organization id (it becomes a path segment), else BadInput."""
-    if not isinstance(value, str) or not _ORGANIZATION_ID.fullmatch(value):
-        raise BadInput(f"invalid organization id {value!r}: use 1-64 letters, digits, '_' or '-', "
-                       "starting with a letter or digit")
-    return value
-
-
-def parse_time(value: str, name: str = "time") -> datetime:
-    """An ISO 8601 time that states its timezone, as UTC; BadInput otherwise."""
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except (ValueError, AttributeError):
-        raise BadInput(f"{name} {value!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00:00Z)") from None
-    if parsed.tzinfo is None:
-        raise BadInput(f"{name} {value!r} has no timezone: add Z or an offset like +02:00")
-    return parsed.astimezone(UTC)
-
-
-def parse_date(value: str, name: str = "date") -> date:
-    try:
-        return date.fromisoformat(value)
-    except (ValueError, TypeError):
-        raise BadInput(f"{name} {value!r} is not a date in the form YYYY-MM-DD") from None
-
-
 @dataclass(frozen=True)
 class EventFilter:
-    """Which events of one organization to show or export. Times are inclusive bounds."""
+    """Which events of one organization to show or export: times are inclusive bounds, ``query`` the rest."""
 
     organization_id: str
     start: datetime
     end: datetime
-    search: str | None = None
-    users: tuple[str, ...] = ()
-    actions: tuple[str, ...] = ()
-    query: Query | None = None
-    """The filter language (``filters.parse``): ANDed with everything above."""
+    query: Query = field(default_factory=lambda: Query(""))
 
     def __post_init__(self) -> None:
         validate_organization_id(self.organization_id)
@@ -91,39 +40,57 @@ class EventFilter:
             value = getattr(self, name)
             if value.tzinfo is None:
                 raise BadInput(f"{name} {value.isoformat()} has no timezone")
-        if self.start > self.end:
-            raise BadInput(f"start {self.start.isoformat()} is after end {self.end.isoformat()}")
-        unknown = [a for a in self.actions if a not in ACTIONS]
-        if unknown:
-            raise BadInput(f"unknown action {unknown[0]!r}: actions are the catalog's names, e.g. CreateJobRun")
+        check_range(self.start, self.end)
+
+    @classmethod
+    def from_fields(cls, organization_id: str, start: datetime, end: datetime, query: Query | None = None,
+                    search: str | None = None, users: Iterable[str] = (), actions: Iterable[str] = ()
+                    ) -> EventFilter:
+        """A filter from the convenience fields of the CLI, trigger form and API, translated into query terms."""
+        return cls(organization_id, start, end, (query or Query("")).with_fields(search, users, actions))
 
     def dates(self) -> list[date]:
         """The UTC event dates the range touches (its partitions), narrowed by the query's created: bounds."""
-        lower, upper = self.query.time_bounds() if self.query else (None, None)
+        lower, upper = self.query.time_bounds()
         first = max(self.start, lower or self.start).astimezone(UTC).date()
         last = min(self.end, upper or self.end).astimezone(UTC).date()
         return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
     def predicate(self) -> pl.Expr:
         """True for lake rows (with organization_id) that the filter keeps."""
-        keep = pl.col("event_time").is_between(self.start.astimezone(UTC), self.end.astimezone(UTC), closed="both")
-        if self.users:
-            keep &= pl.col("user_email").str.to_lowercase().is_in([u.lower() for u in self.users])
-        if self.actions:
-            keep &= pl.col("action").is_in(list(self.actions))
-        if self.search:
-            keep &= search_predicate(self.search)
-        if self.query is not None and self.query.terms:
-            keep &= self.query.predicate()
-        return keep
+        in_range = pl.col("event_time").is_between(self.start.astimezone(UTC), self.end.astimezone(UTC),
+                                                   closed="both")
+        return in_range & self.query.predicate() if self.query.terms else in_range
+
+    def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``frame`` (lake rows with organization_id) the filter keeps; same rows as ``predicate``."""
+        in_range = frame.filter(pl.col("event_time").is_between(self.start.astimezone(UTC),
+                                                                self.end.astimezone(UTC), closed="both"))
+        return self.query.apply(in_range)
 
 
-def search_predicate(term: str) -> pl.Expr:
-    """Case-insensitive substring match of ``term`` on any column a user sees."""
-    needle = term.lower()
-    return pl.any_horizontal(
-        expr.str.to_lowercase().str.contains(needle, literal=True).fill_null(False) for expr in ROW_COLUMNS.values()
-    )
+class BudgetExceeded(Exception):
+    """A read went past its budget (time or rows scanned): the API answers 503, the CLI exits 1."""
+
+
+@dataclass
+class Budget:
+    """Bounds one request's work: wall-clock seconds and lake rows scanned (None: unbounded)."""
+
+    seconds: float | None = None
+    rows: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    scanned: int = 0
+
+    def charge(self, rows: int) -> None:
+        """Count ``rows`` as scanned; BudgetExceeded once either bound is passed."""
+        self.scanned += rows
+        if self.rows is not None and self.scanned > self.rows:
+            raise BudgetExceeded(f"the request would scan more than {self.rows:,} events: narrow the time range "
+                                 "or the query")
+        if self.seconds is not None and time.monotonic() - self.started > self.seconds:
+            raise BudgetExceeded(f"the request took longer than {self.seconds:g} s: narrow the time range "
+                                 "or the query")
 
 
 def rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -131,9 +98,19 @@ def rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("event_time", "event_id").select(expr.alias(name) for name, expr in ROW_COLUMNS.items())
 
 
-def iter_days(lake: Root, flt: EventFilter, newest_first: bool = False) -> Iterator[pl.DataFrame]:
-    """The filtered lake rows, one UTC day at a time, oldest (or newest) first (memory: one org-day)."""
+def iter_days(lake: Root, flt: EventFilter, newest_first: bool = False,
+              budget: Budget | None = None) -> Iterator[pl.DataFrame]:
+    """The filtered lake rows, one UTC day at a time, oldest (or newest) first (memory: one org-day).
+
+    With a ``budget``, each day's rows are charged before and after filtering it, so a request stops
+    within about one organization-day of work past its bound.
+    """
     for day in reversed(flt.dates()) if newest_first else flt.dates():
         part = lk.read_partition(lake, day, flt.organization_id, READ_COLUMNS)
+        if budget is not None:
+            budget.charge(part.height)
         if part.height:
-            yield part.filter(flt.predicate())
+            kept = flt.apply(part)
+            if budget is not None:
+                budget.charge(0)
+            yield kept

@@ -95,6 +95,15 @@ function renderRows(items) {
   $("empty").hidden = items.length > 0;
 }
 
+function clearResults() {  // after an error, no rows from an earlier query may look like its answer
+  state.total = 0;
+  $("rows").replaceChildren();
+  $("empty").hidden = true;
+  $("range").textContent = "";
+  $("prev").disabled = true;
+  $("next").disabled = true;
+}
+
 function renderPager(page, size, total) {
   const first = total ? (page - 1) * size + 1 : 0;
   const last = Math.min(page * size, total);
@@ -128,6 +137,7 @@ async function load() {  // only the latest request's answer is shown
   } catch (error) {
     if (request !== state.request) return;
     setBusy(false);
+    clearResults();
     if (error.status === 401) return askForKey(error.message);
     setStatus("");
     setError(error.message);
