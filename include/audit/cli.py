@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "raw", "lake")
     p.add_argument("--now", help="ingest time (ISO 8601 with timezone); default: the current time")
     p.add_argument("--days", type=_positive, default=90, help="retention days (older events are quarantined)")
-    p.add_argument("--batch-mb", type=_positive, default=16, help="raw megabytes per committed batch")
+    p.add_argument("--batch-mb", type=_positive, default=config.DEFAULT_BATCH_MB,
+                   help=f"decompressed raw megabytes per committed batch (bounds memory; default {config.DEFAULT_BATCH_MB})")
 
     p = sub.add_parser("export-daily", help="write each organization's CSV for one UTC date")
     roots(p, "lake", "export")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DEFAULT_BATCH_MB = 64
+"""Decompressed raw megabytes per ingest batch: what bounds an ingest's memory (``--batch-mb``)."""
+
 DEFAULTS = {
     "AUDIT_RAW_ROOT": "./data/raw",
     "AUDIT_LAKE_ROOT": "./data/lake",

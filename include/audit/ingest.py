@@ -22,6 +22,7 @@ import polars as pl
 from . import lake as lk
 from . import ledger as ledgers
 from . import quarantine, raw
+from .config import DEFAULT_BATCH_MB
 from .dedupe import EventIndex, dedupe
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .storage import Root
@@ -29,8 +30,7 @@ from .validation import ValidationFailed, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
-"""Decompressed raw bytes per committed batch: what bounds a run's memory (``--batch-mb``)."""
+DEFAULT_BATCH_BYTES = DEFAULT_BATCH_MB << 20
 COMMIT_ATTEMPTS = 8
 
 

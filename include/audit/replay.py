@@ -30,7 +30,7 @@ from . import quarantine, raw
 from .dedupe import EventIndex
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .ingest import IngestSummary, Run, commit_events
-from .query import BadInput
+from .inputs import BadInput
 from .storage import Root
 
 log = logging.getLogger(__name__)
