@@ -11,7 +11,10 @@ ever waits for a lease. Concurrent runs are safe: every commit is optimistic and
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -111,6 +114,47 @@ def plan_batches(root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes
                 start = chunk.last_line
     if batch.chunks:
         yield batch
+
+
+def read_ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, with the next one read and parsed in a thread while the caller commits the current one.
+
+    Reading (pyarrow, zlib and object-store calls release the GIL) overlaps validation and commits;
+    memory holds at most two batches. An error while reading is raised here, in order.
+    """
+    slot: queue.Queue[tuple[Batch | None, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slot.put((batch, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put((None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slot.put((None, exc))
+
+    reader = threading.Thread(target=produce, name="raw-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch, error = slot.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield batch
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a producer waiting to hand over its batch
+            with contextlib.suppress(queue.Empty):
+                slot.get(timeout=0.2)
 
 
 def parsed_rows(batch: Batch) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -267,7 +311,7 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
     run = Run(lake, Window(now=now, retention_days=retention_days), now, validate, EventIndex(lake), ledger,
               summary)
     try:
-        for batch in plan_batches(raw_root, pending, batch_bytes, limits):
+        for batch in read_ahead(plan_batches(raw_root, pending, batch_bytes, limits)):
             ingest_batch(run, batch)
     except ConcurrentIngest as exc:
         log.warning("%s", exc)
