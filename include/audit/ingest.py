@@ -212,7 +212,7 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
         ledger = lk.committed_batches(lake)
         _recover(lake, set(ledger))
         done = {(path, sig) for entry in ledger.values() for path, sig in entry["files"].items()}
-        files = raw.discover(raw_root)
+        files = raw.discover(raw_root).files
         pending = [f for f in files if (f.path, f.signature) not in done]
         summary.skipped_files = len(files) - len(pending)
         if validate and pending:
