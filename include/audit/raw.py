@@ -216,17 +216,20 @@ class _Block:
         return self.data.count(b"\n") + (1 if self.data and not self.data.endswith(b"\n") else 0)
 
 
-def _skip_line(stream: _Capped, size: int) -> tuple[int, bytes, bool]:
-    """Read past the rest of a too-large line: its size (LF or CRLF excluded), what follows it, and
-    whether the stream ended."""
-    last = b""
-    while piece := stream.read(_READ_BYTES):
+def _skip_line(stream: _Capped, head: bytes, read_bytes: int) -> tuple[int, bytes, bytes, bool]:
+    """Read past the rest of a too-large line that starts with ``head``: its size (LF or CRLF
+    excluded), its first RAW_PREVIEW_BYTES, what follows it, and whether the stream ended."""
+    size, preview, last = len(head), head[:RAW_PREVIEW_BYTES], head[-1:]
+    while piece := stream.read(read_bytes):
         end = piece.find(b"\n")
+        text = piece if end < 0 else piece[:end]
+        if len(preview) < RAW_PREVIEW_BYTES:
+            preview += text[:RAW_PREVIEW_BYTES - len(preview)]
         if end >= 0:
             ending = piece[end - 1:end] if end else last
-            return size + end - (ending == b"\r"), piece[end + 1:], False
+            return size + end - (ending == b"\r"), preview, piece[end + 1:], False
         size, last = size + len(piece), piece[-1:]
-    return size, b"", True
+    return size, preview, b"", True
 
 
 def _without_bom(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
@@ -249,12 +252,13 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
     past, so memory stays within chunk_bytes + line_bytes + one read, whatever the input.
     """
     buf, line, eof = bytearray(), 1, False
+    read_bytes = max(1 << 12, min(_READ_BYTES, chunk_bytes))
     while True:
         newlines = buf.count(b"\n")
         while not eof and (len(buf) < chunk_bytes or not newlines) and newlines <= _MAX_BLOCK_LINES:
             if len(buf) - (buf.rfind(b"\n") + 1) > line_bytes + 1:
                 break  # the unfinished line is already too large
-            piece = stream.read(_READ_BYTES)
+            piece = stream.read(read_bytes)
             if not piece:
                 eof = True
                 break
@@ -268,8 +272,9 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
         if cut < tail:
             pass  # more whole lines follow: the next block takes them
         elif len(buf) - tail > line_bytes + 1:  # keep the start of the too-large line, read past the rest
-            preview = bytes(buf[tail:tail + RAW_PREVIEW_BYTES])
-            size, rest, ended = _skip_line(stream, len(buf) - tail) if not eof else (len(buf) - tail, b"", True)
+            head = bytes(buf[tail:])
+            size, preview, rest, ended = _skip_line(stream, head, read_bytes) if not eof else \
+                (len(head), head[:RAW_PREVIEW_BYTES], b"", True)
             if not stream.over:  # a line cut by the file limit is part of what file_too_large covers
                 long_line = (size, preview)
             del buf[tail:]
@@ -282,7 +287,7 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
         if eof and stream.over:
             buf.clear()  # an unfinished last line belongs to the part beyond the limit
         if not eof and not buf:
-            eof = not _peek(stream, buf)
+            eof = not _peek(stream, buf, read_bytes)
         block = _Block(data, line, long_line, done=eof and not buf)
         line += block.lines + (long_line is not None)
         yield block
@@ -290,9 +295,9 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
             return
 
 
-def _peek(stream: _Capped, buf: bytearray) -> bool:
+def _peek(stream: _Capped, buf: bytearray, read_bytes: int) -> bool:
     """Read ahead into ``buf``; False at the end of the stream (so the last block knows it is last)."""
-    piece = stream.read(_READ_BYTES)
+    piece = stream.read(read_bytes)
     buf += piece
     return bool(piece)
 
