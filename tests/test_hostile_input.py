@@ -162,3 +162,10 @@ def test_random_mutations_never_raise_and_account_for_every_line(tmp_path, seed)
     expected_rows, expected_rejected, _ = reference(body, name, limits)
     assert_frame_equal(rows, expected_rows)
     assert list(zip(rejected["reason"], rejected["line_number"])) == expected_rejected
+
+    after = rng.randrange(lines + 1)  # resuming a file part-way returns exactly the lines after that one
+    resumed = list(read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=after, limits=limits))
+    assert resumed[0].first_line == after + 1 and resumed[-1].done and resumed[-1].last_line == max(lines, after)
+    assert_frame_equal(pl.concat([c.rows for c in resumed]), expected_rows.filter(pl.col("line_number") > after))
+    assert [(r, n) for c in resumed for r, n in zip(c.rejected["reason"], c.rejected["line_number"])] == [
+        (r, n) for r, n in expected_rejected if n > after]

@@ -552,11 +552,12 @@ def _chunk(source: str, block: _Block, after_line: int, limits: Limits, file_rec
     last = block.first_line + block.lines - 1
     rows, rejected, blank = _parse_block(lines, source, limits)
     nbytes = len(lines.data)
-    if block.long_line and last + 1 > after_line:
+    if block.long_line:
         size, preview = block.long_line
         last += 1
-        rejected.append(_line_too_large(source, last, size, preview, limits))
-        nbytes += size
+        if last > after_line:
+            rejected.append(_line_too_large(source, last, size, preview, limits))
+            nbytes += size
     if last <= after_line and not block.done:
         return None
     rejected.sort(key=lambda r: r["line_number"])
