@@ -422,8 +422,11 @@ class _Lines:
             crs = np.flatnonzero(codes == 13)
             owner = np.searchsorted(self.stops, crs)
             ok[owner[crs < self.ends[owner]]] = False
-        opening = np.flatnonzero((codes == 123) | (codes == 91))
-        ok &= np.bincount(np.searchsorted(self.stops, opening), minlength=len(self)) <= limits.depth
+        # each candidate holds at least one "{": unless the block has depth more brackets than candidates,
+        # none can hold more than depth, and counting them line by line is not needed
+        if self.data.count(b"{") + self.data.count(b"[") >= int(ok.sum()) + limits.depth:
+            opening = np.flatnonzero((codes | 32) == 123)  # "{" or "["
+            ok &= np.bincount(np.searchsorted(self.stops, opening), minlength=len(self)) <= limits.depth
         if not self.data.isascii():  # Arrow does not check that every byte is UTF-8: lines that are not go careful
             for index in np.unique(np.searchsorted(self.stops, np.flatnonzero(codes >= 128))).tolist():
                 try:
