@@ -4,12 +4,14 @@ import ipaddress
 import random
 import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from include.audit.events import (
-    EMAIL_PATTERN, IP_PATTERN, ORGANIZATION_ID_PATTERN, RULES, REASONS, Window, expectations, normalize, route,
+    EMAIL_PATTERN, FIELD_BYTES, IP_PATTERN, NOT_BLANK_PATTERN, ORGANIZATION_ID_PATTERN, RULES, REASONS, Window,
+    expectations, normalize, route,
 )
 from include.audit.raw import PARSED_SCHEMA
 
@@ -138,9 +140,66 @@ def test_first_broken_rule_wins():
 
 
 def test_reasons_are_in_the_documented_order():
-    assert REASONS == ("malformed_json", "missing_field", "unknown_action", "invalid_timestamp",
-                       "invalid_organization_id", "invalid_ip", "invalid_email", "outside_retention",
-                       "future_timestamp", "conflicting_duplicate", "unreadable_file")
+    assert REASONS == ("line_too_large", "too_deeply_nested", "malformed_json", "invalid_type", "missing_field",
+                       "field_too_large", "unknown_action", "invalid_timestamp", "invalid_organization_id",
+                       "invalid_ip", "invalid_email", "outside_retention", "future_timestamp",
+                       "conflicting_duplicate", "file_too_large", "unreadable_file")
+
+
+def test_readme_lists_the_reasons_in_precedence_order():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Validation and quarantine", 1)[1].split("\n## ", 1)[0]
+    positions = [section.find(f"`{reason}`") for reason in REASONS]
+    assert -1 not in positions and positions == sorted(positions)
+
+
+@pytest.mark.parametrize("field", ["event_id", "organization_id", "user_email", "action", "ip_address"])
+@pytest.mark.parametrize("value", [" ", "\t \n", "\u00a0", "\u3000", "\u2028"])
+def test_whitespace_only_required_field_is_missing(field, value):
+    frame = routed(event(**{field: value}))
+    assert frame["reason"][0] == "missing_field" and field in frame["detail"][0]
+
+
+def test_whitespace_inside_a_value_is_kept():
+    assert reason_of(event_id=" e 1 ") is None
+
+
+@pytest.mark.parametrize("field, limit", [("resource", 8192), ("user_agent", 8192), ("event_id", 256),
+                                          ("user_email", 256), ("region", 256)])
+def test_field_too_large_at_its_byte_limit(field, limit):
+    at_limit = "a@" + "b" * (limit - 2) if field == "user_email" else "x" * limit
+    assert reason_of(**{field: at_limit}) is None
+    frame = routed(event(**{field: at_limit + "x"}))
+    assert frame["reason"][0] == "field_too_large"
+    assert frame["detail"][0] == f"{field} is {limit + 1} bytes (limit {limit})"
+
+
+def test_field_size_counts_utf8_bytes_and_follows_the_window():
+    assert reason_of(resource="é" * 4097) == "field_too_large"  # 8,194 bytes, 4,097 characters
+    frame = route(routed(event(resource="x" * 20)).select(list(PARSED_SCHEMA)), Window(NOW, field_bytes={"resource": 10}))
+    assert frame["reason"][0] == "field_too_large"
+
+
+def test_field_too_large_comes_after_missing_field_and_before_the_formats():
+    assert reason_of(event_id="", resource="x" * 9000) == "missing_field"
+    assert reason_of(action="x" * 300) == "field_too_large"
+
+
+@pytest.mark.parametrize("value", ["2026-11-25T23:59:60Z", "2026-11-25T23:59:60.5Z", "2026-12-31T23:59:60+00:00",
+                                   "2026-11-25T24:00:00Z", "2026-11-25T10:60:00Z"])
+def test_leap_seconds_and_out_of_range_clock_fields_are_invalid(value):
+    assert reason_of(event_time=value) == "invalid_timestamp"
+
+
+def test_ge_checks_the_same_blank_and_size_rules():
+    suite = expectations(Window(NOW))
+    regexes = {(e.column, e.regex) for e in suite if type(e).__name__ == "ExpectColumnValuesToMatchRegex"}
+    assert ("event_id", NOT_BLANK_PATTERN) in regexes
+    sizes = {e.column: e.max_value for e in suite if type(e).__name__ == "ExpectColumnValueLengthsToBeBetween"}
+    assert sizes == dict(FIELD_BYTES)
+    # the pattern means the same to polars (the router) and to Python's re (Great Expectations)
+    for value in [" ", "\x1c", "\u200b", "\u00a0", "a", "\u3000x"]:
+        assert bool(re.search(NOT_BLANK_PATTERN, value)) == pl.Series([value]).str.contains(NOT_BLANK_PATTERN)[0]
 
 
 def test_ge_suite_is_generated_from_the_same_rules():
@@ -149,7 +208,8 @@ def test_ge_suite_is_generated_from_the_same_rules():
     kinds = {type(e).__name__ for e in suite}
     assert {"ExpectColumnValuesToBeInSet", "ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToMatchRegex",
             "ExpectColumnValuesToBeUnique", "ExpectColumnMinToBeBetween", "ExpectColumnMaxToBeBetween"} <= kinds
-    regexes = {e.column: e.regex for e in suite if type(e).__name__ == "ExpectColumnValuesToMatchRegex"}
+    regexes = {e.column: e.regex for e in suite
+               if type(e).__name__ == "ExpectColumnValuesToMatchRegex" and e.regex != NOT_BLANK_PATTERN}
     assert regexes == {"organization_id": ORGANIZATION_ID_PATTERN, "ip_address": IP_PATTERN,
                        "user_email": EMAIL_PATTERN}
     assert [r.reason for r in RULES][-1] == "conflicting_duplicate"

@@ -7,9 +7,10 @@ Rules are ordered: a bad row is quarantined with the reason of the first rule it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import polars as pl
 
@@ -26,6 +27,14 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 OPTIONAL_FIELDS: tuple[str, ...] = ("resource", "user_agent", "region")
 EVENT_FIELDS: tuple[str, ...] = REQUIRED_FIELDS + OPTIONAL_FIELDS
 """The named fields of a raw event; any other field is kept in ``attributes``."""
+
+FIELD_BYTES: Mapping[str, int] = MappingProxyType({
+    **{f: 256 for f in EVENT_FIELDS},
+    "resource": 8 * 1024,
+    "user_agent": 8 * 1024,
+})
+"""Default maximum UTF-8 size of each named field (``field_too_large`` beyond it): a platform's ids,
+emails, addresses and actions are short; a resource path or a user agent may be long, but not unbounded."""
 
 # --- lake schema ----------------------------------------------------------------------------
 
@@ -81,9 +90,17 @@ def _ipv6() -> str:
 IP_PATTERN = rf"^(?:{_IPV4}|{_ipv6()})$"
 ORGANIZATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 EMAIL_PATTERN = r"^[^@]+@[^@]+$"
-TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+TIMESTAMP_PATTERN = (  # seconds stop at 59: a leap second (:60) would silently become the next second
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
 )
+WHITESPACE = "".join(map(chr, (
+    0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
+    0x205F, 0x3000,
+)))
+"""Unicode's White_Space characters, listed so that polars (Rust) and Great Expectations (Python) agree."""
+NOT_BLANK_PATTERN = f"[^{WHITESPACE}]"
+"""A value holds something besides whitespace (a whitespace-only required field is missing)."""
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 
 
@@ -104,11 +121,12 @@ PARSED_TIME = "_event_time"
 
 @dataclass(frozen=True)
 class Window:
-    """The ingest-time bounds that the time rules check against."""
+    """The ingest-time bounds that the rules check against: the time window and the field sizes."""
 
     now: datetime
     retention_days: int = 90
     future_tolerance: timedelta = timedelta(minutes=15)
+    field_bytes: Mapping[str, int] = field(default_factory=lambda: FIELD_BYTES, hash=False)
 
     @property
     def oldest_date(self) -> date:
@@ -144,7 +162,8 @@ class Rule:
 
 
 def _missing(column: str) -> pl.Expr:
-    return pl.col(column).is_null() | (pl.col(column) == "")
+    """Absent, null, empty or only whitespace."""
+    return pl.col(column).is_null() | ~pl.col(column).str.contains(NOT_BLANK_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -165,8 +184,35 @@ class Required(Rule):
         for c in self.columns:
             out.append(gxe.ExpectColumnValuesToNotBeNull(column=c))
             if c != "event_time":
-                out.append(gxe.ExpectColumnValueLengthsToBeBetween(column=c, min_value=1))
+                out.append(gxe.ExpectColumnValuesToMatchRegex(column=c, regex=NOT_BLANK_PATTERN))
         return out
+
+
+@dataclass(frozen=True)
+class FieldSize(Rule):
+    """Every named field fits its size limit (``Window.field_bytes``, UTF-8 bytes)."""
+
+    columns: tuple[str, ...] = EVENT_FIELDS
+
+    def _too_large(self, window: Window) -> list[tuple[str, pl.Expr]]:
+        return [(c, (pl.col(c).str.len_bytes() > window.field_bytes[c]).fill_null(False)) for c in self.columns
+                if c in window.field_bytes]  # a null field is not too large (Required says if it is missing)
+
+    def violated(self, window: Window) -> pl.Expr:
+        return pl.any_horizontal(broken for _, broken in self._too_large(window))
+
+    def detail(self, window: Window) -> pl.Expr:
+        parts = [pl.when(broken).then(pl.format(
+            "{} is {} bytes (limit {})", pl.lit(c), pl.col(c).str.len_bytes(), pl.lit(window.field_bytes[c])))
+            for c, broken in self._too_large(window)]
+        return pl.concat_str(parts, separator=", ", ignore_nulls=True)
+
+    def expectations(self, window: Window) -> list[Expectation]:
+        import great_expectations.expectations as gxe
+
+        # GE counts characters, never more than bytes: a row within the byte limit always passes
+        return [gxe.ExpectColumnValueLengthsToBeBetween(column=c, max_value=window.field_bytes[c])
+                for c in self.columns if c in window.field_bytes]
 
 
 @dataclass(frozen=True)
@@ -285,12 +331,22 @@ class Unique(Rule):
         return [gxe.ExpectColumnValuesToBeUnique(column=self.column)]
 
 
+# reasons found while reading a file, before any row exists (see ``raw``), in precedence order
+LINE_TOO_LARGE = "line_too_large"
+TOO_DEEPLY_NESTED = "too_deeply_nested"
 MALFORMED_JSON = "malformed_json"
+INVALID_TYPE = "invalid_type"  # a required field that is not a JSON string
+FILE_TOO_LARGE = "file_too_large"
 UNREADABLE_FILE = "unreadable_file"
+LINE_REASONS: tuple[str, ...] = (LINE_TOO_LARGE, TOO_DEEPLY_NESTED, MALFORMED_JSON, INVALID_TYPE)
+"""What the parser rejects a line for, first check first: it never reads a line past its size or depth."""
+FILE_REASONS: tuple[str, ...] = (FILE_TOO_LARGE, UNREADABLE_FILE)
+"""What the parser rejects the rest of a file for: one record per file."""
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 RULES: tuple[Rule, ...] = (
     Required("missing_field"),
+    FieldSize("field_too_large"),
     InCatalog("unknown_action"),
     Timestamp("invalid_timestamp"),
     Pattern(
@@ -305,8 +361,8 @@ RULES: tuple[Rule, ...] = (
 )
 """The row rules, in the order their reasons take precedence."""
 
-REASONS: tuple[str, ...] = (MALFORMED_JSON, *(r.reason for r in RULES), UNREADABLE_FILE)
-"""Every quarantine reason, in precedence order (``unreadable_file`` is per file)."""
+REASONS: tuple[str, ...] = (*LINE_REASONS, *(r.reason for r in RULES), *FILE_REASONS)
+"""Every quarantine reason, in precedence order (the last two are per file)."""
 
 
 def route(frame: pl.DataFrame, window: Window, rules: Sequence[Rule] = RULES) -> pl.DataFrame:

@@ -1,7 +1,17 @@
-"""Raw event files: finding them, reading them, and parsing JSON Lines into string columns.
+"""Raw event files: finding them below the raw root, and parsing them in bounded chunks into string rows.
 
-Parsing never fails a file: a line that is not a JSON object comes back as a ``malformed_json``
-quarantine record, a file that cannot be read as one ``unreadable_file`` record.
+Nothing a file contains can stop ingestion or exhaust memory. Every line becomes a row (every event
+field as text) or a quarantine record with a reason (``line_too_large``, ``too_deeply_nested``,
+``malformed_json``, ``invalid_type``); a file that cannot be read, or that inflates past its limit,
+ends in one file-level record (``unreadable_file``, ``file_too_large``). Storage failures (a dead
+endpoint, a read the store denies) are not content: they propagate, so that the run fails and is
+retried instead of quarantining good files.
+
+Lines end at LF or CRLF, nowhere else (a bare CR or U+2028 inside a line is data), and both parse
+paths number them the same way: a vectorized one (pyarrow.json over a whole block, only for lines
+that a cheap screen finds plain: ``{...}``, short, shallow, no bare CR) and a careful one, line by
+line, for every other line. Both give identical rows; no untrusted line reaches a parser that
+recurses before its nesting depth is known to be within the limit.
 """
 
 from __future__ import annotations
@@ -9,21 +19,32 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import zlib
-from datetime import UTC, datetime
+import logging
+import os
+import posixpath
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .events import EVENT_FIELDS, MALFORMED_JSON, UNREADABLE_FILE
+from .events import (
+    EVENT_FIELDS, FIELD_BYTES, FILE_TOO_LARGE, INVALID_TYPE, LINE_TOO_LARGE, MALFORMED_JSON, REQUIRED_FIELDS,
+    TOO_DEEPLY_NESTED, UNREADABLE_FILE,
+)
 from .storage import Root, is_hidden
 
-RAW_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".jsonl.gz")
+log = logging.getLogger(__name__)
+
+RAW_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
+"""Names of raw files, matched case-insensitively; ``.gz`` ones are gzip-compressed."""
+SKIP_REASONS: tuple[str, ...] = ("suffix", "hidden", "symlink")
 
 PARSED_SCHEMA: dict[str, pl.DataType] = {
     **{f: pl.String() for f in EVENT_FIELDS},
@@ -33,23 +54,71 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
 }
 """A parsed line: every event field as text (null where absent), extras as JSON, and provenance."""
 
-_ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
-_ROWS_PER_FRAME = 20_000
-_FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    "reason": pl.String(), "detail": pl.String(), "source_file": pl.String(), "line_number": pl.Int64(),
+    "raw": pl.String(),
+}
+"""A line (or, with a null line_number, a file) that is not an event, shaped for the quarantine."""
+
+RAW_PREVIEW_BYTES = 4096
+"""How much of a line over the size limit the quarantine keeps."""
+_READ_BYTES = 1 << 20  # decompressed bytes asked for at a time
+_MAX_BLOCK_LINES = 1 << 17  # per-line arrays stay small even for a block of blank lines
+_BOM = b"\xef\xbb\xbf"
 
 
-class UnreadableFile(Exception):
-    """The file's bytes cannot be read as (optionally gzipped) text."""
+# --- limits ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Limits:
+    """What one line, one file and one field may hold; each breach is quarantined with its own reason."""
+
+    line_bytes: int = 1 << 20  # line_too_large
+    depth: int = 64  # too_deeply_nested
+    file_bytes: int = 2 << 30  # file_too_large: decompressed, checked while streaming
+    field_bytes: Mapping[str, int] = field(default_factory=lambda: FIELD_BYTES, hash=False)  # field_too_large
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Limits":
+        """The defaults, overridden by ``AUDIT_MAX_LINE_BYTES``, ``AUDIT_MAX_DEPTH``, ``AUDIT_MAX_FILE_BYTES``
+        and ``AUDIT_MAX_FIELD_BYTES_<FIELD>`` (e.g. ``AUDIT_MAX_FIELD_BYTES_RESOURCE``); ValueError if one
+        is not a positive whole number."""
+
+        def read(name: str, default: int) -> int:
+            text = environ.get(name, "").strip()
+            if not text:
+                return default
+            if not (text.isascii() and text.isdigit()) or int(text) < 1:
+                raise ValueError(f"{name} must be a positive whole number, not {text!r}")
+            return int(text)
+
+        return cls(
+            line_bytes=read("AUDIT_MAX_LINE_BYTES", cls.line_bytes),
+            depth=read("AUDIT_MAX_DEPTH", cls.depth),
+            file_bytes=read("AUDIT_MAX_FILE_BYTES", cls.file_bytes),
+            field_bytes={f: read(f"AUDIT_MAX_FIELD_BYTES_{f.upper()}", n) for f, n in FIELD_BYTES.items()},
+        )
+
+
+# --- finding raw files ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RawFile:
     """A raw file below the raw root, with a signature that changes when its content does."""
 
-    path: str  # relative to the raw root, with "/" separators
+    path: str  # relative to the raw root, "/" separators; bytes of a name that are not UTF-8 as \xNN
     size: int
     signature: str
-    modified: "datetime | None" = None
+    modified: datetime | None = None  # arrival (mtime / LastModified), UTC
+    location: str = field(default="", compare=False, repr=False)  # the name in the file system, unescaped
+
+
+@dataclass
+class Discovery:
+    """The raw files to ingest, in path order, and how many entries were skipped, by reason."""
+
+    files: list[RawFile]
+    skipped: dict[str, int]
 
 
 def signature(info: dict[str, Any]) -> str:
@@ -58,79 +127,207 @@ def signature(info: dict[str, Any]) -> str:
     return f"{info.get('size', 0)}:{str(tag).strip(chr(34))}"
 
 
-def discover(root: Root) -> "Discovery":
-    """Every raw event file below ``root``, in path order."""
-    found = []
-    for path, info in root.find_with_details(root.path).items():
-        if is_hidden(path) or not path.endswith(RAW_SUFFIXES):
-            continue
-        found.append(RawFile(root.relative(path), int(info.get("size") or 0), signature(info), modified_at(info)))
-    return Discovery(found, {"suffix": 0, "hidden": 0, "symlink": 0})
-
-
-def modified_at(info: dict[str, Any]) -> datetime | None:
-    value = info.get("mtime") or info.get("LastModified")
+def modified(info: dict[str, Any]) -> datetime | None:
+    """When the file arrived, in UTC (LastModified on object stores, mtime on file systems)."""
+    value = info.get("LastModified") or info.get("mtime")
     if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(value), UTC) if value is not None else None
+
+
+def printable_name(path: str) -> str:
+    """A file system name as UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` (os.fsdecode's escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def skip_reason(path: str, kind: str = "file") -> str | None:
+    """Why an entry below the raw root is not raw input (None if it is): a hidden name anywhere in its
+    path, a symlink (never followed), or a name without a raw suffix."""
+    if any(is_hidden(part) for part in path.split("/")):
+        return "hidden"
+    if kind == "symlink":
+        return "symlink"
+    if not path.lower().endswith(RAW_SUFFIXES):
+        return "suffix"
     return None
 
 
-def read_text_bytes(root: Root, file: RawFile) -> bytes:
-    """The file's bytes, gunzipped when it is a ``.gz``; UnreadableFile if that fails."""
-    data = root.read_bytes(root.join(file.path))
-    if not file.path.endswith(".gz"):
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UnreadableFile(f"not a readable gzip file: {exc}") from None
+def discover(root: Root) -> Discovery:
+    """Every raw event file below ``root``, in path order, and the skipped entries counted by reason."""
+    files: list[RawFile] = []
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    for location, kind, info in root.walk(root.path):
+        path = printable_name(root.relative(location))
+        reason = skip_reason(path, kind)
+        if reason:
+            skipped[reason] += 1
+        elif kind != "file":
+            log.warning("skipping %s: not a regular file", path)
+        else:
+            files.append(RawFile(path, int(info.get("size") or 0), signature(info), modified(info), location))
+    if any(skipped.values()):
+        log.info("raw root %s: skipped %s", root.url, skipped)
+    return Discovery(sorted(files, key=lambda f: f.path), skipped)
+
+
+# --- reading: a bounded, decompressed stream cut into blocks of whole lines --------------------
+
+class _StorageReads:
+    """The file's bytes as the store gives them; remembers a failure, which is the store's, not content."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.failed: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.handle.read(size)
+        except Exception as exc:
+            self.failed = exc
+            raise
+
+
+class _Capped:
+    """A decompressed stream that ends at ``limit`` bytes; ``over`` says whether there was more."""
+
+    def __init__(self, read: Callable[[int], bytes], limit: int) -> None:
+        self._read, self.left, self.over = read, limit, False
+
+    def read(self, size: int) -> bytes:
+        if self.left <= 0:
+            self.over = self.over or bool(self._read(1))
+            return b""
+        piece = self._read(min(size, self.left))
+        self.left -= len(piece)
+        return piece
 
 
 @dataclass
-class ParsedLines:
-    """The lines of a batch of files: JSON objects as rows, the rest as quarantine records.
+class _Block:
+    """Whole lines of a file (numbered from ``first_line``), then maybe one line too large to keep."""
 
-    The decompressed file contents are kept so that a row that later fails a rule can be
-    quarantined with its original line, without carrying every line's text along.
+    data: bytes
+    first_line: int
+    long_line: tuple[int, bytes] | None = None  # (size, first bytes) of the line after ``data``'s lines
+    done: bool = False
+
+    @property
+    def lines(self) -> int:
+        return self.data.count(b"\n") + (1 if self.data and not self.data.endswith(b"\n") else 0)
+
+
+def _skip_line(stream: _Capped, head: bytes, read_bytes: int) -> tuple[int, bytes, bytes, bool]:
+    """Read past the rest of a too-large line that starts with ``head``: its size (LF or CRLF
+    excluded), its first RAW_PREVIEW_BYTES, what follows it, and whether the stream ended."""
+    size, preview, last = len(head), head[:RAW_PREVIEW_BYTES], head[-1:]
+    while piece := stream.read(read_bytes):
+        end = piece.find(b"\n")
+        text = piece if end < 0 else piece[:end]
+        if len(preview) < RAW_PREVIEW_BYTES:
+            preview += text[:RAW_PREVIEW_BYTES - len(preview)]
+        if end >= 0:
+            ending = piece[end - 1:end] if end else last
+            return size + end - (ending == b"\r"), preview, piece[end + 1:], False
+        size, last = size + len(piece), piece[-1:]
+    return size, preview, b"", True
+
+
+def _without_bom(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    """``read``, minus a UTF-8 byte order mark at the start of the file."""
+    first = True
+
+    def reader(size: int) -> bytes:
+        nonlocal first
+        piece = read(size)
+        if first and piece:
+            first, piece = False, piece.removeprefix(_BOM) or read(size)
+        return piece
+    return reader
+
+
+def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Block]:
+    """The stream as blocks of about ``chunk_bytes`` of whole lines (at most _MAX_BLOCK_LINES).
+
+    A line longer than ``line_bytes`` is never held: its first bytes are kept and the rest is read
+    past, so memory stays within chunk_bytes + line_bytes + one read, whatever the input.
     """
+    buf, line, eof = bytearray(), 1, False
+    read_bytes = max(1 << 12, min(_READ_BYTES, chunk_bytes))
+    while True:
+        newlines = buf.count(b"\n")
+        while not eof and (len(buf) < chunk_bytes or not newlines) and newlines <= _MAX_BLOCK_LINES:
+            if len(buf) - (buf.rfind(b"\n") + 1) > line_bytes + 1:
+                break  # the unfinished line is already too large
+            piece = stream.read(read_bytes)
+            if not piece:
+                eof = True
+                break
+            buf += piece
+            newlines += piece.count(b"\n")
+        tail = buf.rfind(b"\n") + 1
+        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or tail and buf.find(b"\n") + 1  # lines within chunk_bytes
+        if newlines > _MAX_BLOCK_LINES:
+            cut = min(cut, int(np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)[_MAX_BLOCK_LINES - 1]) + 1)
+        long_line = None
+        if cut < tail:
+            pass  # more whole lines follow: the next block takes them
+        elif len(buf) - tail > line_bytes + 1:  # keep the start of the too-large line, read past the rest
+            head = bytes(buf[tail:])
+            size, preview, rest, ended = _skip_line(stream, head, read_bytes) if not eof else \
+                (len(head), head[:RAW_PREVIEW_BYTES], b"", True)
+            if not stream.over:  # a line cut by the file limit is part of what file_too_large covers
+                long_line = (size, preview)
+            del buf[tail:]
+            buf += rest
+            eof = eof or ended
+        elif eof and not stream.over:
+            cut = len(buf)
+        data = bytes(buf[:cut])
+        del buf[:cut]
+        if eof and stream.over:
+            buf.clear()  # an unfinished last line belongs to the part beyond the limit
+        if not eof and not buf:
+            eof = not _peek(stream, buf, read_bytes)
+        block = _Block(data, line, long_line, done=eof and not buf)
+        line += block.lines + (long_line is not None)
+        yield block
+        if block.done:
+            return
 
-    frames: list[pl.DataFrame] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    lines: int = 0
-    texts: dict[str, bytes] = field(default_factory=dict)
 
-    def frame(self) -> pl.DataFrame:
-        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=PARSED_SCHEMA)
+def _peek(stream: _Capped, buf: bytearray, read_bytes: int) -> bool:
+    """Read ahead into ``buf``; False at the end of the stream (so the last block knows it is last)."""
+    piece = stream.read(read_bytes)
+    buf += piece
+    return bool(piece)
 
-    def reject(self, reason: str, detail: str, source: str, line: int | None, raw: str | None) -> None:
-        self.rejected.append(
-            {"reason": reason, "detail": detail, "source_file": source, "line_number": line, "raw": raw}
-        )
 
-    def raw_lines(self, sources: Sequence[str], numbers: Sequence[int]) -> list[str]:
-        """The original text of the given (source file, line number) pairs."""
-        starts: dict[str, np.ndarray] = {}
-        out = []
-        for source, number in zip(sources, numbers):
-            if source not in starts:  # where each line begins: 8 bytes a line, not a copy of the file
-                newlines = np.flatnonzero(np.frombuffer(self.texts[source], dtype=np.uint8) == 10)
-                starts[source] = np.concatenate(([0], newlines + 1))
-            data, begin = self.texts[source], starts[source]
-            end = begin[number] - 1 if number < len(begin) else len(data)
-            out.append(data[begin[number - 1]:end].removesuffix(b"\r").decode("utf-8", "backslashreplace"))
-        return out
-
+# --- parsing: one line, carefully -----------------------------------------------------------
 
 _decoder = msgspec.json.Decoder()
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_SPACE = b" \t\r\n"
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
+               list: "array", dict: "object"}
 
 
-def _as_text(value: Any) -> str | None:
-    """A field value as text: strings as they are, other JSON values as their JSON text."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+def nesting_depth(line: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text, without parsing it (strings are skipped)."""
+    codes = np.frombuffer(_STRING.sub(b"", line), dtype=np.uint8)
+    steps = ((codes == 123) | (codes == 91)).astype(np.int32) - ((codes == 125) | (codes == 93))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return obj
 
 
 def attributes_json(extras: dict[str, Any]) -> str | None:
@@ -139,115 +336,193 @@ def attributes_json(extras: dict[str, Any]) -> str | None:
     return json.dumps(kept, separators=(",", ":"), ensure_ascii=False, sort_keys=True) if kept else None
 
 
-def _line_numbers(data: bytes, rows: int) -> Sequence[int]:
-    """1-based numbers of the non-blank lines (what a JSON Lines reader returns rows for)."""
-    if data.rstrip().count(b"\n") + 1 == rows:  # every line is a row: no blank lines to skip
-        return range(1, rows + 1)
-    return [n for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+def _as_text(value: Any) -> str | None:
+    """An optional field's value as text: strings as they are, other JSON values as their JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def _parse_fast(data: bytes, source: str) -> pl.DataFrame | None:
-    """Fast path, in Arrow: a file whose lines are all JSON objects with string (or null) event fields.
+def _decoded(line: bytes) -> str:
+    return line.decode("utf-8", "backslashreplace")
 
-    Returns None for anything else (a bad line, a non-string field), which the line-by-line
-    parser then handles. Rows with extra fields get their attributes from the same canonical
-    encoder the line-by-line parser uses, so both paths give identical rows.
-    """
-    try:
-        table = pa_json.read_json(io.BytesIO(data), parse_options=_FAST_JSON)
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+
+def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str] | None:
+    """One line (without its LF/CRLF, within the size limit) -> event field values plus attributes,
+    or ``(reason, detail)``, or None for a blank line. The reference both parse paths agree with."""
+    if not line.strip(_JSON_SPACE):
         return None
-    numbers = _line_numbers(data, table.num_rows)
-    extras = [c for c in table.column_names if c not in EVENT_FIELDS]
-    attributes: list[str | None] = [None] * table.num_rows
-    if extras:
-        has_extra = pl.from_arrow(table.select(extras)).select(  # type: ignore[union-attr]
-            pl.any_horizontal(pl.all().is_not_null()).alias("has_extra"))["has_extra"]
-        lines = data.split(b"\n")
-        for row in has_extra.arg_true().to_list():
-            obj = _decoder.decode(lines[numbers[row] - 1])
-            attributes[row] = attributes_json({k: v for k, v in obj.items() if k not in EVENT_FIELDS})
-    return pl.from_arrow(table.select(list(EVENT_FIELDS))).with_columns(  # type: ignore[union-attr]
-        attributes=pl.Series(attributes, dtype=pl.String),
-        source_file=pl.lit(source, pl.String),
-        line_number=pl.Series(numbers, dtype=pl.Int64),
-    )
+    if line.count(b"{") + line.count(b"[") > depth and (found := nesting_depth(line)) > depth:
+        return TOO_DEEPLY_NESTED, f"nested {found} levels deep, over the limit of {depth} (AUDIT_MAX_DEPTH)"
+    try:
+        obj = _decoder.decode(line)
+    except UnicodeDecodeError as exc:
+        return MALFORMED_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}"
+    except (msgspec.DecodeError, ValueError) as exc:
+        return MALFORMED_JSON, f"not JSON: {exc}"
+    if not isinstance(obj, dict):
+        return MALFORMED_JSON, f"a JSON {_JSON_TYPES.get(type(obj), 'value')}, not an object"
+    try:  # a second, pairwise decode: the last of two equal keys must not silently win
+        json.loads(line, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        return MALFORMED_JSON, f"duplicate key {str(exc)[:200]!r}"
+    wrong = [f"{f} is a JSON {_JSON_TYPES.get(type(obj[f]), 'value')}" for f in REQUIRED_FIELDS
+             if obj.get(f) is not None and not isinstance(obj[f], str)]
+    if wrong:
+        return INVALID_TYPE, ", ".join(wrong) + ", not a string"
+    values = [_as_text(obj.pop(name, None)) for name in EVENT_FIELDS]
+    return (*values, attributes_json(obj))
 
 
-def _parse_lines(parsed: ParsedLines, data: bytes, source: str) -> pl.DataFrame:
-    """Line by line, for files with extra fields, non-string values or bad lines."""
-    rows: list[tuple] = []
-    frames: list[pl.DataFrame] = []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if len(rows) == _ROWS_PER_FRAME:  # bound the Python objects alive at once
-            frames.append(pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row"))
-            rows = []
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line.strip():
-            continue
-        try:
-            obj = _decoder.decode(line)
-        except UnicodeDecodeError as exc:
-            parsed.reject(MALFORMED_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}", source, number,
-                          line.decode("utf-8", "backslashreplace"))
-            continue
-        except msgspec.DecodeError as exc:
-            parsed.reject(MALFORMED_JSON, f"not JSON: {exc}", source, number, line.decode("utf-8", "replace"))
-            continue
-        if not isinstance(obj, dict):
-            parsed.reject(MALFORMED_JSON, f"not a JSON object but a {type(obj).__name__}", source, number,
-                          line.decode())
-            continue
-        values = [_as_text(obj.pop(name, None)) for name in EVENT_FIELDS]
-        rows.append((*values, attributes_json(obj), source, number))
-    frames.append(pl.DataFrame(rows, schema=PARSED_SCHEMA, orient="row"))
-    return pl.concat(frames)
-
-
-def parse_into(parsed: ParsedLines, data: bytes, source: str) -> None:
-    """Parse JSON Lines ``data`` (LF or CRLF; blank lines skipped) from ``source`` into ``parsed``."""
-    rejected_before = len(parsed.rejected)
-    frame = _parse_fast(data, source)
-    if frame is None:
-        frame = _parse_lines(parsed, data, source)
-    parsed.frames.append(frame)
-    parsed.texts[source] = data
-    parsed.lines += frame.height + len(parsed.rejected) - rejected_before
-
-
-def parse_files(root: Root, files: list[RawFile]) -> ParsedLines:
-    """Read and parse ``files``; an unreadable file becomes one quarantine record."""
-    parsed = ParsedLines()
-    for file in files:
-        try:
-            data = read_text_bytes(root, file)
-        except UnreadableFile as exc:
-            parsed.reject(UNREADABLE_FILE, str(exc), file.path, None, None)
-            continue
-        parse_into(parsed, data, file.path)
-    return parsed
-
-
-# --- interim chunk interface (the hardened, streaming parser replaces this) ---------------------
-
-@dataclass(frozen=True)
-class Limits:
-    line_bytes: int = 1 << 20
-
-    @classmethod
-    def from_env(cls) -> "Limits":
-        return cls()
-
+# --- parsing: a block of lines ----------------------------------------------------------------
 
 @dataclass
-class Discovery:
-    files: list[RawFile]
-    skipped: dict[str, int]
+class _Lines:
+    """The lines of a block: where each starts and where its text ends (LF or CRLF excluded)."""
 
+    data: bytes
+    first_line: int
+    starts: np.ndarray
+    ends: np.ndarray  # text ends
+    stops: np.ndarray  # where the LF is (or the end of the data, for an unterminated last line)
+
+    @classmethod
+    def of(cls, data: bytes, first_line: int) -> "_Lines":
+        codes = np.frombuffer(data, dtype=np.uint8)
+        stops = np.flatnonzero(codes == 10)
+        if data and not data.endswith(b"\n"):
+            stops = np.append(stops, len(data))
+        starts = np.concatenate(([0], stops[:-1] + 1)).astype(np.int64) if len(stops) else stops
+        crlf = (stops > starts) & (stops < len(data))
+        crlf[crlf] = codes[stops[crlf] - 1] == 13
+        return cls(data, first_line, starts, stops - crlf, stops)
+
+    def __len__(self) -> int:
+        return len(self.stops)
+
+    def text(self, index: int) -> bytes:
+        return self.data[self.starts[index]:self.ends[index]]
+
+    def after(self, line: int) -> "_Lines":
+        """The lines numbered above ``line``."""
+        skip = max(0, line - self.first_line + 1)
+        if skip == 0:
+            return self
+        start = int(self.starts[skip]) if skip < len(self) else len(self.data)
+        return _Lines.of(self.data[start:], self.first_line + skip)
+
+    def plain(self, limits: Limits) -> np.ndarray:
+        """Which lines may take the vectorized path: ``{...}`` within the size limit, with no more
+        opening brackets than the depth limit (so no deeper) and no bare CR."""
+        codes = np.frombuffer(self.data, dtype=np.uint8)
+        lengths = self.ends - self.starts
+        ok = (lengths > 0) & (lengths <= limits.line_bytes)
+        ok[ok] = (codes[self.starts[ok]] == 123) & (codes[self.ends[ok] - 1] == 125)
+        if self.data.count(b"\r") > int((self.stops - self.ends).sum()):
+            crs = np.flatnonzero(codes == 13)
+            owner = np.searchsorted(self.stops, crs)
+            ok[owner[crs < self.ends[owner]]] = False
+        # each candidate holds at least one "{": unless the block has depth more brackets than candidates,
+        # none can hold more than depth, and counting them line by line is not needed
+        if self.data.count(b"{") + self.data.count(b"[") >= int(ok.sum()) + limits.depth:
+            opening = np.flatnonzero((codes | 32) == 123)  # "{" or "["
+            ok &= np.bincount(np.searchsorted(self.stops, opening), minlength=len(self)) <= limits.depth
+        if not self.data.isascii():  # Arrow does not check that every byte is UTF-8: lines that are not go careful
+            for index in np.unique(np.searchsorted(self.stops, np.flatnonzero(codes >= 128))).tolist():
+                try:
+                    self.text(index).decode("utf-8")
+                except UnicodeDecodeError:
+                    ok[index] = False
+        return ok
+
+    def joined(self, indices: np.ndarray) -> bytes:
+        """The text of the lines at ``indices`` (ascending), one per line, for pyarrow."""
+        if len(indices) == len(self) and (not self.data or self.data.endswith(b"\n")):
+            return self.data
+        runs = np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)
+        return b"\n".join(self.data[self.starts[r[0]]:self.stops[r[-1]]] for r in runs) + b"\n"
+
+
+_ROW_SCHEMA: dict[str, pl.DataType] = {c: t for c, t in PARSED_SCHEMA.items() if c != "source_file"}
+_ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
+_FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
+
+
+def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
+    """The vectorized path, in Arrow: rows of the lines at ``indices``, and which of them have extra
+    fields (their attributes come from the careful path). None if Arrow disagrees in any way: every
+    line then goes the careful way."""
+    data = lines.joined(indices)
+    longest = int((lines.ends[indices] - lines.starts[indices]).max())
+    try:
+        table = pa_json.read_json(io.BytesIO(data), parse_options=_FAST_JSON,
+                                  read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)))
+        if table.num_rows != len(indices):
+            return None
+        has_extra = np.zeros(len(indices), dtype=bool)
+        for name in table.column_names:
+            if name not in EVENT_FIELDS:
+                has_extra |= pc.is_valid(table[name]).to_numpy(zero_copy_only=False)
+    except Exception:  # noqa: BLE001 - a bad line, a non-string field, a duplicate key: the careful path decides
+        return None
+    numbers = lines.first_line + indices[~has_extra]
+    frame = pl.from_arrow(table.select(list(EVENT_FIELDS)))
+    assert isinstance(frame, pl.DataFrame)
+    if has_extra.any():
+        frame = frame.filter(pl.Series(~has_extra))
+    frame = frame.with_columns(attributes=pl.lit(None, pl.String), line_number=pl.Series(numbers, dtype=pl.Int64))
+    return frame.cast(_ROW_SCHEMA), indices[has_extra]  # type: ignore[arg-type]
+
+
+def _rejection(reason: str, detail: str, source: str, line: int | None, raw: str | None) -> dict[str, Any]:
+    return {"reason": reason, "detail": detail, "source_file": source, "line_number": line, "raw": raw}
+
+
+def _parse_block(lines: _Lines, source: str, limits: Limits) -> tuple[pl.DataFrame, list[dict], int]:
+    """Rows, rejections and the number of blank lines of a block."""
+    frames: list[pl.DataFrame] = []
+    plain = lines.plain(limits)
+    careful = np.flatnonzero(~plain)
+    if plain.any():
+        fast = _parse_plain(lines, np.flatnonzero(plain))
+        if fast is None:
+            careful = np.arange(len(lines))
+        else:
+            frames.append(fast[0])
+            careful = np.union1d(careful, fast[1])
+    rows, rejected, blank = [], [], 0
+    for index in careful.tolist():
+        number, text = lines.first_line + index, lines.text(index)
+        if len(text) > limits.line_bytes:
+            rejected.append(_line_too_large(source, number, len(text), text[:RAW_PREVIEW_BYTES], limits))
+            continue
+        parsed = parse_line(text, limits.depth)
+        if parsed is None:
+            blank += 1
+        elif len(parsed) == 2:
+            rejected.append(_rejection(*parsed, source, number, _decoded(text)))
+        else:
+            rows.append((*parsed, number))
+    if rows:
+        frames.append(pl.DataFrame(rows, schema=_ROW_SCHEMA, orient="row"))
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=_ROW_SCHEMA)
+    if len(frames) > 1:
+        frame = frame.sort("line_number")
+    return frame.with_columns(source_file=pl.lit(source, pl.String)).select(list(PARSED_SCHEMA)), rejected, blank
+
+
+def _line_too_large(source: str, number: int, size: int, preview: bytes, limits: Limits) -> dict[str, Any]:
+    return _rejection(LINE_TOO_LARGE, f"line is {size} bytes, over the limit of {limits.line_bytes} "
+                      f"(AUDIT_MAX_LINE_BYTES); raw holds its first {min(size, RAW_PREVIEW_BYTES)} bytes",
+                      source, number, _decoded(preview))
+
+
+# --- chunks -----------------------------------------------------------------------------------
 
 @dataclass
 class Chunk:
+    """Parsed lines of one raw file, ``first_line``..``last_line``: each is a row, a rejection or blank."""
+
     source: str
     rows: pl.DataFrame
     rejected: pl.DataFrame
@@ -255,26 +530,76 @@ class Chunk:
     last_line: int
     nbytes: int
     done: bool
-    parsed: ParsedLines | None = None
+    blank_lines: int = 0
+    _lines: _Lines | None = field(default=None, repr=False)
 
     def raw_lines(self, line_numbers: Sequence[int]) -> list[str]:
-        assert self.parsed is not None
-        return self.parsed.raw_lines([self.source] * len(line_numbers), line_numbers)
+        """The original text of lines of this chunk (for quarantining rows that later rules reject)."""
+        lines = self._lines
+        if lines is None:
+            return []
+        return [_decoded(lines.text(n - lines.first_line)) for n in line_numbers]
+
+
+def _rejected_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(records, schema=REJECTED_SCHEMA)
+
+
+def _file_record(reason: str, detail: str, source: str) -> dict[str, Any]:
+    return _rejection(reason, detail, source, None, None)
+
+
+def _chunk(source: str, block: _Block, after_line: int, limits: Limits, file_records: list[dict]) -> Chunk | None:
+    """A block, parsed, without the lines up to ``after_line``; None if nothing of it is left to return."""
+    lines = _Lines.of(block.data, block.first_line).after(after_line)
+    last = block.first_line + block.lines - 1
+    rows, rejected, blank = _parse_block(lines, source, limits)
+    nbytes = len(lines.data)
+    if block.long_line:
+        size, preview = block.long_line
+        last += 1
+        if last > after_line:
+            rejected.append(_line_too_large(source, last, size, preview, limits))
+            nbytes += size
+    if last <= after_line and not block.done:
+        return None
+    rejected.sort(key=lambda r: r["line_number"])
+    return Chunk(source, rows, _rejected_frame(rejected + file_records), first_line=max(after_line, block.first_line - 1) + 1,
+                 last_line=max(last, after_line), nbytes=nbytes, done=block.done, blank_lines=blank, _lines=lines)
 
 
 def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int = 0,
                 limits: Limits = Limits()) -> Iterator[Chunk]:
-    parsed = ParsedLines()
-    try:
-        data = read_text_bytes(root, file)
-    except UnreadableFile as exc:
-        parsed.reject(UNREADABLE_FILE, str(exc), file.path, None, None)
-        data = b""
-    else:
-        parse_into(parsed, data, file.path)
-    rejected = pl.DataFrame(parsed.rejected, schema={"reason": pl.String, "detail": pl.String, "source_file": pl.String,
-                                                      "line_number": pl.Int64, "raw": pl.String})
-    rows = parsed.frame().filter(pl.col("line_number") > after_line)
-    rejected = rejected.filter(pl.col("line_number").is_null() | (pl.col("line_number") > after_line))
-    last = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    yield Chunk(file.path, rows, rejected, after_line + 1, last, len(data), True, parsed)
+    """Parse ``file`` in chunks of about ``chunk_bytes`` decompressed bytes, skipping lines up to
+    ``after_line`` (already committed). Memory is bounded by chunk_bytes plus the line limit.
+
+    Never raises because of content: a file that cannot be read or parsed ends in one
+    ``unreadable_file`` record (in a last chunk of its own if earlier chunks were already yielded),
+    one that inflates past ``limits.file_bytes`` in one ``file_too_large`` record after the lines
+    within the limit. Storage errors propagate.
+    """
+    line, nbytes = after_line, 0
+    with root.open_input(file.location or root.join(file.path)) as handle:
+        stored = _StorageReads(handle)
+        try:
+            reader = gzip.GzipFile(fileobj=stored, mode="rb") if file.path.lower().endswith(".gz") else stored
+            stream = _Capped(_without_bom(reader.read), limits.file_bytes)
+            for block in _blocks(stream, max(1, chunk_bytes), limits.line_bytes):
+                records = [_file_record(FILE_TOO_LARGE, (
+                    f"more than {limits.file_bytes} bytes once decompressed (AUDIT_MAX_FILE_BYTES): "
+                    f"lines after {block.first_line + block.lines - 1} are not ingested"), file.path)] \
+                    if block.done and stream.over else []
+                chunk = _chunk(file.path, block, after_line, limits, records)
+                nbytes += len(block.data)
+                if chunk is not None:
+                    line = chunk.last_line
+                    yield chunk
+        except Exception as exc:  # noqa: BLE001 - content, not storage: quarantine the file, go on
+            if stored.failed is not None:
+                raise
+            detail = f"cannot be read after line {line} (byte {nbytes} decompressed): {type(exc).__name__}: {exc}"
+            if isinstance(exc, (OSError, EOFError)) and file.path.lower().endswith(".gz"):
+                detail = f"not a readable gzip file, after line {line}: {exc}"
+            yield Chunk(file.path, pl.DataFrame(schema=PARSED_SCHEMA),
+                        _rejected_frame([_file_record(UNREADABLE_FILE, detail[:1000], file.path)]),
+                        first_line=line + 1, last_line=line, nbytes=0, done=True)

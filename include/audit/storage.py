@@ -244,6 +244,35 @@ class Root:
             return {}
         return dict(sorted(self.fs.find(path, detail=True).items()))
 
+    def walk(self, path: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """``(path, kind, info)`` for every entry below ``path``, unsorted; kind is ``file``, ``symlink``
+        (never followed, so a link cannot lead outside the root) or ``other`` (a FIFO, a socket...).
+
+        Local names that are not UTF-8 come back with surrogate escapes (``os.fsdecode``)."""
+        if not self.is_local:
+            for name, info in self.find_with_details(path).items():
+                yield name, "file", info
+            return
+        if not os.path.isdir(path):
+            return
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    yield entry.path, "symlink", {}
+                elif entry.is_dir(follow_symlinks=False):
+                    yield from self.walk(entry.path)
+                else:
+                    stat = entry.stat(follow_symlinks=False)
+                    kind = "file" if entry.is_file(follow_symlinks=False) else "other"
+                    yield entry.path, kind, {"size": stat.st_size, "mtime": stat.st_mtime}
+
+    def open_input(self, path: str, block_bytes: int = 4 << 20) -> Any:
+        """``path`` opened for streamed reading; a local symlink is refused (O_NOFOLLOW), and an
+        object is fetched ``block_bytes`` at a time, so memory does not grow with its size."""
+        if self.is_local:
+            return open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0)))
+        return self.fs.open(path, "rb", block_size=block_bytes, cache_type="readahead")
+
     def listdir(self, path: str) -> list[str]:
         """Names of the directories directly below ``path`` (empty if it does not exist)."""
         if not self.fs.exists(path):
