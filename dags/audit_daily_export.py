@@ -8,6 +8,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from include.audit.dag_defaults import retrying
 
+
 def _export_date() -> str:
     from include.audit.pipeline import export_date_for
 

@@ -84,8 +84,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float, pid: int | None = None,
-             log: str | Path | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool], what: str, timeout: float, pid: int | None = None, log: str | Path | None = None
+) -> None:
     """Poll ``check`` until it holds; fail early if process ``pid`` died, or after ``timeout`` seconds."""
     where = f"; see {log}" if log else ""
     deadline = time.monotonic() + timeout
@@ -124,9 +125,20 @@ def seaweed_argv(data_dir: Path, ports: dict[str, int], buckets: list[str]) -> l
     It takes its S3 identity from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in its environment
     (without one it refuses multipart uploads).
     """
-    return [weed_binary(), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-            "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-bucket={','.join(buckets)}", *(f"-{name}={port}" for name, port in ports.items())]
+    return [
+        weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-bucket={','.join(buckets)}",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]
 
 
 def s3_endpoint(ports: dict[str, int]) -> str:
@@ -137,8 +149,14 @@ def s3_filesystem(endpoint: str, key: str, secret: str, region: str = "us-east-1
     """An uncached s3fs filesystem on ``endpoint`` that fails fast (one attempt), for readiness checks."""
     import s3fs
 
-    return s3fs.S3FileSystem(key=key, secret=secret, endpoint_url=endpoint, skip_instance_cache=True,
-                             client_kwargs={"region_name": region}, config_kwargs={"retries": {"max_attempts": 1}})
+    return s3fs.S3FileSystem(
+        key=key,
+        secret=secret,
+        endpoint_url=endpoint,
+        skip_instance_cache=True,
+        client_kwargs={"region_name": region},
+        config_kwargs={"retries": {"max_attempts": 1}},
+    )
 
 
 def buckets_ready(endpoint: str, key: str, secret: str, buckets: list[str]) -> bool:
@@ -170,8 +188,19 @@ def postgres_bin(program: str) -> str:
 
 def postgres_argv(data_dir: Path, port: int) -> list[str]:
     """``postgres`` on loopback only (no Unix socket) for an initialised ``data_dir``."""
-    return [postgres_bin("postgres"), "-D", str(data_dir), "-p", str(port), "-c", f"listen_addresses={LOOPBACK}",
-            "-c", "unix_socket_directories=", "-c", "max_connections=200"]
+    return [
+        postgres_bin("postgres"),
+        "-D",
+        str(data_dir),
+        "-p",
+        str(port),
+        "-c",
+        f"listen_addresses={LOOPBACK}",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
 
 
 def redis_server() -> str:
@@ -183,5 +212,4 @@ def redis_server() -> str:
 
 def redis_config(port: int, workdir: Path, password: str) -> str:
     """A redis.conf on loopback without persistence (the password belongs in a private file, not argv)."""
-    return (f"bind {LOOPBACK}\nport {port}\nsave \"\"\nappendonly no\ndir {workdir}\n"
-            f"requirepass {password}\n")
+    return f'bind {LOOPBACK}\nport {port}\nsave ""\nappendonly no\ndir {workdir}\nrequirepass {password}\n'

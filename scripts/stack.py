@@ -40,8 +40,11 @@ from scripts import devservices  # noqa: E402 (after the path above)
 from scripts.devservices import ServiceError, alive, free_port, port_open  # noqa: E402
 
 DEFAULT_STATE = REPO / ".stack"
-ROOTS = {"AUDIT_RAW_ROOT": "s3://audit-raw/raw", "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
-         "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports"}  # as in docker-compose.yaml
+ROOTS = {
+    "AUDIT_RAW_ROOT": "s3://audit-raw/raw",
+    "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
+    "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports",
+}  # as in docker-compose.yaml
 BUCKETS = [url.split("/")[2] for url in ROOTS.values()]
 API_USER = "audit"
 S3_REGION = "us-east-1"
@@ -120,8 +123,7 @@ class State:
         return self.root / "state.json"
 
     def save(self) -> None:
-        data = {"ports": self.ports, "paths": self.paths,
-                "services": [vars(s) for s in self.services]}
+        data = {"ports": self.ports, "paths": self.paths, "services": [vars(s) for s in self.services]}
         self.file.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -141,8 +143,16 @@ class State:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd="/" if user else self.root, user=user)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/" if user else self.root,
+                user=user,
+            )
         service = Service(name, proc.pid, str(log))
         self.services.append(service)
         self.save()
@@ -156,8 +166,10 @@ def load_secrets(root: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     from cryptography.fernet import Fernet
 
-    values = {name: secrets.token_urlsafe(24) for name in
-              ("postgres", "redis", "s3_secret", "api_password", "jwt_secret", "api_secret_key")}
+    values = {
+        name: secrets.token_urlsafe(24)
+        for name in ("postgres", "redis", "s3_secret", "api_password", "jwt_secret", "api_secret_key")
+    }
     values["s3_key"] = "audit" + secrets.token_hex(6)
     values["fernet_key"] = Fernet.generate_key().decode()
     write_secret(path, json.dumps(values, indent=2))
@@ -207,9 +219,25 @@ def init_postgres(data: Path, password: str, user: str | None) -> None:
         if user:
             for p in (data, pwfile):
                 shutil.chown(p, user, user)
-        subprocess.run([devservices.postgres_bin("initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
-                        "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                       check=True, capture_output=True, user=user, cwd=data.parent)
+        subprocess.run(
+            [
+                devservices.postgres_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "airflow",
+                f"--pwfile={pwfile}",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+            cwd=data.parent,
+        )
     except subprocess.CalledProcessError as exc:
         raise StackError(f"initdb failed: {exc.stderr.decode(errors='replace').strip()}") from None
     finally:
@@ -221,8 +249,9 @@ def database_ready(port: int, password: str) -> bool:
     import psycopg2
 
     try:
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", password=password,
-                                dbname="postgres", connect_timeout=2)
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user="airflow", password=password, dbname="postgres", connect_timeout=2
+        )
     except psycopg2.OperationalError:
         return False
     conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
@@ -269,8 +298,9 @@ def start_seaweedfs(state: State, key: str, secret: str) -> None:
     env = {**clean_environ(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     service = state.start("seaweedfs", devservices.seaweed_argv(data, ports, BUCKETS), env)
     endpoint = devservices.s3_endpoint(ports)
-    wait_for(lambda: devservices.buckets_ready(endpoint, key, secret, BUCKETS), "SeaweedFS S3 and its buckets", 90,
-             service)
+    wait_for(
+        lambda: devservices.buckets_ready(endpoint, key, secret, BUCKETS), "SeaweedFS S3 and its buckets", 90, service
+    )
 
 
 # --- Airflow -----------------------------------------------------------------------------------
@@ -286,8 +316,12 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
     pg, api, s3 = state.ports["postgres"], state.ports["api"], f"http://127.0.0.1:{state.ports['s3']}"
     home = state.root / "airflow"
     db = f"airflow:{keys['postgres']}@127.0.0.1:{pg}/airflow"
-    connection = {"conn_type": "aws", "login": keys["s3_key"], "password": keys["s3_secret"],
-                  "extra": {"endpoint_url": s3, "region_name": S3_REGION}}
+    connection = {
+        "conn_type": "aws",
+        "login": keys["s3_key"],
+        "password": keys["s3_secret"],
+        "extra": {"endpoint_url": s3, "region_name": S3_REGION},
+    }
     bin_dir = str(Path(sys.executable).parent)
     return {
         **clean_environ(),
@@ -325,22 +359,34 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
 
 def command_line_env(state: State, keys: dict[str, str]) -> dict[str, str]:
     """The standard variables that point ``python -m include.audit`` (outside Airflow) at this S3."""
-    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{state.ports['s3']}", "AWS_ACCESS_KEY_ID": keys["s3_key"],
-            "AWS_SECRET_ACCESS_KEY": keys["s3_secret"], "AWS_REGION": S3_REGION}
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{state.ports['s3']}",
+        "AWS_ACCESS_KEY_ID": keys["s3_key"],
+        "AWS_SECRET_ACCESS_KEY": keys["s3_secret"],
+        "AWS_REGION": S3_REGION,
+    }
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
     """A private shell file to ``source``: the stack's Airflow settings and the command line's S3 variables."""
-    write_secret(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
-                               if k.startswith(FOREIGN_PREFIXES)))
+    write_secret(
+        path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.startswith(FOREIGN_PREFIXES))
+    )
 
 
 def run_init(state: State, env: dict[str, str]) -> None:
     """What compose's airflow-init does: migrate the metadata database (idempotent)."""
     log = state.root / "logs" / "airflow-init.log"
     with open(log, "ab") as out:
-        result = subprocess.run(["airflow", "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=state.root, timeout=600)
+        result = subprocess.run(
+            ["airflow", "db", "migrate"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=state.root,
+            timeout=600,
+        )
     if result.returncode:
         raise StackError(f"airflow db migrate failed; see {log}")
 
@@ -364,18 +410,25 @@ def log_says(service: Service, text: str) -> Callable[[], bool]:
 
 def start_airflow(state: State, env: dict[str, str], workers: int, api_workers: int) -> None:
     """The api-server, scheduler, dag-processor, triggerer and ``workers`` Celery workers, waited for."""
-    api = state.start("airflow-apiserver", ["airflow", "api-server", "-H", "127.0.0.1",
-                                            "-p", str(state.ports["api"]), "-w", str(api_workers)], env)
+    api = state.start(
+        "airflow-apiserver",
+        ["airflow", "api-server", "-H", "127.0.0.1", "-p", str(state.ports["api"]), "-w", str(api_workers)],
+        env,
+    )
     for command in COMPONENTS[1:]:
         state.start(f"airflow-{command}", ["airflow", command, *SKIP_SERVE_LOGS.get(command, [])], env)
-    started = [state.start(f"airflow-worker-{number}", ["airflow", "celery", "worker", "-H", f"worker{number}@%h",
-                                                        *SKIP_SERVE_LOGS["worker"]], env)
-               for number in range(1, workers + 1)]
+    started = [
+        state.start(
+            f"airflow-worker-{number}",
+            ["airflow", "celery", "worker", "-H", f"worker{number}@%h", *SKIP_SERVE_LOGS["worker"]],
+            env,
+        )
+        for number in range(1, workers + 1)
+    ]
     for worker in started:
         wait_for(log_says(worker, " ready."), f"{worker.name} to join the broker", 180, worker)
     checks = ("scheduler", "triggerer", "dag_processor")
-    wait_for(lambda: healthy(state.ports["api"], checks), "the api-server to report every component healthy",
-             180, api)
+    wait_for(lambda: healthy(state.ports["api"], checks), "the api-server to report every component healthy", 180, api)
 
 
 # --- commands ----------------------------------------------------------------------------------

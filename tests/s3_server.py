@@ -33,8 +33,12 @@ def port_flags() -> dict[str, int]:
 
 def credentials_env(endpoint: str) -> dict[str, str]:
     """The standard variables that point boto (and so s3fs) at this server."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_REGION": "us-east-1"}
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+    }
 
 
 @dataclass
@@ -61,14 +65,23 @@ class SeaweedS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **self.env}, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        devservices.wait_for(lambda: devservices.buckets_ready(self.endpoint, ACCESS_KEY, SECRET_KEY, [BUCKET]),
-                             f"SeaweedFS S3 at {self.endpoint}", STARTUP_SECONDS, self.process.pid if self.process
-                             else None, f"{self.data_dir}.log")
+        devservices.wait_for(
+            lambda: devservices.buckets_ready(self.endpoint, ACCESS_KEY, SECRET_KEY, [BUCKET]),
+            f"SeaweedFS S3 at {self.endpoint}",
+            STARTUP_SECONDS,
+            self.process.pid if self.process else None,
+            f"{self.data_dir}.log",
+        )
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would (its data directory stays)."""

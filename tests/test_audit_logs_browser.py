@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from include.audit.catalog import ACTIONS
 from include.audit.exports import HEADER
 from include.audit.generate import generate, organization_ids
 from include.audit.ingest import ingest
+from scripts.devservices import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "test-output"
@@ -38,13 +38,7 @@ PASSWORD = "audit-e2e-password"
 FILE_ACTIONS = {action for action, kind in ACTIONS.items() if kind == "File modifications"}
 START_SECONDS = 240
 
-pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:

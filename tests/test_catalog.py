@@ -21,6 +21,9 @@ def test_catalog_is_case_sensitive():
 def test_catalog_matches_the_product_doc_table():
     text = DOC.read_text()
     table = text.split("## List of Auditable Events")[1].split("## Feature")[0]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in table.splitlines() if line.startswith("|") and "---" not in line][1:]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("|") and "---" not in line
+    ][1:]
     assert {action: kind for kind, action in rows} == dict(ACTIONS)

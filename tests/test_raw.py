@@ -3,7 +3,6 @@
 import gzip
 import json
 
-import polars as pl
 from polars.testing import assert_frame_equal
 
 from include.audit.raw import ParsedLines, RawFile, _parse_lines, discover, parse_files, parse_into

@@ -9,7 +9,15 @@ import polars as pl
 import pytest
 
 from include.audit.events import (
-    EMAIL_PATTERN, IP_PATTERN, ORGANIZATION_ID_PATTERN, RULES, REASONS, Window, expectations, normalize, route,
+    EMAIL_PATTERN,
+    IP_PATTERN,
+    ORGANIZATION_ID_PATTERN,
+    REASONS,
+    RULES,
+    Window,
+    expectations,
+    normalize,
+    route,
 )
 from include.audit.raw import PARSED_SCHEMA
 

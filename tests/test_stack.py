@@ -29,7 +29,7 @@ from include.audit.exports import HEADER
 from include.audit.generate import organization_ids
 from scripts.stack import alive
 
-pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.airflow]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.s3, pytest.mark.airflow]
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = [sys.executable, str(REPO / "scripts" / "stack.py")]

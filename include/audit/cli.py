@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from . import config
 from .query import BadInput, EventFilter, parse_date, parse_time, validate_organization_id

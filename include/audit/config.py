@@ -24,5 +24,5 @@ class Roots:
     exports: str
 
     @classmethod
-    def from_env(cls) -> "Roots":
+    def from_env(cls) -> Roots:
         return cls(root("AUDIT_RAW_ROOT"), root("AUDIT_LAKE_ROOT"), root("AUDIT_EXPORT_ROOT"))

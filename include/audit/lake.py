@@ -20,7 +20,6 @@ import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Callable, Iterator, Sequence
 

@@ -18,8 +18,8 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Callable
 
 from .lake import LeaseHeld
 from .storage import Root, StorageError

@@ -11,8 +11,9 @@ import contextlib
 import os
 import posixpath
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -141,7 +142,7 @@ class Root:
     url: str
 
     @classmethod
-    def open(cls, url: str, **storage_options: object) -> "Root":
+    def open(cls, url: str, **storage_options: object) -> Root:
         """Resolve ``url`` (a local path or any fsspec URL) to a root."""
         fs, path = fsspec.core.url_to_fs(str(url), **merge_options(default_options(str(url)), storage_options))
         if isinstance(fs, LocalFileSystem):
