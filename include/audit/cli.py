@@ -118,18 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Any:
     """Execute a parsed command; returns its JSON-able result."""
-    root = config.root
+    root, existing = config.root, config.existing_root  # a root a command reads must exist
     if args.command == "ingest":
         from .ingest import ingest
 
-        return ingest(root("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
-                      now=_now(args.now), retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
+        now = _now(args.now)  # every value is checked before any root is touched
+        return ingest(existing("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
+                      now=now, retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
     if args.command == "export-daily":
         from .exports import export_daily
 
         day = parse_date(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
-        results = export_daily(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+        results = export_daily(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
                                day, orgs, force=args.force)
         return {"date": day.isoformat(), "files": [asdict(r) for r in results],
                 "rows": sum(r.rows for r in results)}
@@ -140,12 +141,13 @@ def run(args: argparse.Namespace) -> Any:
         flt = EventFilter(validate_organization_id(args.org), parse_time(args.start, "--start"),
                           parse_time(args.end, "--end"), search=args.search or None,
                           users=tuple(args.user), actions=tuple(args.action), query=parse(args.query))
-        return asdict(export_filtered(root("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
+        return asdict(export_filtered(existing("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
     if args.command == "retain":
         from .retention import retain
 
-        return retain(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
-                      parse_date(args.today, "--today"), args.days, force=args.force, dry_run=args.dry_run).as_dict()
+        today = parse_date(args.today, "--today")
+        return retain(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+                      today, args.days, force=args.force, dry_run=args.dry_run).as_dict()
     if args.command == "generate":
         from .generate import generate
 
@@ -156,11 +158,11 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "status":
         from .status import lake_status
 
-        return lake_status(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
+        return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
     if args.command == "api-key":
         from .apikeys import create_key
 
-        created = create_key(root("AUDIT_LAKE_ROOT", args.lake_root), validate_organization_id(args.org))
+        created = create_key(existing("AUDIT_LAKE_ROOT", args.lake_root), validate_organization_id(args.org))
         return {"key_id": created.key_id, "organization_id": created.organization_id}, created.key
     raise BadInput(f"unknown command {args.command!r}")
 
