@@ -169,8 +169,9 @@ def run(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # our progress, not the INFO chatter of every library (Great Expectations logs ~200 lines)
+        logging.getLogger(__package__).setLevel(logging.INFO)
     try:
         result = run(args)
     except BadInput as exc:

@@ -18,6 +18,7 @@ import polars as pl
 
 from . import lake as lk
 from . import quarantine, raw
+from .datadocs import is_site_file
 from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS, REASONS, UTC_DATETIME, Window, normalize, route
 from .storage import Root
 from .validation import ValidationFailed, validate_batch, warm_up
@@ -148,7 +149,7 @@ def _recover(lake: Root, committed: set[str]) -> None:
     for path in lake.find(lake.join(lk.QUARANTINE), (".parquet",)) + lake.find(lake.join(lk.VALIDATION)):
         name = path.rsplit("/", 1)[-1]
         batch_id = name.removeprefix("part-").split(".", 1)[0]
-        if batch_id not in committed:
+        if batch_id not in committed and not is_site_file(name):
             log.warning("removing output of uncommitted batch %s: %s", batch_id, lake.display(path))
             lake.remove(path)
 
