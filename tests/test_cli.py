@@ -122,3 +122,13 @@ def test_a_missing_s3_bucket_or_prefix_is_one_line_exit_2(s3_env, s3_prefix):
     assert done.returncode == 0, done.stderr
     done = cli("ingest", "--raw-root", f"{s3_prefix}/raw", "--lake-root", f"{s3_prefix}/lake")
     assert done.returncode == 0, done.stderr
+
+
+def test_verbose_shows_our_progress_without_library_noise(roots):
+    assert cli("generate", "--events", "100", "--days", "1", "--orgs", "2").returncode == 0
+    done = cli("-v", "ingest")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any("include.audit.ingest" in line and "ingested" in line for line in lines)
+    assert not [line for line in lines if "great_expectations" in line], lines[:5]
+    assert len(lines) < 10
