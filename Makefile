@@ -22,7 +22,7 @@ help:
 	@echo "make test-fast  the inner loop: the tests that need no stack, no browser and no S3 server"
 	@echo "make lint     ruff check and ruff format --check (settings in pyproject.toml)"
 	@echo "make format   ruff format and ruff check --fix"
-	@echo "make airflow  open the Airflow UI (airflow standalone) on these DAGs at http://127.0.0.1:8080"
+	@echo "make airflow  the Airflow UI on these DAGs at http://127.0.0.1:8080 (what airflow standalone runs); Ctrl-C stops it"
 	@echo "make bench    benchmark against DuckDB (see README, Performance)"
 	@echo "make stack    run the docker-compose topology here without Docker (PostgreSQL, Redis, SeaweedFS, Celery); make stack-down stops it"
 
@@ -57,8 +57,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# What `airflow standalone` runs, on loopback only, parallelism = cores; Ctrl-C stops every process.
 airflow: install
-	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 $(BIN)/airflow standalone
+	$(BIN)/python scripts/airflow_local.py --port $(or $(AIRFLOW_PORT),8080)
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

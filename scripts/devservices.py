@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -97,6 +99,60 @@ def wait_for(
             raise ServiceError(f"the process waited for exited before {what}{where}")
         time.sleep(0.5)
     raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}{where}")
+
+
+def start_in_own_group(
+    argv: list[str], env: dict[str, str], log: Path, cwd: str | Path | None = None, user: str | None = None
+) -> subprocess.Popen:
+    """Start ``argv`` in a new session (its own process group), output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+            user=user,
+        )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` right now (children that left its process group included)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal(pid: int, signum: int, group: bool) -> None:
+    try:
+        os.killpg(pid, signum) if group else os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_groups(leaders: dict[int, int], timeout: float = 30) -> None:
+    """Stop process groups together: each leader pid gets its signal (pid -> signal) for its whole
+    group, then SIGKILL after ``timeout``; any descendant that left its group is killed with it."""
+    running = {pid: signum for pid, signum in leaders.items() if alive(pid)}
+    strays = {child for pid in running for child in descendants(pid)}
+    for pid, signum in running.items():
+        _signal(pid, signum, group=True)
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in running:
+        if alive(pid):
+            _signal(pid, signal.SIGKILL, group=True)
+    for pid in strays:
+        if alive(pid):
+            _signal(pid, signal.SIGKILL, group=False)
+    wait_for(lambda: not any(alive(pid) for pid in (*running, *strays)), "every process to exit", 10)
 
 
 # --- SeaweedFS ------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -141,18 +140,7 @@ class State:
         ``user``: run as this user instead (only root can); it starts in ``/``, which it can enter.
         """
         log = self.root / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd="/" if user else self.root,
-                user=user,
-            )
+        proc = devservices.start_in_own_group(argv, env, log, cwd="/" if user else self.root, user=user)
         service = Service(name, proc.pid, str(log))
         self.services.append(service)
         self.save()
@@ -474,26 +462,9 @@ def summary(state: State) -> dict:
     }
 
 
-def signal_group(service: Service, signum: int) -> None:
-    """Send ``signum`` to the service's process group (it started its own session)."""
-    try:
-        os.killpg(service.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
 def stop(services: list[Service], timeout: float = 30) -> None:
     """Stop ``services`` together, each with its process group: its signal, then SIGKILL after ``timeout``."""
-    running = [s for s in services if alive(s.pid)]
-    for service in running:
-        signal_group(service, STOP_SIGNAL.get(service.name, signal.SIGTERM))
-    deadline = time.monotonic() + timeout
-    while any(alive(s.pid) for s in running) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for service in running:
-        if alive(service.pid):
-            signal_group(service, signal.SIGKILL)
-    wait_for(lambda: not any(alive(s.pid) for s in running), "every service to exit", 10)
+    devservices.stop_groups({s.pid: STOP_SIGNAL.get(s.name, signal.SIGTERM) for s in services}, timeout)
 
 
 def down(root: Path) -> dict:
