@@ -47,7 +47,7 @@ test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not stack and not browser and not s3" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not stack and not browser and not s3" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
