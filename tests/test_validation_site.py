@@ -176,3 +176,28 @@ def test_pages_work_offline_in_chromium(served_site):
             browser.close()
     assert attempted_outside == []
     assert failed == []
+
+
+def test_a_crashed_batch_leaves_no_dead_link_in_the_index(roots, now, monkeypatch):
+    from include.audit import lake as lk
+
+    generate(roots["raw"], events=600, days=1, organizations=2, now=now)
+    real_commit, calls = lk.commit_batch, {"n": 0}
+
+    def crash_on_second_commit(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("simulated crash after validation, before the commit")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(lk, "commit_batch", crash_on_second_commit)
+    with pytest.raises(OSError):
+        ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
+    monkeypatch.setattr(lk, "commit_batch", real_commit)
+    ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
+    site = Path(roots["lake"]) / "_validation"
+    index = (site / "index.html").read_text()
+    linked = set(re.findall(r'href="([^"#]+\.html)"', index))
+    assert linked and all((site / name).exists() for name in linked)
+    rows = json.loads(next(site.glob("runs-*.json")).read_text())
+    assert len(rows) == len(linked - {"index.html"}) == len(list(site.glob("2*.html")))

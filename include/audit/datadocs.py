@@ -163,20 +163,39 @@ Suite and data asset: {html.escape(describe)}.</p>
 """
 
 
+def _write_month(lake: Root, month: str, runs: dict[str, dict], months: list[str]) -> None:
+    """A month's rows and page, and ``index.html`` too when it is the newest month."""
+    site = lake.join(VALIDATION)
+    page = render_index(month, [IndexEntry(**e) for e in runs.values()], months).encode()
+    lake.write_bytes(
+        posixpath.join(site, f"runs-{month}.json"), (json.dumps(list(runs.values()), indent=1) + "\n").encode()
+    )
+    lake.write_bytes(posixpath.join(site, _month_page(month)), page)
+    if month == months[0]:
+        lake.write_bytes(posixpath.join(site, INDEX), page)
+
+
+def _runs(lake: Root, month: str) -> dict[str, dict]:
+    return {e["batch_id"]: e for e in _read_json(lake, lake.join(VALIDATION, f"runs-{month}.json"), [])}
+
+
 def add_to_index(lake: Root, entry: IndexEntry) -> None:
     """Record ``entry`` in its month's list and re-render that month's page and ``index.html``.
 
     Idempotent: a batch validated again (a restarted ingest) replaces its row.
     """
-    site = lake.join(VALIDATION)
-    runs_path = posixpath.join(site, f"runs-{entry.month}.json")
-    runs = {e["batch_id"]: e for e in _read_json(lake, runs_path, [])}
+    runs = _runs(lake, entry.month)
     runs[entry.batch_id] = asdict(entry)
-    entries = [IndexEntry(**e) for e in runs.values()]
-    months = sorted(set(_read_json(lake, posixpath.join(site, MONTHS), [])) | {entry.month}, reverse=True)
-    page = render_index(entry.month, entries, months).encode()
-    lake.write_bytes(runs_path, (json.dumps(list(runs.values()), indent=1) + "\n").encode())
-    lake.write_bytes(posixpath.join(site, _month_page(entry.month)), page)
-    if entry.month == months[0]:
-        lake.write_bytes(posixpath.join(site, INDEX), page)
-    lake.write_bytes(posixpath.join(site, MONTHS), (json.dumps(months) + "\n").encode())
+    months = sorted(set(_read_json(lake, lake.join(VALIDATION, MONTHS), [])) | {entry.month}, reverse=True)
+    _write_month(lake, entry.month, runs, months)
+    lake.write_bytes(lake.join(VALIDATION, MONTHS), (json.dumps(months) + "\n").encode())
+
+
+def forget(lake: Root, batch_ids: set[str]) -> None:
+    """Drop the rows of batches whose pages were removed (a crashed batch, redone under a new id),
+    so the index links only to pages that exist. Rare, so it may read every month's rows."""
+    months = _read_json(lake, lake.join(VALIDATION, MONTHS), [])
+    for month in months:
+        runs = _runs(lake, month)
+        if batch_ids & runs.keys():
+            _write_month(lake, month, {b: e for b, e in runs.items() if b not in batch_ids}, months)

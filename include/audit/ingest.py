@@ -16,9 +16,8 @@ from typing import Callable, Iterator
 
 import polars as pl
 
+from . import datadocs, quarantine, raw
 from . import lake as lk
-from . import quarantine, raw
-from .datadocs import is_site_file
 from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS, REASONS, UTC_DATETIME, Window, normalize, route
 from .storage import Root
 from .validation import ValidationFailed, validate_batch, warm_up
@@ -146,12 +145,16 @@ def _recover(lake: Root, committed: set[str]) -> None:
     Their raw files are not in the ledger, so this run redoes them; events they wrote stay and
     are recognised as duplicates.
     """
+    removed = set()
     for path in lake.find(lake.join(lk.QUARANTINE), (".parquet",)) + lake.find(lake.join(lk.VALIDATION)):
         name = path.rsplit("/", 1)[-1]
         batch_id = name.removeprefix("part-").split(".", 1)[0]
-        if batch_id not in committed and not is_site_file(name):
+        if batch_id not in committed and not datadocs.is_site_file(name):
             log.warning("removing output of uncommitted batch %s: %s", batch_id, lake.display(path))
             lake.remove(path)
+            removed.add(batch_id)
+    if removed:
+        datadocs.forget(lake, removed)
 
 
 def _ingest_batch(raw_root: Root, lake: Root, files: list[raw.RawFile], window: Window, now: datetime,
