@@ -107,9 +107,9 @@ def checkpoint(context: Any, checks: list[Any]) -> Any:
 def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
     returns GE's validation result."""
+    _imported()  # before this thread imports anything of GE
     from great_expectations.core.run_identifier import RunIdentifier
 
-    _imported()
     checks = expectations(window, RULES)
     columns = sorted({e.column for e in checks if getattr(e, "column", None)})
     view = accepted.select(columns).to_pandas(use_pyarrow_extension_array=True)
