@@ -14,12 +14,15 @@ export AUDIT_RAW_ROOT ?= $(CURDIR)/data/raw
 export AUDIT_LAKE_ROOT ?= $(CURDIR)/data/lake
 export AUDIT_EXPORT_ROOT ?= $(CURDIR)/data/exports
 
-.PHONY: help install demo test airflow bench clean stack stack-down
+.PHONY: help install system-packages demo test test-fast lint format airflow bench clean stack stack-down
 
 help:
 	@echo "make demo     set up .venv, generate a week of events, run ingest, daily exports and retention through Airflow"
-	@echo "make test     run the whole test suite"
-	@echo "make airflow  open the Airflow UI (airflow standalone) on these DAGs at http://127.0.0.1:8080"
+	@echo "make test     run the whole test suite (as root it first installs the Debian packages it needs)"
+	@echo "make test-fast  the inner loop: the tests that need no stack, no browser and no S3 server"
+	@echo "make lint     ruff check and ruff format --check (settings in pyproject.toml)"
+	@echo "make format   ruff format and ruff check --fix"
+	@echo "make airflow  the Airflow UI on these DAGs at http://127.0.0.1:8080 (what airflow standalone runs); Ctrl-C stops it"
 	@echo "make bench    benchmark against DuckDB (see README, Performance)"
 	@echo "make stack    run the docker-compose topology here without Docker (PostgreSQL, Redis, SeaweedFS, Celery); make stack-down stops it"
 
@@ -35,11 +38,28 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/python scripts/demo.py
 
-test: install
+# Debian packages for the browser and stack tests (chromium, postgresql, redis-server...), installed
+# quietly when missing and we are root; otherwise it stops with the exact command to run.
+system-packages:
+	@scripts/system-packages.sh
+
+test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not stack and not browser and not s3" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# What `airflow standalone` runs, on loopback only, parallelism = cores; Ctrl-C stops every process.
 airflow: install
-	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 $(BIN)/airflow standalone
+	$(BIN)/python scripts/airflow_local.py --port $(or $(AIRFLOW_PORT),8080)
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -17,11 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -159,7 +159,7 @@ def growth_pair(source: Path, runs: int) -> dict[str, Measure]:
     out = {"7d_s": Measure(), "90d_s": Measure()}
     for i in range(max(runs, 5)):
         for n in ((7, 90) if i % 2 == 0 else (90, 7)):
-            out[f"{n}d_s"].samples.append(timed(lambda: export_partition(lakes[n], exports, day, org)))
+            out[f"{n}d_s"].samples.append(timed(lambda n=n: export_partition(lakes[n], exports, day, org)))
     return out
 
 

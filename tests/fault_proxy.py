@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
                  b"<Message>Please reduce your request rate.</Message></Error>")
@@ -95,7 +95,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         threading.Thread(target=self._accept, daemon=True, name="fault-proxy").start()
         return self
 

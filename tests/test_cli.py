@@ -75,3 +75,60 @@ def test_failures_are_one_line_exit_1(roots, tmp_path):
     done = cli("ingest", "--lake-root", str(blocker / "lake"), "--now", "2026-11-26T12:00:00Z")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["status", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+    (["ingest", "--raw-root", "/nonexistent/raw"], "--raw-root"),
+    (["export-daily", "--date", "2026-11-25", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z",
+      "--lake-root", "/nonexistent/lake", "--out", "OUT"], "--lake-root"),
+    (["retain", "--today", "2026-11-26", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+    (["api-key", "create", "--org", "acme", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+])
+def test_a_root_that_does_not_exist_is_one_line_exit_2(roots, tmp_path, args, flag):
+    out = tmp_path / "out.csv"
+    done = cli(*[str(out) if a == "OUT" else a for a in args])
+    assert (done.returncode, done.stdout) == (2, "")
+    line, = done.stderr.splitlines()
+    assert line.startswith(f"error: {flag}: /nonexistent/") and line.endswith("does not exist")
+    assert not any(Path(p).exists() for p in roots.values()) and not out.exists()
+    assert not Path("/nonexistent").exists()
+
+
+def test_a_missing_root_named_by_a_variable_says_so(roots):
+    done = cli("status", env={"AUDIT_LAKE_ROOT": "/nonexistent/lake"})
+    assert done.returncode == 2 and done.stderr == "error: $AUDIT_LAKE_ROOT: /nonexistent/lake does not exist\n"
+
+
+def test_ingest_creates_a_missing_lake_and_a_missing_export_root_is_made_by_export_daily(roots):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    done = cli("ingest", "--now", "2026-11-26T12:00:00Z")
+    assert done.returncode == 0, done.stderr
+    done = cli("export-daily", "--date", "2026-11-25")
+    assert done.returncode == 0, done.stderr
+    assert Path(roots["exports"]).is_dir()
+
+
+@pytest.mark.s3
+def test_a_missing_s3_bucket_or_prefix_is_one_line_exit_2(s3_env, s3_prefix):
+    for lake in ("s3://no-such-bucket-audit/lake", f"{s3_prefix}/no-such-lake"):
+        done = cli("status", "--lake-root", lake, "--export-root", lake)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"error: --lake-root: {lake} does not exist\n"
+    done = cli("ingest", "--raw-root", f"{s3_prefix}/raw", "--lake-root", f"{s3_prefix}/lake")
+    assert done.returncode == 2 and "--raw-root" in done.stderr
+    done = cli("generate", "--raw-root", f"{s3_prefix}/raw", "--events", "20", "--orgs", "1", "--days", "1")
+    assert done.returncode == 0, done.stderr
+    done = cli("ingest", "--raw-root", f"{s3_prefix}/raw", "--lake-root", f"{s3_prefix}/lake")
+    assert done.returncode == 0, done.stderr
+
+
+def test_verbose_shows_our_progress_without_library_noise(roots):
+    assert cli("generate", "--events", "100", "--days", "1", "--orgs", "2").returncode == 0
+    done = cli("-v", "ingest")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any("include.audit.ingest" in line and "ingested" in line for line in lines)
+    assert not [line for line in lines if "great_expectations" in line], lines[:5]
+    assert len(lines) < 10

@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 
 from .s3_server import ACCESS_KEY, SECRET_KEY
-from .storage_checks import (Storage, assert_exactly_once, export_event_ids, export_every_day, lake_dates,
-                             lake_event_ids, listing, run_cli)
+from .storage_checks import (
+    Storage,
+    assert_exactly_once,
+    export_event_ids,
+    export_every_day,
+    lake_dates,
+    lake_event_ids,
+    listing,
+    run_cli,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NOW_ARG = "2026-11-26T12:00:00Z"

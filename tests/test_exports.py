@@ -1,7 +1,6 @@
 """CSV exports: the exact format, idempotency, late data, and the on-demand filter."""
 
 import csv
-import io
 from datetime import UTC, date, datetime
 from pathlib import Path
 

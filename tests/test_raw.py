@@ -11,9 +11,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from include.audit.events import EVENT_FIELDS
 from include.audit.raw import (
-    PARSED_SCHEMA, Chunk, Discovery, Limits, RawFile, discover, parse_line, read_chunks,
+    PARSED_SCHEMA,
+    Chunk,
+    Discovery,
+    Limits,
+    RawFile,
+    discover,
+    parse_line,
+    read_chunks,
 )
 from include.audit.storage import Root
 

@@ -9,8 +9,7 @@ from types import MappingProxyType
 import polars as pl
 import pytest
 
-from include.audit import catalog, events
-from include.audit import quarantine
+from include.audit import catalog, events, quarantine
 from include.audit.cli import main
 from include.audit.ingest import ingest
 from include.audit.replay import replay

@@ -10,8 +10,17 @@ import polars as pl
 import pytest
 
 from include.audit.events import (
-    EMAIL_PATTERN, FIELD_BYTES, IP_PATTERN, NOT_BLANK_PATTERN, ORGANIZATION_ID_PATTERN, RULES, REASONS, Window,
-    expectations, normalize, route,
+    EMAIL_PATTERN,
+    FIELD_BYTES,
+    IP_PATTERN,
+    NOT_BLANK_PATTERN,
+    ORGANIZATION_ID_PATTERN,
+    REASONS,
+    RULES,
+    Window,
+    expectations,
+    normalize,
+    route,
 )
 from include.audit.raw import PARSED_SCHEMA
 

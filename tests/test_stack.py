@@ -29,7 +29,7 @@ from include.audit.exports import HEADER
 from include.audit.generate import organization_ids
 from scripts.stack import alive
 
-pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.airflow]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.s3, pytest.mark.airflow]
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = [sys.executable, str(REPO / "scripts" / "stack.py")]
@@ -153,14 +153,34 @@ def finished(api: Api, stack: Stack, dag_id: str, run_id: str) -> None:
     assert state == "success", f"{dag_id} {run_id} {state}\n{stack.task_logs(run_id)}"
 
 
+def readme_walkthrough() -> list[str]:
+    """The README's ``make stack`` walkthrough: the commands between ``make stack`` and ``make stack-down``."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("```bash\nmake stack\n") :].split("```")[1]
+    lines = [line for line in block.splitlines()[1:] if line.strip()]
+    assert lines[0] == "make stack" and lines[-1] == "make stack-down", lines
+    return lines[1:-1]
+
+
 @pytest.fixture(scope="module")
 def ingested(stack: Stack, api: Api) -> dict:
-    """Two days of generated raw events in the raw bucket, loaded by an ``audit_ingest`` run."""
-    generated = stack.cli("generate", "--raw-root", stack.root("raw"), "--events", "2000", "--days", "2",
-                          "--orgs", str(ORGS), "--seed", "11")
-    run_id = api.trigger("audit_ingest")
-    finished(api, stack, "audit_ingest", run_id)
-    status = stack.cli("status", "--lake-root", stack.root("lake"), "--export-root", stack.root("export"))
+    """The README walkthrough, verbatim but for the state folder: two days of generated raw events in
+    the raw bucket, loaded by ``airflow dags trigger audit_ingest``; what ``status`` then prints."""
+    setup, *commands = (line.replace(".stack/", f"{stack.state}/") for line in readme_walkthrough())
+    assert setup.startswith("set -a; . ") and "airflow.env" in setup
+    api.wait_until_parsed("audit_ingest")
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", f"{setup}\n{command}"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, env={k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AUDIT_", "AWS_"))})
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+        outputs.append(done.stdout)
+        if "dags trigger audit_ingest" in command:  # the walkthrough's "until its state is success"
+            for run in api.ok("GET", "/dags/audit_ingest/dagRuns")["dag_runs"]:
+                finished(api, stack, "audit_ingest", run["dag_run_id"])
+    generated = json.loads(outputs[next(i for i, c in enumerate(commands) if " generate " in c)])
+    status = json.loads(outputs[-1])
+    assert "include.audit status" in commands[-1]
     return {"generated": generated, "status": status}
 
 

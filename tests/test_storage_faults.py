@@ -13,13 +13,11 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import s3fs
-
-from include.audit import storage as st
 
 from .fault_proxy import FaultProxy, every
 from .s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
@@ -96,7 +94,7 @@ def test_s3_server_killed_mid_ingest(own_s3_server: SeaweedS3, capsys, monkeypat
     assert json.loads(out)["skipped_files"] > 0  # the killed run's committed batches stay done
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
-    code, status, err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
+    _, status, err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
     assert status["quarantined"] == expected["bad"]
 
 
@@ -135,7 +133,7 @@ def test_two_ingests_at_once(storage: Storage, capsys) -> None:
     assert sum(s["duplicates"] for s in summaries) >= expected["redeliveries"]
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
-    code, status, err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
+    _code, status, _err = run_cli(capsys, "status", "--lake-root", storage.lake, "--export-root", storage.exports)
     assert status["quarantined"] == expected["bad"]  # and every bad line quarantined once
 
 
@@ -158,7 +156,7 @@ def test_local_disk_failure(tmp_path: Path, capsys, monkeypatch, call: str, code
     assert err.count("\n") == 1 and err.startswith("error: StorageError: cannot write ") and os.strerror(code) in err
     assert hidden_leftovers(storage.lake) == []
 
-    exit_code, summary, err = run_cli(capsys, *_ingest_args(storage))
+    exit_code, _, err = run_cli(capsys, *_ingest_args(storage))
     assert exit_code == 0, err
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])

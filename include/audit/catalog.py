@@ -6,8 +6,8 @@ Great Expectations suite, the generator and the Airflow trigger form all read it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 ACTIONS: Mapping[str, str] = MappingProxyType({
     "LinkOrganizationToAwsMarketplace": "AWS Marketplace",

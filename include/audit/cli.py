@@ -147,18 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Any:
     """Execute a parsed command; returns its JSON-able result."""
-    root = config.root
+    root, existing = config.root, config.existing_root  # a root a command reads must exist
     if args.command == "ingest":
         from .ingest import ingest
 
-        return ingest(root("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
-                      now=_now(args.now), retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
+        now = _now(args.now)  # every value is checked before any root is touched
+        return ingest(existing("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
+                      now=now, retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
     if args.command == "export-daily":
         from .exports import export_daily
 
         day = parse_date(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
-        results = export_daily(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+        results = export_daily(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
                                day, orgs, force=args.force)
         return {"date": day.isoformat(), "files": [asdict(r) for r in results],
                 "rows": sum(r.rows for r in results)}
@@ -170,31 +171,33 @@ def run(args: argparse.Namespace) -> Any:
         flt = EventFilter.from_fields(validate_organization_id(args.org), parse_time(args.start, "--start"),
                                       parse_time(args.end, "--end"), parse(args.query), search=args.search,
                                       users=args.user, actions=args.action)
-        return asdict(export_filtered(root("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
+        return asdict(export_filtered(existing("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
     if args.command == "retain":
         from .retention import retain
 
-        return retain(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
-                      parse_date(args.today, "--today"), args.days, force=args.force, dry_run=args.dry_run).as_dict()
+        today = parse_date(args.today, "--today")
+        return retain(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+                      today, args.days, force=args.force, dry_run=args.dry_run).as_dict()
     if args.command == "compact":
         from .maintenance import compact
 
         day = parse_date(args.date, "--date") if args.date else None
-        return compact(root("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
+        return compact(existing("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
     if args.command == "vacuum":
         from .maintenance import vacuum
 
-        return vacuum(root("AUDIT_LAKE_ROOT", args.lake_root), args.hours)
+        return vacuum(existing("AUDIT_LAKE_ROOT", args.lake_root), args.hours)
     if args.command == "replay":
-        from .replay import replay
+        from .replay import replay, replayable
 
         since = parse_date(args.since, "--since") if args.since else None
-        return replay(root("AUDIT_LAKE_ROOT", args.lake_root), reasons=args.reason, since=since, now=_now(args.now),
-                      dry_run=args.dry_run, retention_days=args.days)
+        reasons = replayable(args.reason)
+        return replay(existing("AUDIT_LAKE_ROOT", args.lake_root), reasons=reasons, since=since,
+                      now=_now(args.now), dry_run=args.dry_run, retention_days=args.days)
     if args.command == "migrate":
         from .migrate import migrate
 
-        return migrate(root("AUDIT_LAKE_ROOT", args.lake_root))
+        return migrate(existing("AUDIT_LAKE_ROOT", args.lake_root))
     if args.command == "generate":
         from .generate import generate
 
@@ -205,9 +208,10 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "status":
         from .status import lake_status
 
-        return lake_status(root("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
+        return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
     if args.command == "api-key":
-        return _api_key(args, root("AUDIT_LAKE_ROOT", args.lake_root))
+        return _api_key(args, existing("AUDIT_LAKE_ROOT", args.lake_root) if args.api_key_command != "create"
+                        else root("AUDIT_LAKE_ROOT", args.lake_root))
     raise BadInput(f"unknown command {args.command!r}")
 
 
@@ -227,8 +231,9 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # our progress, not the INFO chatter of every library (Great Expectations logs ~200 lines)
+        logging.getLogger(__package__).setLevel(logging.INFO)
     try:
         result = run(args)
     except BadInput as exc:

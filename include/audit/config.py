@@ -1,4 +1,10 @@
-"""Where the roots are: flags win, then the AUDIT_* environment variables, then ./data defaults."""
+"""Where the roots are: flags win, then the AUDIT_* environment variables, then ./data defaults.
+
+A root a command reads must exist: a typo in a flag or a variable is a one-line error (exit 2),
+never an empty result or a new folder. Roots the pipeline creates may be missing: the lake before
+the first ingest, the raw root before generate, the export root before the first export (status
+and retain then report nothing archived; an S3 prefix exists only once it holds an object).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,27 @@ def root(variable: str, override: str | None = None) -> str:
     return override or os.environ.get(variable) or DEFAULTS[variable]
 
 
+def flag_of(variable: str) -> str:
+    """The command-line flag that overrides ``variable``: AUDIT_LAKE_ROOT -> --lake-root."""
+    return "--" + variable.removeprefix("AUDIT_").lower().replace("_", "-")
+
+
+def existing_root(variable: str, override: str | None = None) -> str:
+    """:func:`root`, which must exist (a local folder, or an s3:// bucket and prefix with objects).
+
+    Raises BadInput naming where the value came from, before anything is read or written.
+    """
+    from .connections import open_root
+    from .query import BadInput
+
+    url = root(variable, override)
+    opened = open_root(url)
+    if not opened.exists(opened.path):
+        source = flag_of(variable) if override else f"${variable}" if os.environ.get(variable) else "the default"
+        raise BadInput(f"{source}: {url} does not exist")
+    return url
+
+
 @dataclass(frozen=True)
 class Roots:
     raw: str
@@ -27,5 +54,5 @@ class Roots:
     exports: str
 
     @classmethod
-    def from_env(cls) -> "Roots":
+    def from_env(cls) -> Roots:
         return cls(root("AUDIT_RAW_ROOT"), root("AUDIT_LAKE_ROOT"), root("AUDIT_EXPORT_ROOT"))

@@ -12,7 +12,8 @@ import contextlib
 import functools
 import os
 import sys
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from . import storage
 

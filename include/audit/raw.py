@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,8 +34,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from .events import (
-    EVENT_FIELDS, FIELD_BYTES, FILE_TOO_LARGE, INVALID_TYPE, LINE_TOO_LARGE, MALFORMED_JSON, REQUIRED_FIELDS,
-    TOO_DEEPLY_NESTED, UNREADABLE_FILE,
+    EVENT_FIELDS,
+    FIELD_BYTES,
+    FILE_TOO_LARGE,
+    INVALID_TYPE,
+    LINE_TOO_LARGE,
+    MALFORMED_JSON,
+    REQUIRED_FIELDS,
+    TOO_DEEPLY_NESTED,
+    UNREADABLE_FILE,
 )
 from .storage import Root, is_hidden
 
@@ -265,7 +271,7 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
             buf += piece
             newlines += piece.count(b"\n")
         tail = buf.rfind(b"\n") + 1
-        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or tail and buf.find(b"\n") + 1  # lines within chunk_bytes
+        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or (tail and buf.find(b"\n") + 1)  # lines within chunk_bytes
         if newlines > _MAX_BLOCK_LINES:
             cut = min(cut, int(np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)[_MAX_BLOCK_LINES - 1]) + 1)
         long_line = None
@@ -463,7 +469,7 @@ def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.n
         for name in table.column_names:
             if name not in EVENT_FIELDS:
                 has_extra |= pc.is_valid(table[name]).to_numpy(zero_copy_only=False)
-    except Exception:  # noqa: BLE001 - a bad line, a non-string field, a duplicate key: the careful path decides
+    except Exception:
         return None
     numbers = lines.first_line + indices[~has_extra]
     frame = pl.from_arrow(table.select(list(EVENT_FIELDS)))
@@ -594,7 +600,7 @@ def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int 
                 if chunk is not None:
                     line = chunk.last_line
                     yield chunk
-        except Exception as exc:  # noqa: BLE001 - content, not storage: quarantine the file, go on
+        except Exception as exc:
             if stored.failed is not None:
                 raise
             detail = f"cannot be read after line {line} (byte {nbytes} decompressed): {type(exc).__name__}: {exc}"

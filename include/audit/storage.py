@@ -12,8 +12,9 @@ import os
 import posixpath
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -104,7 +105,7 @@ def s3_endpoint() -> str:
             or "the default AWS S3 endpoint")
 
 
-def delta_options(root: "Root") -> dict[str, str] | None:
+def delta_options(root: Root) -> dict[str, str] | None:
     """Storage options for delta-rs (Delta tables) equivalent to ``root``'s fsspec ones; None for local roots.
 
     delta-rs reaches S3 through its own client, so the credentials, endpoint and region of the
@@ -187,7 +188,7 @@ class Root:
     options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def open(cls, url: str, **storage_options: object) -> "Root":
+    def open(cls, url: str, **storage_options: object) -> Root:
         """Resolve ``url`` (a local path or any fsspec URL) to a root."""
         fs, path = fsspec.core.url_to_fs(str(url), **merge_options(default_options(str(url)), storage_options))
         if isinstance(fs, LocalFileSystem):

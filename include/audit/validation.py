@@ -1,5 +1,10 @@
 """Great Expectations re-checks every accepted batch with the suite generated from the rules.
 
+Configured as Great Expectations means it: one expectation suite (``audit_events``), a data source
+(``audit_lake``) with a named data asset (``accepted_events``), a validation definition and a
+checkpoint (``audit_ingest``) run with the batch id as its run name. The pages and the index are
+written by :mod:`.datadocs` under ``<lake>/_validation/``.
+
 Great Expectations has no polars engine, so it validates an Arrow-backed pandas view of the
 columns the suite needs. It is imported lazily: the import alone costs seconds.
 """
@@ -12,15 +17,24 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
+from . import datadocs
 from .events import RULES, Window, expectations
 from .lake import VALIDATION, write_json
 from .storage import Root
 
 SUITE_NAME = "audit_events"
+DATA_SOURCE = "audit_lake"
+DATA_ASSET = "accepted_events"
+BATCH_DEFINITION = "ingest_batch"
+CHECKPOINT = "audit_ingest"
+
+# Great Expectations logs ~200 INFO lines while importing (its docs decorators); only warnings matter.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 class ValidationFailed(RuntimeError):
@@ -35,15 +49,28 @@ class ValidationReport:
     failures: list[str]
 
 
+_importing: list[threading.Thread] = []  # the background import, if one was started
+
+
 def warm_up() -> None:
     """Start importing Great Expectations (~3 s) in the background, while the first batch is parsed."""
-    threading.Thread(target=importlib.import_module, args=("great_expectations",), name="gx-import",
-                     daemon=True).start()
+    thread = threading.Thread(
+        target=importlib.import_module, args=("great_expectations",), name="gx-import", daemon=True
+    )
+    _importing.append(thread)
+    thread.start()
+
+
+def _imported() -> None:
+    """Wait for the background import: importing GE from two threads at once fails on its import cycles."""
+    while _importing:
+        _importing.pop().join()
 
 
 def _context() -> Any:
-    """A fresh ephemeral GE context. One per batch: a context kept for the whole run holds on to
-    every batch it validated (peak 2.6 vs 1.5 GB at 5M events), for ~0.3 s saved per batch."""
+    """A fresh ephemeral GE context. One per batch (a constant cost, whatever the number of runs): a
+    context kept for the whole run holds on to every batch it validated (peak 2.6 vs 1.5 GB at 5M
+    events), for ~0.3 s saved per batch. The lake keeps the results and pages, not the context."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.execution_engine import pandas_execution_engine
@@ -52,35 +79,44 @@ def _context() -> Any:
     # only, yet it took 24 of 56 s at 1M events (profile in bench/README.md). We opt out.
     pandas_execution_engine.HASH_THRESHOLD = 0
 
-    for name in ("great_expectations", "great_expectations.data_context.types.base"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # This module sets its own logger to INFO at import (one line per context); only warnings matter.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
     return context
 
 
-def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
-    """Validate ``accepted`` (lake-shaped rows) with the generated suite; returns GE's result."""
+def checkpoint(context: Any, checks: list[Any]) -> Any:
+    """The ``audit_ingest`` checkpoint: suite ``audit_events`` on data asset ``accepted_events``."""
     import great_expectations as gx
 
-    context = _context()
-    asset = context.data_sources.add_pandas(f"audit_lake_{batch_id}").add_dataframe_asset(batch_id)
-    batch = asset.add_batch_definition_whole_dataframe("accepted")
-    checks = expectations(window, RULES)
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}_{batch_id}", expectations=checks))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{SUITE_NAME}_{batch_id}", data=batch, suite=suite)
+    batch = (
+        context.data_sources.add_pandas(DATA_SOURCE)
+        .add_dataframe_asset(DATA_ASSET)
+        .add_batch_definition_whole_dataframe(BATCH_DEFINITION)
     )
-    view = accepted.select(sorted({e.column for e in checks if getattr(e, "column", None)})).to_pandas(use_pyarrow_extension_array=True)
-    return definition.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=checks))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{SUITE_NAME}_on_{DATA_ASSET}", data=batch, suite=suite)
+    )
+    return context.checkpoints.add(
+        gx.Checkpoint(name=CHECKPOINT, validation_definitions=[definition], result_format="SUMMARY")
+    )
 
 
-def render_html(result: Any) -> str:
-    """The Data Docs page for one validation result, as GE's own site would render it."""
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
+def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
+    """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
+    returns GE's validation result."""
+    _imported()  # before this thread imports anything of GE
+    from great_expectations.core.run_identifier import RunIdentifier
 
-    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    checks = expectations(window, RULES)
+    columns = sorted({e.column for e in checks if getattr(e, "column", None)})
+    view = accepted.select(columns).to_pandas(use_pyarrow_extension_array=True)
+    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
+    result = checkpoint(_context(), checks).run(batch_parameters={"dataframe": view}, run_id=run_id)
+    (validation,) = result.run_results.values()
+    return validation
 
 
 def failures(result_json: dict) -> list[str]:
@@ -97,12 +133,16 @@ def failures(result_json: dict) -> list[str]:
 
 
 def validate_batch(lake: Root, accepted: pl.DataFrame, window: Window, batch_id: str) -> ValidationReport:
-    """Run the suite, store its JSON result and Data Docs page under ``_validation/``."""
+    """Run the checkpoint; store its JSON result and Data Docs page under ``_validation/`` and add
+    the run to the site's index."""
     result = run_suite(accepted, window, batch_id)
     payload = result.to_json_dict()
-    gc.collect()  # GE's objects form cycles that hold the batch's frames until a full collection
     json_path = lake.join(VALIDATION, f"{batch_id}.json")
     html_path = lake.join(VALIDATION, f"{batch_id}.html")
     write_json(lake, json_path, payload)
-    lake.write_bytes(html_path, render_html(result).encode())
-    return ValidationReport(bool(payload.get("success")), json_path, html_path, failures(payload))
+    lake.write_bytes(html_path, datadocs.render_page(result).encode())
+    del result
+    gc.collect()  # GE's objects form cycles that hold the batch's frames until a full collection
+    report = ValidationReport(bool(payload.get("success")), json_path, html_path, failures(payload))
+    datadocs.add_to_index(lake, datadocs.IndexEntry.of(batch_id, payload, report.failures))
+    return report
