@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+RETENTION_DAYS = 90
+"""How many days the lake keeps events (older partitions are dropped once archived)."""
+
 DEFAULTS = {
     "AUDIT_RAW_ROOT": "./data/raw",
     "AUDIT_LAKE_ROOT": "./data/lake",

@@ -6,7 +6,6 @@ Layout (hive-style, readable by polars, pyarrow and DuckDB)::
     quarantine/ingest_date=YYYY-MM-DD/part-<batch>.parquet
     _validation/<batch>.json, <batch>.html      Great Expectations result + Data Docs page
     _state/ingested/<batch>.json                committed batches: which raw files they consumed
-    _state/exports/event_date=D/organization_id=O.json   what each daily export covered
 
 Partition columns live in the path only, as hive layout expects.
 """
@@ -22,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -188,10 +187,6 @@ def commit_batch(lake: Root, batch_id: str, entry: dict) -> None:
     write_json(lake, lake.join(ledger_dir(lake), f"{batch_id}.json"), entry)
 
 
-def export_record_path(lake: Root, day: date, organization_id: str) -> str:
-    return lake.join(STATE, "exports", f"event_date={day.isoformat()}", f"organization_id={organization_id}.json")
-
-
 # --- lease ------------------------------------------------------------------------------------
 
 class LeaseHeld(RuntimeError):
@@ -236,3 +231,29 @@ def lease(lake: Root, name: str = "ingest", wait_seconds: float = 600.0,
             yield lambda: None  # the kernel's lock cannot be lost while the process lives
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# --- partition metadata (the Delta version reads these from the table's log) ------------------
+
+def partition_row_counts(lake: Root, days: Iterable[date] | None = None) -> dict[tuple[date, str], int]:
+    """Live rows per (event_date, organization_id), from Parquet footers (no data is read)."""
+    import pyarrow.parquet as pq
+
+    counts: dict[tuple[date, str], int] = {}
+    for day in (event_dates(lake) if days is None else days):
+        for org in organizations(lake, day):
+            total = 0
+            for path in partition_files(lake, day, org):
+                with lake.fs.open(path, "rb") as handle:
+                    total += pq.ParquetFile(handle).metadata.num_rows
+            counts[(day, org)] = total
+    return counts
+
+
+def drop_partitions(lake: Root, keys: Sequence[tuple[date, str]]) -> None:
+    """Remove the (event_date, organization_id) partitions ``keys``, and dates left empty."""
+    for day, org in keys:
+        lake.remove(partition_dir(lake, day, org), recursive=True)
+    for day in sorted({day for day, _ in keys}):
+        if not organizations(lake, day):
+            lake.remove(date_dir(lake, day), recursive=True)

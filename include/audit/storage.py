@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -35,6 +36,9 @@ S3_CLIENT_CONFIG: dict[str, Any] = {
 }
 """botocore settings for every S3 root: throttling (503 SlowDown), resets and timeouts are retried
 with exponential backoff and jitter, a few times, so a dead endpoint fails in under a minute, not ten."""
+
+SPOOL_BYTES = 16 << 20
+"""A conditional create of a stream keeps this much in memory, the rest in a temporary file."""
 
 _OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
 _SECRETS: set[str] = set()  # credential values that must never be printed
@@ -278,9 +282,45 @@ class Root:
             self.fs.invalidate_cache(path)
 
     def create_if_absent(self, path: str, data: bytes) -> str | None:
-        """Create ``path`` only if no object is there (If-None-Match: *); its ETag, or None."""
-        response = self._conditional("put_object", path, Body=data, IfNoneMatch="*")
+        """Create ``path`` only if nothing is there; a truthy tag (ETag, or ``created`` locally), else None.
+
+        S3: one PUT with If-None-Match: *. Locally: the bytes go to a hidden file that is then
+        hard-linked to ``path`` (link refuses an existing name), so readers see all or nothing.
+        """
+        return self.create_chunks_if_absent(path, [data])
+
+    def create_chunks_if_absent(self, path: str, chunks: Iterable[bytes]) -> str | None:
+        """:meth:`create_if_absent` for a stream: spooled (memory, then a temporary file) and created once."""
+        if self.is_local:
+            return self._link_if_absent(path, chunks)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+            for chunk in chunks:
+                body.write(chunk)
+            body.seek(0)
+            response = self._conditional("put_object", path, Body=body, IfNoneMatch="*")
         return response and response.get("ETag")
+
+    def _link_if_absent(self, path: str, chunks: Iterable[bytes]) -> str | None:
+        if os.path.exists(path):
+            return None
+        directory = posixpath.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "xb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+            return "created"
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
         """Overwrite ``path`` only while it still has ``etag`` (If-Match); the new ETag, or None."""
