@@ -66,7 +66,10 @@ def parse_time(value: str, name: str = "time") -> datetime:
 
 
 def parse_date(value: str, name: str = "date") -> date:
+    """A calendar date written exactly ``YYYY-MM-DD`` (fromisoformat alone also takes 20261124 or 2026-W48)."""
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except (ValueError, TypeError):
         raise BadInput(f"{name} {value!r} is not a date in the form YYYY-MM-DD") from None
