@@ -33,8 +33,8 @@ function archiveRow(item) {
   for (const v of item.versions) {
     const span = document.createElement("span");
     span.className = "version";
-    span.append(fileLink(`v${v.version} CSV`, v.link.replace(/^\//, "../"), v.file), " · ",
-      fileLink("manifest", v.manifestLink.replace(/^\//, "../"), `${v.file}.manifest.json`),
+    span.append(fileLink(`v${v.version} CSV`, v.link, v.file), " · ",
+      fileLink("manifest", v.manifestLink, `${v.file}.manifest.json`),
       ` (${v.rows} rows${v.signed ? ", signed" : ""}) `);
     versions.append(span);
   }
