@@ -13,7 +13,7 @@ import posixpath
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -229,24 +229,7 @@ class Root:
                 f.closed = True  # discarded: nothing left to flush when it is garbage-collected
                 raise
             return size
-        directory = posixpath.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-            raise
-        return size
+        return _publish_local(path, chunks, os.replace)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         if not self.fs.exists(path):
@@ -292,35 +275,19 @@ class Root:
     def create_chunks_if_absent(self, path: str, chunks: Iterable[bytes]) -> str | None:
         """:meth:`create_if_absent` for a stream: spooled (memory, then a temporary file) and created once."""
         if self.is_local:
-            return self._link_if_absent(path, chunks)
+            if os.path.exists(path):
+                return None
+            try:
+                _publish_local(path, chunks, os.link)  # link refuses an existing name; replace would not
+            except FileExistsError:
+                return None
+            return "created"
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
             for chunk in chunks:
                 body.write(chunk)
             body.seek(0)
             response = self._conditional("put_object", path, Body=body, IfNoneMatch="*")
         return response and response.get("ETag")
-
-    def _link_if_absent(self, path: str, chunks: Iterable[bytes]) -> str | None:
-        if os.path.exists(path):
-            return None
-        directory = posixpath.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "xb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-            return "created"
-        except FileExistsError:
-            return None
-        except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
         """Overwrite ``path`` only while it still has ``etag`` (If-Match); the new ETag, or None."""
@@ -338,6 +305,31 @@ class Root:
             return self.fs.call_s3("head_object", Bucket=bucket, Key=key).get("ETag")
         except FileNotFoundError:
             return None
+
+
+def _publish_local(path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None]) -> int:
+    """Write ``chunks`` to a hidden temporary file beside ``path``, synced, then ``publish(tmp, path)``
+    (rename or link: readers see the whole file or none); returns the bytes written."""
+    directory = posixpath.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+    size = 0
+    try:
+        with open(tmp, "xb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return size
 
 
 def precondition_failed(exc: BaseException) -> bool:
