@@ -8,9 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from include.audit.exports import HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas
+from include.audit.exports import (HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas,
+                                   pending_exports)
 from include.audit.ingest import ingest
 from include.audit.query import BadInput, EventFilter
+from include.audit.status import lake_status
 from include.audit.storage import Root
 
 from .helpers import event, write_lines
@@ -139,3 +141,34 @@ def test_on_demand_export_filters(small_lake, tmp_path, flt, ids):
 def test_bad_filters_are_refused(kwargs, message):
     with pytest.raises(BadInput, match=message):
         _range(**kwargs)
+
+
+def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [
+        event(event_id="a1", event_time="2026-11-22T10:00:00Z"),
+        event(event_id="a2", event_time="2026-11-24T10:00:00Z"),
+        event(event_id="g1", event_time="2026-11-24T10:00:00Z", organization_id="globex"),
+    ])
+    for day in (date(2026, 11, 22), date(2026, 11, 24)):
+        export_daily(roots["lake"], roots["exports"], day)
+    ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-22T23:00:00Z")])
+    pending = pending_exports(roots["lake"], roots["exports"], DAY)
+    assert pending == [
+        (date(2026, 11, 22), "acme"),  # stale: it gained an event
+        (date(2026, 11, 23), "acme"),  # never archived: a heartbeat is due
+        (DAY, "acme"), (DAY, "globex"),  # the export date, for every organization active in the window
+    ]
+    status = lake_status(roots["lake"], roots["exports"])["archive"]
+    assert status["acme"]["stale_days"] == ["2026-11-22"] and "2026-11-23" in status["acme"]["missing_days"]
+    assert status["globex"]["days_archived"] == 1 and status["globex"]["first_day"] == "2026-11-24"
+
+
+def test_an_on_demand_rerun_with_other_rows_gets_a_new_name(small_lake, tmp_path):
+    out = tmp_path / "od" / "range.csv"
+    first = export_filtered(small_lake["lake"], _range(), str(out), never_overwrite=True)
+    again = export_filtered(small_lake["lake"], _range(), str(out), never_overwrite=True)
+    assert again.path == first.path == str(out) and again.version == 1
+    original = out.read_bytes()
+    narrower = export_filtered(small_lake["lake"], _range(users=("bob@acme.com",)), str(out), never_overwrite=True)
+    assert narrower.path == str(tmp_path / "od" / "range.v2.csv") and narrower.rows == 1
+    assert out.read_bytes() == original
