@@ -172,6 +172,7 @@ def append(exports: Root, organization_id: str, path: str, entry: dict[str, Any]
     """
     key = signing_key()
     relative = exports.relative(path)
+    exports.fs.invalidate_cache(path)
     if exports.exists(path):
         raise FileExistsError(f"{exports.display(path)} already exists: chain entries are never rewritten")
     for _ in range(MAX_CLAIM_ATTEMPTS):

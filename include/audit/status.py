@@ -14,14 +14,15 @@ from .holds import active_hold
 from .storage import Root
 
 
-def archive_health(lake: Root, exports: Root, today: date | None = None) -> dict[str, dict[str, Any]]:
+def archive_health(lake: Root, exports: Root, today: date | None = None,
+                   counts: dict[tuple[date, str], int] | None = None) -> dict[str, dict[str, Any]]:
     """Per organization: days archived, latest amended day, hold, last receipt, days missing or stale.
 
     Missing: a day from the organization's first export through yesterday without a version (or a
     lake partition without one). Stale: the latest version has fewer source rows than the partition.
     """
     today = today or datetime.now(UTC).date()
-    counts = lk.partition_row_counts(lake)
+    counts = lk.partition_row_counts(lake) if counts is None else counts
     orgs = sorted(set(ar.organizations(exports)) | {org for _, org in counts})
     health = {}
     for org in orgs:
@@ -65,5 +66,5 @@ def lake_status(lake_url: str, export_url: str) -> dict[str, Any]:
         "events_per_date": per_date,
         "quarantined": {r: quarantined[r] for r in REASONS if r in quarantined},
         "validation_report": lake.display(reports[-1]) if reports else None,
-        "archive": archive_health(lake, exports),
+        "archive": archive_health(lake, exports, counts=counts),
     }
