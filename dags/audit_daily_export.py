@@ -1,4 +1,4 @@
-"""Archive yesterday's audit events as one CSV per organization, every day."""
+"""Archive yesterday's audit events as one CSV per organization, every day, and amend stale days."""
 
 from __future__ import annotations
 
@@ -24,32 +24,44 @@ def _export_date() -> str:
     default_args=retrying(3, timedelta(minutes=1), timedelta(minutes=15)),
     tags=["audit", "export"],
     doc_md="""
-### Audit daily export
-A run exports the **UTC day before its logical date**: for every organization with events
-that day it writes `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.csv`
-(one mapped task per organization). It runs at 00:30 UTC so that events of the last minutes
-of the day are ingested first; rerunning a date re-exports it with any late events.
+### Audit daily export (the compliance archive)
+A run archives the **UTC day before its logical date** for every organization with events in the
+lake within the retention window: `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.csv`
+and its `.manifest.json` (a header-only CSV on a quiet day: a heartbeat). It also re-archives every
+earlier (date, organization) of the window whose latest version is stale (late events) or missing:
+a new version `...vN.csv` next to the old ones, which are never touched. One mapped task per
+(date, organization). It runs at 00:30 UTC so the last minutes of the day are ingested first.
 Backfill: `airflow backfill create --dag-id audit_daily_export --from-date ... --to-date ...`.
 """,
 )
 def audit_daily_export():
     @task
-    def list_organizations() -> list[str]:
-        """Organizations with events on the export date."""
+    def compact_export_date() -> dict:
+        """Compact the export date's partitions first: the export then reads one file per organization."""
         from include.audit.inputs import parse_date
-        from include.audit.pipeline import organizations_on
+        from include.audit.pipeline import compact_day
 
-        return organizations_on(parse_date(_export_date()))
+        return compact_day(parse_date(_export_date()))
+
+    @task
+    def list_work() -> list[dict[str, str]]:
+        """The (date, organization) pairs to archive: the export date's, plus stale or missing ones."""
+        from include.audit.inputs import parse_date
+        from include.audit.pipeline import archive_work
+
+        return archive_work(parse_date(_export_date()))
 
     @task(max_active_tis_per_dagrun=8)
-    def export_organization(organization_id: str) -> dict:
-        """Write one organization's CSV for the export date."""
+    def export_organization(day: str, organization_id: str) -> dict:
+        """Archive one organization's day."""
         from include.audit.inputs import parse_date
         from include.audit.pipeline import export_organization_day
 
-        return export_organization_day(parse_date(_export_date()), organization_id)
+        return export_organization_day(parse_date(day), organization_id)
 
-    export_organization.expand(organization_id=list_organizations())
+    work = list_work()
+    compact_export_date() >> work
+    export_organization.expand_kwargs(work)
 
 
 audit_daily_export()

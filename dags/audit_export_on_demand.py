@@ -40,7 +40,8 @@ Trigger with the form: organization, From/To (inclusive, with timezone, at most 
 optional search text, users, actions and a query in the filter language (README, "Audit Logs page
 and API"); search, users and actions become terms of that query. Writes one CSV in the daily-export format to
 `<AUDIT_EXPORT_ROOT>/_on-demand/<org>/audit-log_<org>_<from>_<to>_<digest>.csv` (the digest
-names the filter, so a rerun overwrites its own file); the task result names it.
+names the filter; nothing is overwritten: a rerun with other rows gets the next `.vN.csv`); the
+task result names it.
 """,
 )
 def audit_export_on_demand():

@@ -20,8 +20,10 @@ from include.audit.dag_defaults import retrying
     doc_md="""
 ### Audit retention
 Drops every `event_date` partition more than 90 days before the run's logical date, but never
-an (event_date, organization) whose daily CSV export is missing or older than its data: those
-are kept and listed in the task's result until they are exported.
+an (event_date, organization) whose archived version is missing or older than its data (kept and
+listed until archived), nor any partition of an organization under a legal hold (`hold place`).
+Each organization that loses partitions gets a purge receipt in its archive chain:
+`<AUDIT_EXPORT_ROOT>/<org>/_receipts/<run date>_<run id>.json`.
 """,
 )
 def audit_retention():
@@ -30,7 +32,8 @@ def audit_retention():
         """Apply retention as of the logical date; returns what was dropped and what was kept."""
         from include.audit.pipeline import apply_retention
 
-        return apply_retention(get_current_context()["logical_date"].date())
+        context = get_current_context()
+        return apply_retention(context["logical_date"].date(), run_id=context["run_id"])
 
     drop_expired_partitions()
 

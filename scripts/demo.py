@@ -53,11 +53,12 @@ def main() -> None:
     for day, count in status["events_per_date"].items():
         print(f"  {day}: {count}")
     print("quarantined by reason: " + json.dumps(status["quarantined"]))
-    print(f"daily CSV exports: {len(status['exports'])} files, {sum(e['rows'] for e in status['exports'])} rows")
-    for export in status["exports"][:10]:
-        print(f"  {export['rows']:6d}  {export['path']}")
-    if len(status["exports"]) > 10:
-        print(f"  ... and {len(status['exports']) - 10} more")
+    archive = status["archive"]
+    print(f"archive: {len(archive)} organizations, {sum(o['days_archived'] for o in archive.values())} days "
+          "archived (verify it: python -m include.audit verify)")
+    for org, health in list(archive.items())[:10]:
+        print(f"  {org}: {health['days_archived']} days, missing {len(health['missing_days'])}, "
+              f"stale {len(health['stale_days'])}")
     print(f"validation report (open in a browser): {status['validation_report']}")
     print("next: `make airflow` opens the UI on these DAGs (http://127.0.0.1:8080)")
 

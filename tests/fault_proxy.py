@@ -90,6 +90,7 @@ class FaultProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._closing = False
+        self.responses: list[tuple[str, str, int]] = []  # (method, target, status) of every forwarded request
 
     @property
     def url(self) -> str:
@@ -146,7 +147,11 @@ class FaultProxy:
                 if upstream is None:
                     upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
                 upstream.sendall(head + body)
-                if not self._relay_response(_Reader(upstream), client, head.split(b" ", 1)[0]):
+                method, target = head.split(b" ", 2)[:2]
+                keep, status = self._relay_response(_Reader(upstream), client, method)
+                with self._lock:
+                    self.responses.append((method.decode(), target.decode(), status))
+                if not keep:
                     return
         except (OSError, ConnectionError, ValueError):
             return
@@ -156,11 +161,11 @@ class FaultProxy:
                 upstream.close()
 
     @staticmethod
-    def _relay_response(upstream: _Reader, client: socket.socket, method: bytes) -> bool:
-        """Copy one response; False if the connection must close after it."""
+    def _relay_response(upstream: _Reader, client: socket.socket, method: bytes) -> tuple[bool, int]:
+        """Copy one response; whether the connection may stay open after it, and the status code."""
         head = upstream.until(b"\r\n\r\n")
         if not head:
-            return False
+            return False, 0
         status = head.split(b" ", 2)[1]
         headers = headers_of(head)
         keep = headers.get(b"connection", b"").lower() != b"close"
@@ -168,7 +173,7 @@ class FaultProxy:
             read_body(upstream, headers, until_close=not keep)
         client.sendall(head + body)
         return keep and (b"content-length" in headers or b"chunked" in headers.get(b"transfer-encoding", b"")
-                         or not body)
+                         or not body), int(status)
 
 
 def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:

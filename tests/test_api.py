@@ -228,6 +228,35 @@ def test_archives_list_records_and_links_download_the_file(client, lake):
         assert client.get(f"/api/v1/archives/{day}", headers=as_key(lake)).status_code == 400, day
 
 
+def test_archives_are_paged_with_versions_verification_and_manifests(client, lake):
+    roots = lake["roots"]
+    export_daily(roots.lake, roots.exports, EXPORTED_DAY - timedelta(days=1), [ORG_A])
+    first = client.get("/api/v1/archives", params={"pageSize": 10}, headers=as_key(lake)).json()
+    assert first["total"] == 2 and [i["date"] for i in first["items"]] == ["2026-11-24", "2026-11-23"]
+    page2 = client.get("/api/v1/archives", params={"pageSize": 10, "page": 2}, headers=as_key(lake)).json()
+    assert page2["items"] == [] and page2["total"] == 2
+    item = first["items"][0]
+    assert item["verification"] == {"ok": True, "problems": []}
+    (version,) = item["versions"]
+    assert version["version"] == 1 and version["sha256"] == item["sha256"]
+    body = client.get(version["link"], headers=as_key(lake)).content
+    import hashlib
+
+    assert hashlib.sha256(body).hexdigest() == item["sha256"]
+    manifest = client.get(item["manifestLink"], headers=as_key(lake))
+    assert manifest.status_code == 200 and manifest.json()["file"] == version["file"]
+    assert manifest.json()["sequence"] >= 1 and manifest.json()["kind"] == "export"
+    verified = client.get("/api/v1/archives/verify", headers=as_key(lake)).json()
+    assert verified["organizationId"] == ORG_A and verified["entries"] == 2 and verified["days"] == 2
+    assert client.get("/api/v1/archives/verify", params={"organizationId": ORG_B},
+                      headers=as_key(lake)).status_code == 403
+    for bad in ("20261124", "2026-W48-1", "2026-11-31"):
+        assert client.get(f"/api/v1/archives/{bad}", headers=as_key(lake)).status_code == 400
+    assert client.get(f"/api/v1/archives/{EXPORTED_DAY}", params={"version": 7},
+                      headers=as_key(lake)).status_code == 404
+    assert client.get("/api/v1/archives", params={"pageSize": 7}, headers=as_key(lake)).status_code == 400
+
+
 def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body.decode())))
 

@@ -94,11 +94,11 @@ def test_pipeline_runs_through_airflow(dagbag, airflow_db, roots):
     lake_events = list(Path(roots["lake"], "events").rglob("*.parquet"))
     assert lake_events
 
-    # the daily export run on D+1 00:30 exports D, one mapped task per organization
+    # the daily export run on D+1 00:30 archives D, one mapped task per (date, organization)
     day = (now - timedelta(days=1)).date()
     logical = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) + timedelta(minutes=30)
     _succeeded(dagbag.dags["audit_daily_export"].test(logical_date=logical))
-    files = sorted(Path(roots["exports"]).rglob("*.csv"))
+    files = sorted(Path(roots["exports"]).rglob(f"*_{day}.csv"))
     orgs_that_day = {o for (d, o) in expected.per_partition if d == day.isoformat()}
     assert {f.parent.parent.parent.parent.name for f in files} == orgs_that_day
     rows = sum(len(list(csv.DictReader(f.open(newline="")))) for f in files)

@@ -7,10 +7,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from include.audit.exports import HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas
+from include.audit.exports import (HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas,
+                                   pending_exports)
 from include.audit.ingest import ingest
 from include.audit.inputs import BadInput
 from include.audit.query import EventFilter
+from include.audit.status import lake_status
 from include.audit.storage import Root
 
 from .helpers import event, write_lines
@@ -60,21 +62,25 @@ def test_user_cells_with_formula_prefixes_are_neutralised_but_others_untouched()
     assert neutralize_formulas(frame)["a"].to_list() == ["'=1", "'+1", "'-1", "'@x", "'\tx", "'\rx", "a=1", None]
 
 
-def test_reexport_is_byte_identical_and_late_events_appear(roots, now):
+def test_reexport_writes_nothing_and_late_events_make_version_2(roots, now):
     ingest_lines(roots, now, "a.jsonl", [event(event_id=f"e{i}", event_time=f"2026-11-25T1{i}:00:00Z") for i in range(5)])
     lake, exports = Root.open(roots["lake"]), Root.open(roots["exports"])
-    export_daily(roots["lake"], roots["exports"], DAY)
+    (first,) = export_daily(roots["lake"], roots["exports"], DAY)
     path = Path(daily_path(exports, "acme", DAY))
-    first = path.read_bytes()
-    assert export_status(lake, exports, DAY, "acme") == "current"
-    (again,) = export_daily(roots["lake"], roots["exports"], DAY, force=True)
-    assert path.read_bytes() == first and not again.skipped
-    (skipped,) = export_daily(roots["lake"], roots["exports"], DAY)
-    assert skipped.skipped and path.read_bytes() == first
+    original = path.read_bytes()
+    assert export_status(lake, exports, DAY, "acme") == "current" and first.version == 1
+    before = sorted(Path(roots["exports"]).rglob("*"))
+    (forced,) = export_daily(roots["lake"], roots["exports"], DAY, force=True)  # same bytes: nothing new
+    (again,) = export_daily(roots["lake"], roots["exports"], DAY)
+    assert forced.skipped and again.skipped and again.version == 1
+    assert sorted(Path(roots["exports"]).rglob("*")) == before and path.read_bytes() == original
     ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-25T00:00:01Z")])
     assert export_status(lake, exports, DAY, "acme") == "stale"
     (redone,) = export_daily(roots["lake"], roots["exports"], DAY)
-    assert redone.rows == 6 and read_csv(path)[0]["event_id"] == "late"
+    assert redone.rows == 6 and redone.version == 2 and not redone.skipped
+    assert redone.path == daily_path(exports, "acme", DAY, 2) and redone.path.endswith("_2026-11-25.v2.csv")
+    assert read_csv(redone.path)[0]["event_id"] == "late" and path.read_bytes() == original
+    assert export_status(lake, exports, DAY, "acme") == "current"
 
 
 def test_each_organization_gets_its_own_file(roots, now):
@@ -83,7 +89,11 @@ def test_each_organization_gets_its_own_file(roots, now):
     results = {r.organization_id: r.rows for r in export_daily(roots["lake"], roots["exports"], DAY)}
     assert results == {"acme": 1, "globex": 2}
     assert (Path(roots["exports"]) / "globex/2026/11/25/audit-log_globex_2026-11-25.csv").exists()
-    assert export_daily(roots["lake"], roots["exports"], date(2026, 11, 20)) == []
+    # a day without events: each organization active in the window gets a header-only heartbeat
+    quiet = export_daily(roots["lake"], roots["exports"], date(2026, 11, 26))
+    assert {(r.organization_id, r.rows) for r in quiet} == {("acme", 0), ("globex", 0)}
+    assert Path(quiet[0].path).read_text() == HEADER + "\n"
+    assert export_daily(roots["lake"], roots["exports"], date(2026, 11, 20)) == []  # before any event
 
 
 def _range(**kw) -> EventFilter:
@@ -131,3 +141,34 @@ def test_on_demand_export_filters(small_lake, tmp_path, flt, ids):
 def test_bad_filters_are_refused(kwargs, message):
     with pytest.raises(BadInput, match=message):
         _range(**kwargs)
+
+
+def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now):
+    ingest_lines(roots, now, "a.jsonl", [
+        event(event_id="a1", event_time="2026-11-22T10:00:00Z"),
+        event(event_id="a2", event_time="2026-11-24T10:00:00Z"),
+        event(event_id="g1", event_time="2026-11-24T10:00:00Z", organization_id="globex"),
+    ])
+    for day in (date(2026, 11, 22), date(2026, 11, 24)):
+        export_daily(roots["lake"], roots["exports"], day)
+    ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-22T23:00:00Z")])
+    pending = pending_exports(roots["lake"], roots["exports"], DAY)
+    assert pending == [
+        (date(2026, 11, 22), "acme"),  # stale: it gained an event
+        (date(2026, 11, 23), "acme"),  # never archived: a heartbeat is due
+        (DAY, "acme"), (DAY, "globex"),  # the export date, for every organization active in the window
+    ]
+    status = lake_status(roots["lake"], roots["exports"])["archive"]
+    assert status["acme"]["stale_days"] == ["2026-11-22"] and "2026-11-23" in status["acme"]["missing_days"]
+    assert status["globex"]["days_archived"] == 1 and status["globex"]["first_day"] == "2026-11-24"
+
+
+def test_an_on_demand_rerun_with_other_rows_gets_a_new_name(small_lake, tmp_path):
+    out = tmp_path / "od" / "range.csv"
+    first = export_filtered(small_lake["lake"], _range(), str(out), never_overwrite=True)
+    again = export_filtered(small_lake["lake"], _range(), str(out), never_overwrite=True)
+    assert again.path == first.path == str(out) and again.version == 1
+    original = out.read_bytes()
+    narrower = export_filtered(small_lake["lake"], _range(users=("bob@acme.com",)), str(out), never_overwrite=True)
+    assert narrower.path == str(tmp_path / "od" / "range.v2.csv") and narrower.rows == 1
+    assert out.read_bytes() == original

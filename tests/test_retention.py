@@ -56,7 +56,10 @@ def test_force_drops_unexported_partitions_and_dry_run_drops_nothing(roots, now)
     lake = lake_with_two_days(roots, now)
     dry = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3, force=True, dry_run=True)
     assert dry.dropped == ["2026-11-20/acme", "2026-11-20/globex"]
+    report = dry.as_dict()
+    assert report["would_drop"] == dry.dropped and "dropped" not in report and report["receipts"] == []
     assert lk.event_dates(lake) == [date(2026, 11, 20), date(2026, 11, 25)]
+    assert not Path(roots["exports"]).exists()  # a dry run writes no receipt
     forced = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3, force=True)
     assert forced.dropped == dry.dropped and lk.event_dates(lake) == [date(2026, 11, 25)]
     assert retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3).dropped == []  # rerun: nothing

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ from fastapi.staticfiles import StaticFiles
 from jwt import InvalidTokenError
 from starlette.concurrency import run_in_threadpool
 
+from . import archive as ar
 from . import lake as lk
 from .apikeys import KeyVerifier, TooManyAttempts
 from .config import Roots
 from .connections import open_root
-from .exports import csv_chunks, daily_path, export_record_path
+from .exports import csv_chunks
 from .filters import QueryError, parse
 from .inputs import BadInput, check_range, parse_date, parse_time, validate_organization_id
 from .query import Budget, BudgetExceeded, EventFilter, iter_days, rows
@@ -142,19 +143,44 @@ def page_of_events(lake: Root, flt: EventFilter, page: int, size: int,
 
 def organizations(lake: Root) -> list[str]:
     """Every organization with a partition in the lake."""
-    return sorted({org for day in lk.event_dates(lake) for org in lk.organizations(lake, day)})
+    return sorted({org for _, org in lk.partition_row_counts(lake)})
 
 
-def archive_records(lake: Root, organization_id: str) -> list[dict]:
-    """The organization's daily-export records, newest date first."""
-    found = []
-    for name in reversed(lake.listdir(lake.join(lk.STATE, "exports"))):
-        if not name.startswith("event_date="):
-            continue
-        path = export_record_path(lake, date.fromisoformat(name.removeprefix("event_date=")), organization_id)
-        if lake.exists(path):
-            found.append(lk.read_json(lake, path))
-    return found
+def yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def archive_listing(exports: Root, organization_id: str, page: int, size: int) -> dict[str, Any]:
+    """One page of archived days, newest first, with every version and the day's verification state.
+
+    Verification of the page: the whole chain (small entries) and the CSVs of the page's days.
+    """
+    from .verify import verify_organization
+
+    days = ar.day_files(ar.list_org(exports, organization_id), organization_id)
+    dates = sorted((d for d, files in days.items() if any(f.is_manifest for f in files)), reverse=True)
+    shown = dates[(page - 1) * size: page * size]
+    report = verify_organization(exports, organization_id, yesterday(), days=shown)
+    codes: dict[date, set[str]] = {}
+    for problem in report.problems:
+        parsed = ar.parse_name(problem.file, organization_id)
+        when = problem.day or (parsed.day if parsed else None)
+        if when:
+            codes.setdefault(when, set()).add(problem.code)
+    items = []
+    for day in shown:
+        versions = [ar.read_entry(exports, f.path) for f in days[day] if f.is_manifest]
+        latest = versions[-1]
+        items.append({
+            "date": day.isoformat(), "version": latest["version"], "rows": latest["rows"], "bytes": latest["bytes"],
+            "sha256": latest["sha256"], "exportedAt": latest.get("created_at"),
+            "versions": [{"version": v["version"], "file": v["file"], "rows": v["rows"], "bytes": v["bytes"],
+                          "sha256": v["sha256"], "createdAt": v.get("created_at"), "signed": "signature" in v}
+                         for v in versions],
+            "verification": {"ok": not codes.get(day), "problems": sorted(codes.get(day, ()))},
+        })
+    return {"items": items, "total": len(dates), "page": page, "pageSize": size,
+            "missingDays": sorted(d.isoformat() for d, found in codes.items() if "missing_day" in found)}
 
 
 def read_chunks(root: Root, path: str) -> Iterator[bytes]:
@@ -269,25 +295,62 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
                                  media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
+    def exports_root() -> Root:
+        return open_root(roots().exports)
+
     @app.get("/api/v1/archives")
-    def archives(request: Request, organization: str = Depends(scope)) -> dict:
-        """The organization's archived daily CSVs, newest first, each with a download link."""
-        items = [{
-            "date": record["event_date"], "rows": record["rows"], "bytes": record["bytes"],
-            "sha256": record.get("sha256"), "exportedAt": record.get("exported_at"),
-            "link": f"{request.url_for('archive', day=record['event_date']).path}?organizationId={organization}",
-        } for record in archive_records(lake_root(), organization)]
-        return {"organizationId": organization, "items": items}
+    def archives(request: Request, organization: str = Depends(scope), page: int = Query(1),
+                 pageSize: int = Query(25)) -> dict:
+        """The organization's archived days, newest first, a page at a time: each day's versions (rows,
+        SHA-256, download links for the CSV and its manifest) and its verification state."""
+        if pageSize not in PAGE_SIZES:
+            raise BadInput(f"pageSize {pageSize} is not one of {', '.join(map(str, PAGE_SIZES))}")
+        if page < 1:
+            raise BadInput(f"page {page} is not a page number: pages start at 1")
+        listing = archive_listing(exports_root(), organization, page, pageSize)
+        base = request.url_for("archive", day="DAY").path
+        for item in listing["items"]:
+            link = f"{base.replace('DAY', item['date'])}?organizationId={organization}"
+            item["link"], item["manifestLink"] = link, link.replace("?", "/manifest?", 1)
+            for version in item["versions"]:
+                version["link"] = f"{link}&version={version['version']}"
+                version["manifestLink"] = f"{item['manifestLink']}&version={version['version']}"
+        return {"organizationId": organization, **listing}
+
+    @app.get("/api/v1/archives/verify")
+    def verify_archive(organization: str = Depends(scope)) -> dict:
+        """Verify the organization's archive now (chain, hashes, rows, days through yesterday)."""
+        from .verify import verify_organization
+
+        report = verify_organization(exports_root(), organization, yesterday())
+        return {"organizationId": organization, "through": yesterday().isoformat(), **report.as_dict(),
+                "problemLines": [p.line() for p in report.problems]}
+
+    def archived_file(organization: str, day: str, version: int | None, manifest: bool) -> tuple[Root, str]:
+        when = parse_date(day, "date")
+        exports = exports_root()
+        paths = ar.list_org(exports, organization, ar.day_dir(exports, organization, when))
+        files = [f for f in ar.day_files(paths, organization).get(when, []) if f.is_manifest == manifest]
+        chosen = [f for f in files if version is None or f.version == version]
+        if not chosen:
+            what = ("manifest" if manifest else "CSV") + (f" version {version}" if version else "")
+            raise ApiError(404, f"no archived {what} for {organization} on {when.isoformat()}")
+        return exports, chosen[-1].path
 
     @app.get("/api/v1/archives/{day}", name="archive")
-    def archive(day: str, organization: str = Depends(scope)) -> StreamingResponse:
-        """One archived daily CSV, byte for byte."""
-        when = parse_date(day, "date")
-        exports = open_root(roots().exports)
-        path = daily_path(exports, organization, when)
-        if not exports.exists(path):
-            raise ApiError(404, f"no archived CSV for {organization} on {when.isoformat()}")
+    def archive(day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
+                ) -> StreamingResponse:
+        """One archived daily CSV (the latest version, or ``version``), byte for byte."""
+        exports, path = archived_file(organization, day, version, manifest=False)
         return StreamingResponse(read_chunks(exports, path), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'})
+
+    @app.get("/api/v1/archives/{day}/manifest")
+    def archive_manifest(day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
+                         ) -> StreamingResponse:
+        """The manifest of one archived version, byte for byte (its SHA-256 is what the chain links)."""
+        exports, path = archived_file(organization, day, version, manifest=True)
+        return StreamingResponse(read_chunks(exports, path), media_type="application/json",
                                  headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'})
 
     return app

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", required=True, help="YYYY-MM-DD (UTC)")
     p.add_argument("--days", type=_positive, default=90)
     p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
-    p.add_argument("--dry-run", action="store_true", help="report only")
+    p.add_argument("--dry-run", action="store_true", help="report what would be dropped (would_drop), drop nothing")
 
     p = sub.add_parser("compact", help="rewrite partitions of many small files as one sorted file each")
     roots(p, "lake")
@@ -127,8 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument("--key-id", required=True, help="the key's id, as `api-key list` shows it")
 
-    p = sub.add_parser("status", help="events per date, quarantine per reason, archived CSVs")
+    p = sub.add_parser("status", help="events per date, quarantine per reason, export health per organization")
     roots(p, "lake", "export")
+
+    p = sub.add_parser("signing-key", help="Ed25519 keys that sign the archive's manifests and receipts")
+    signing = p.add_subparsers(dest="signing_command", required=True, parser_class=_Parser)
+    p = signing.add_parser("create", help="write DIR/audit-signing.key (0600) and DIR/audit-signing.pub")
+    p.add_argument("--out", required=True, help="directory for the key pair")
+
+    p = sub.add_parser("hold", help="legal holds: retention never drops a held organization's partitions")
+    holds = p.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)
+    for name, what in (("place", "place a hold"), ("release", "release the hold"), ("list", "holds in force")):
+        p = holds.add_parser(name, help=what)
+        roots(p, "export")
+        if name != "list":
+            p.add_argument("--org", required=True)
+    holds.choices["place"].add_argument("--reason", required=True, help="why (recorded in the chain)")
+    holds.choices["place"].add_argument("--until", help="YYYY-MM-DD (UTC): the hold ends after this date")
+
+    p = sub.add_parser("verify", help="check the archive offline: chain, hashes, rows, days, signatures")
+    roots(p, "export")
+    p.add_argument("--org", help="only this organization")
+    p.add_argument("--through", help="YYYY-MM-DD (UTC): every day through this one must be archived; "
+                   "default: yesterday")
+    p.add_argument("--public-key", help="PEM public key: every manifest and receipt must carry its signature")
 
     p = sub.add_parser("generate", help="write seeded synthetic raw event files")
     roots(p, "raw")
@@ -198,6 +220,8 @@ def run(args: argparse.Namespace) -> Any:
         from .migrate import migrate
 
         return migrate(existing("AUDIT_LAKE_ROOT", args.lake_root))
+    if args.command in ("signing-key", "hold", "verify"):
+        return _archive_command(args)
     if args.command == "generate":
         from .generate import generate
 
@@ -229,6 +253,39 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
             "expires_at": expires and expires.isoformat()}, created.key
 
 
+def _archive_command(args: argparse.Namespace) -> Any:
+    """signing-key, hold and verify: the compliance archive's commands."""
+    if args.command == "signing-key":
+        from .signing import create_key_pair
+
+        return create_key_pair(args.out)
+    export_root = config.root("AUDIT_EXPORT_ROOT", args.export_root)
+    if args.command == "hold":
+        from . import holds
+
+        if args.hold_command == "place":
+            until = parse_date(args.until, "--until") if args.until else None
+            return holds.place(export_root, validate_organization_id(args.org), args.reason, until)
+        if args.hold_command == "release":
+            return holds.release(export_root, validate_organization_id(args.org))
+        return {"holds": holds.list_holds(export_root)}
+    from datetime import timedelta
+
+    from .signing import load_public_key
+    from .storage import Root
+    from .verify import verify
+
+    org = validate_organization_id(args.org) if args.org else None
+    through = parse_date(args.through, "--through") if args.through else datetime.now(UTC).date() - timedelta(days=1)
+    key = load_public_key(args.public_key) if args.public_key else None
+    exports = Root.open(export_root)
+    if not exports.exists(exports.path):
+        raise BadInput(f"--export-root {export_root} does not exist")
+    if org and not exports.exists(exports.join(org)):
+        raise BadInput(f"no archive for organization {org!r} under {export_root}")
+    return verify(export_root, through, org, key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -249,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     result, secret = result if isinstance(result, tuple) else (result, None)
     print(json.dumps(result, indent=2, default=str))
+    if args.command == "verify" and result["problems"]:  # one line per problem, exit 1
+        print("\n".join(result["problems"]), file=sys.stderr)
+        return EXIT_FAILURE
     if secret is not None:  # a new API key: shown this once, on the last line
         print(secret)
     return EXIT_OK

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 DEFAULT_BATCH_MB = 64
 """Decompressed raw megabytes per ingest batch: what bounds an ingest's memory (``--batch-mb``)."""
 
+RETENTION_DAYS = 90
+"""How many days the lake keeps events (older partitions are dropped once archived)."""
+
 DEFAULTS = {
     "AUDIT_RAW_ROOT": "./data/raw",
     "AUDIT_LAKE_ROOT": "./data/lake",
@@ -37,7 +40,7 @@ def existing_root(variable: str, override: str | None = None) -> str:
     Raises BadInput naming where the value came from, before anything is read or written.
     """
     from .connections import open_root
-    from .query import BadInput
+    from .inputs import BadInput
 
     url = root(variable, override)
     opened = open_root(url)

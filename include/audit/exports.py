@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import tempfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta
 from typing import Iterable, Iterator
 
 import polars as pl
 
+from . import archive as ar
 from . import lake as lk
+from .config import RETENTION_DAYS
 from .filters import Query, export_filter_for, load_export_filters
 from .inputs import validate_organization_id
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows
-from .storage import Root
+from .storage import SPOOL_BYTES, Root
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ FORMULA_START = (r"^(?:[\s\x{200B}-\x{200D}\x{2060}\x{FEFF}]*[=+\-@\x{FF1D}\x{FF
 """A cell a spreadsheet could run as a formula (OWASP "CSV Injection", ASVS 5.0 1.2.10): one that starts
 with = + - @ (or their fullwidth and small forms) after any leading whitespace (Unicode spaces such as
 NBSP and U+3000, zero-width spaces, the BOM), or that starts with NUL, tab, CR or LF."""
+CHUNK_BYTES = 1 << 20
 
 
 def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
@@ -53,9 +58,9 @@ def csv_chunks(frames: Iterable[pl.DataFrame]) -> Iterator[bytes]:
             yield csv_body(rows(frame))
 
 
-def daily_path(exports: Root, organization_id: str, day: date) -> str:
-    return exports.join(organization_id, f"{day:%Y}", f"{day:%m}", f"{day:%d}",
-                        f"audit-log_{organization_id}_{day.isoformat()}.csv")
+def daily_path(exports: Root, organization_id: str, day: date, version: int = 1) -> str:
+    """Where version ``version`` of an organization's CSV for ``day`` lives."""
+    return exports.join(ar.day_dir(exports, organization_id, day), ar.csv_name(organization_id, day, version))
 
 
 @dataclass(frozen=True)
@@ -66,77 +71,134 @@ class ExportResult:
     rows: int
     bytes: int
     skipped: bool = False
+    version: int = 1
+    sha256: str = ""
+    manifest: str | None = None
+
+
+def is_stale(manifest: dict, live_rows: int) -> bool:
+    """Events are only appended, so a version is stale iff the partition now has more rows than it was made from."""
+    return live_rows > int(manifest.get("source_rows", 0))
+
+
+def latest_manifest(exports: Root, day: date, organization_id: str) -> tuple[str, dict] | None:
+    """The path and content of the day's highest-version manifest, or None."""
+    paths = ar.list_org(exports, organization_id, ar.day_dir(exports, organization_id, day))
+    found = ar.latest_manifest_paths(paths, organization_id).get(day)
+    return (found, ar.read_entry(exports, found)) if found else None
 
 
 def export_status(lake: Root, exports: Root, day: date, organization_id: str) -> str:
-    """``current`` if the day's CSV exists and covers every file of the partition, else ``missing``/``stale``."""
-    return _export_record(lake, exports, day, organization_id)[0]
+    """``current`` if the day's latest version covers every row of the partition, else ``missing``/``stale``."""
+    latest = latest_manifest(exports, day, organization_id)
+    if latest is None:
+        return "missing"
+    live = lk.partition_row_counts(lake, [day]).get((day, organization_id), 0)
+    return "stale" if is_stale(latest[1], live) else "current"
 
 
-def export_record_path(lake: Root, day: date, organization_id: str) -> str:
-    return lake.join(lk.STATE, "exports", f"event_date={day.isoformat()}", f"organization_id={organization_id}.json")
+def _result(exports: Root, manifest_path: str, manifest: dict, skipped: bool) -> ExportResult:
+    csv_path = exports.join(manifest_path.rsplit("/", 1)[0], manifest["file"])
+    return ExportResult(manifest["organization_id"], manifest["date"], exports.display(csv_path), manifest["rows"],
+                        manifest["bytes"], skipped, manifest["version"], manifest["sha256"],
+                        exports.display(manifest_path))
 
 
-def _export_record(lake: Root, exports: Root, day: date, organization_id: str) -> tuple[str, dict | None]:
-    """The day's export status and its record (None when missing): stale when the partition has more rows now."""
-    record_path = export_record_path(lake, day, organization_id)
-    if not lake.exists(record_path) or not exports.exists(daily_path(exports, organization_id, day)):
-        return "missing", None
-    record = lk.read_json(lake, record_path)
-    rows = lk.partition_row_counts(lake, [day]).get((day, organization_id), 0)
-    return ("current" if rows <= record.get("source_rows", -1) else "stale"), record
+def export_partition(lake: Root, exports: Root, day: date, organization_id: str, live_rows: int,
+                     query: Query | None = None, force: bool = False, now: datetime | None = None) -> ExportResult:
+    """Archive one organization's ``day``: a new version when the partition gained rows since the latest one.
 
-
-def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
-                     now: datetime | None = None, query: Query | None = None) -> ExportResult:
-    """Write one organization's CSV for ``day`` from its partition (rows ``query`` keeps), and record it."""
-    path = daily_path(exports, organization_id, day)
-    frame = lk.read_partition(lake, day, organization_id)
+    An unchanged day writes nothing and returns the existing version (also with ``force`` when the
+    bytes come out the same). A day without events gets a header-only CSV: a heartbeat.
+    """
+    query = query or Query("")
+    latest = latest_manifest(exports, day, organization_id)
+    if latest and not force and not is_stale(latest[1], live_rows) and latest[1].get("filter", "") == query.text:
+        return _result(exports, *latest, skipped=True)
+    frame = lk.read_partition(lake, day, organization_id) if live_rows else pl.DataFrame()
     source_rows = frame.height
-    if query is not None:
+    if frame.height and query.terms:
         frame = query.apply(frame)
+    times = rows(frame)["time"] if frame.height else pl.Series(dtype=pl.String)
     body = b"".join(csv_chunks([frame]))
-    exports.write_bytes(path, body)
-    lk.write_json(lake, export_record_path(lake, day, organization_id), {
-        "organization_id": organization_id,
-        "event_date": day.isoformat(),
-        "csv": exports.display(path),
-        "rows": frame.height,
+    digest = ar.sha256_hex(body)
+    if latest and latest[1]["sha256"] == digest and not is_stale(latest[1], source_rows):
+        return _result(exports, *latest, skipped=True)
+    version = (latest[1]["version"] + 1) if latest else 1
+    while not exports.create_if_absent(daily_path(exports, organization_id, day, version), body):
+        existing = exports.read_bytes(daily_path(exports, organization_id, day, version))
+        if ar.sha256_hex(existing) == digest:  # a concurrent export of the same rows won the name
+            path = daily_path(exports, organization_id, day, version)
+            return ExportResult(organization_id, day.isoformat(), exports.display(path), frame.height, len(body),
+                                True, version, digest)
+        version += 1
+    manifest_path = exports.join(ar.day_dir(exports, organization_id, day),
+                                 ar.manifest_name(organization_id, day, version))
+    manifest = ar.append(exports, organization_id, manifest_path, {
+        "kind": "export",
+        "date": day.isoformat(),
+        "version": version,
+        "file": ar.csv_name(organization_id, day, version),
+        "sha256": digest,
         "bytes": len(body),
-        "sha256": hashlib.sha256(body).hexdigest(),
+        "rows": frame.height,
+        "first_event_time": times[0] if len(times) else None,
+        "last_event_time": times[-1] if len(times) else None,
+        "supersedes": ar.csv_name(organization_id, day, version - 1) if version >= 2 else None,
         "source_rows": source_rows,
-        "exported_at": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
-        "query": query.text if query is not None else "",
-    })
-    return ExportResult(organization_id, day.isoformat(), exports.display(path), frame.height, len(body))
+        "filter": query.text,
+    }, now)
+    log.info("archived %s %s v%d: %d rows", organization_id, day, version, frame.height)
+    return _result(exports, manifest_path, manifest, skipped=False)
+
+
+def active_organizations(lake: Root, day: date, days: int = RETENTION_DAYS) -> list[str]:
+    """Organizations with events in the lake within the ``days`` before ``day`` (and on it): each gets
+    an export of ``day``, a heartbeat when it had no events."""
+    window = [d for d in lk.event_dates(lake) if day - timedelta(days=days) <= d <= day]
+    return sorted({org for d in window for org in lk.organizations(lake, d)})
 
 
 def export_daily(lake_url: str, export_url: str, day: date, organizations: Iterable[str] | None = None,
-                 force: bool = False, filters_path: str | None = None) -> list[ExportResult]:
-    """Export ``day`` for every organization with events that day (or the given ones).
+                 force: bool = False, filters_path: str | None = None, days: int = RETENTION_DAYS
+                 ) -> list[ExportResult]:
+    """Archive ``day`` for every organization active in the retention window (or the given ones).
 
     Each organization's rows are those its query keeps in the filters file (``filters_path``, else
-    $AUDIT_EXPORT_FILTERS; none: every event). Partitions whose CSV is already current under the
-    same query are skipped unless ``force``: the bytes would be the same.
+    $AUDIT_EXPORT_FILTERS; none: every event).
     """
     lake, exports = Root.open(lake_url), Root.open(export_url)
-    orgs = list(organizations) if organizations is not None else lk.organizations(lake, day)
+    orgs = list(organizations) if organizations is not None else active_organizations(lake, day, days)
     filters = load_export_filters(filters_path)
-    results = []
-    for org in orgs:
-        validate_organization_id(org)
-        query = export_filter_for(filters, org)
-        status, record = _export_record(lake, exports, day, org)
-        if not force and status == "current" and record and record.get("query", "") == query.text:
-            results.append(ExportResult(org, day.isoformat(), record["csv"], record["rows"], record["bytes"], True))
-            continue
-        results.append(export_partition(lake, exports, day, org, query=query))
-        log.info("exported %s %s: %d rows -> %s", org, day, results[-1].rows, results[-1].path)
-    return results
+    counts = lk.partition_row_counts(lake, [day])
+    return [export_partition(lake, exports, day, validate_organization_id(org), counts.get((day, org), 0),
+                             export_filter_for(filters, org), force) for org in orgs]
 
 
-def export_filtered(lake_url: str, flt: EventFilter, out_url: str) -> ExportResult:
-    """On-demand export of one organization's filtered time range, streamed one day at a time."""
+def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETENTION_DAYS) -> list[tuple[date, str]]:
+    """What a daily run archives: ``day`` for every active organization, and every earlier (date,
+    organization) in the window whose latest version is stale or that has no version at all."""
+    lake, exports = Root.open(lake_url), Root.open(export_url)
+    start = day - timedelta(days=days)
+    counts = lk.partition_row_counts(lake, [d for d in lk.event_dates(lake) if start <= d <= day])
+    keys: set[tuple[date, str]] = set()
+    for org in sorted({org for _, org in counts}):
+        latest = ar.latest_manifest_paths(ar.list_org(exports, org), org)
+        first = max(start, min([d for d, o in counts if o == org] + list(latest)))
+        for offset in range((day - first).days + 1):
+            when = first + timedelta(days=offset)
+            live = counts.get((when, org), 0)
+            if when == day or when not in latest or (live and is_stale(ar.read_entry(exports, latest[when]), live)):
+                keys.add((when, org))
+    return sorted(keys)
+
+
+def export_filtered(lake_url: str, flt: EventFilter, out_url: str, never_overwrite: bool = False) -> ExportResult:
+    """On-demand export of one organization's filtered time range, streamed one day at a time.
+
+    With ``never_overwrite`` (the archive's rule) an existing file is left alone: the same bytes
+    return it, other bytes go to the next free ``.vN`` name.
+    """
     lake, out = Root.open(lake_url), Root.open(out_url)
     counted = {"rows": 0}
 
@@ -145,6 +207,23 @@ def export_filtered(lake_url: str, flt: EventFilter, out_url: str) -> ExportResu
             counted["rows"] += frame.height
             yield frame
 
-    size = out.write_chunks(out.path, csv_chunks(frames()))
-    return ExportResult(flt.organization_id, f"{flt.start.isoformat()}..{flt.end.isoformat()}",
-                        out.display(out.path), counted["rows"], size)
+    span = f"{flt.start.isoformat()}..{flt.end.isoformat()}"
+    if not never_overwrite:
+        size = out.write_chunks(out.path, csv_chunks(frames()))
+        return ExportResult(flt.organization_id, span, out.display(out.path), counted["rows"], size)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        digest = hashlib.sha256()
+        for chunk in csv_chunks(frames()):
+            spool.write(chunk)
+            digest.update(chunk)
+        size, version = spool.tell(), 1
+        while True:
+            path = out.path if version == 1 else re.sub(r"(\.csv)?$", f".v{version}.csv", out.path, count=1)
+            spool.seek(0)
+            if out.create_chunks_if_absent(path, iter(lambda: spool.read(CHUNK_BYTES), b"")):
+                break
+            if ar.sha256_hex(out.read_bytes(path)) == digest.hexdigest():
+                break
+            version += 1
+    return ExportResult(flt.organization_id, span, out.display(path), counted["rows"], size, version=version,
+                        sha256=digest.hexdigest())

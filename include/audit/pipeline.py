@@ -41,8 +41,19 @@ def organizations_on(day: date) -> list[str]:
 
 
 @uses_airflow_storage
+def archive_work(day: date) -> list[dict[str, str]]:
+    """What a daily-export run archives: ``day`` for every organization active in the retention
+    window (a heartbeat when it had no events), and every stale or missing earlier day."""
+    from .exports import pending_exports
+
+    roots = Roots.from_env()
+    return [{"day": when.isoformat(), "organization_id": org} for when, org in
+            pending_exports(roots.lake, roots.exports, day)]
+
+
+@uses_airflow_storage
 def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
-    """Write one organization's daily CSV."""
+    """Archive one organization's day (a new version only when the lake gained rows)."""
     from .exports import export_daily
 
     roots = Roots.from_env()
@@ -51,20 +62,20 @@ def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
 
 
 @uses_airflow_storage
-def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
-    """Drop expired partitions that have been exported."""
+def apply_retention(today: date, days: int = 90, run_id: str | None = None) -> dict[str, Any]:
+    """Drop expired partitions that have been archived (a purge receipt per organization names them)."""
     from .retention import retain
 
     roots = Roots.from_env()
-    return retain(roots.lake, roots.exports, today, days).as_dict()
+    return retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict()
 
 
 @uses_airflow_storage
 def on_demand_path(organization_id: str, start: datetime, end: datetime, params: dict[str, Any]) -> str:
     """Where an on-demand export lands (``_`` cannot start an org id, so no organization collides).
 
-    The name carries a digest of the form's values: a rerun overwrites its own file, while
-    another filter over the same range gets a file of its own.
+    The name carries a digest of the form's values: another filter over the same range gets a file
+    of its own, and a rerun whose rows changed gets the next ``.vN`` name (nothing is overwritten).
     """
     from .storage import Root
 
@@ -97,7 +108,7 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
 
         raise AirflowFailException(f"bad input: {exc}") from None
     out = on_demand_path(org, flt.start, flt.end, params)
-    return asdict(export_filtered(Roots.from_env().lake, flt, out))
+    return asdict(export_filtered(Roots.from_env().lake, flt, out, never_overwrite=True))
 
 
 @uses_airflow_storage

@@ -1,29 +1,57 @@
-"""Retention: drop event partitions older than the retention window, never before they are exported."""
+"""Retention: drop event partitions older than the retention window, never before they are archived.
+
+A partition goes only when its date's latest archived version covers every row it holds (or with
+``force``), and never while its organization is under a legal hold. Each run that drops
+partitions first writes, per organization, a purge receipt into the organization's chain: which
+dates, how many rows, and the SHA-256 of the manifest that proves each was archived.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime
 
+from . import archive as ar
 from . import lake as lk
-from .exports import export_status
+from .config import RETENTION_DAYS
+from .exports import is_stale
+from .holds import active_hold
 from .storage import Root
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DAYS = 90
+DEFAULT_DAYS = RETENTION_DAYS
 
 
 @dataclass
 class RetentionResult:
     today: str
     days: int
+    dry_run: bool = False
     dropped: list[str] = field(default_factory=list)  # "YYYY-MM-DD/org"
     kept: dict[str, str] = field(default_factory=dict)  # "YYYY-MM-DD/org" -> why it was kept
+    held: dict[str, str] = field(default_factory=dict)  # "YYYY-MM-DD/org" -> the hold's reason
+    receipts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"today": self.today, "days": self.days, "dropped": self.dropped, "kept": self.kept}
+        """The run's report; a dry run says ``would_drop`` where a real run says ``dropped``."""
+        done = "would_drop" if self.dry_run else "dropped"
+        return {"today": self.today, "days": self.days, "dry_run": self.dry_run, done: self.dropped,
+                "kept": self.kept, "held": self.held, "receipts": self.receipts}
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One partition to drop, with the proof it was archived."""
+
+    day: date
+    organization_id: str
+    rows: int
+    manifest_sha256: str | None
 
 
 def expired_dates(dates: list[date], today: date, days: int) -> list[date]:
@@ -31,30 +59,69 @@ def expired_dates(dates: list[date], today: date, days: int) -> list[date]:
     return [d for d in dates if (today - d).days > days]
 
 
+def archive_state(exports: Root, organization_id: str, days: list[date]) -> dict[date, tuple[dict, str]]:
+    """Per date, the latest manifest and the SHA-256 of its bytes."""
+    latest = ar.latest_manifest_paths(ar.list_org(exports, organization_id), organization_id)
+    state = {}
+    for day in days:
+        if day in latest:
+            body = exports.read_bytes(latest[day])
+            state[day] = (json.loads(body), hashlib.sha256(body).hexdigest())
+    return state
+
+
+def receipt_path(exports: Root, organization_id: str, today: date, run_id: str) -> str:
+    """``<org>/_receipts/<run date>_<run id>.json`` (a numbered name if a retried run already wrote one)."""
+    stem = f"{today.isoformat()}_{ar.safe_name(run_id)}"
+    path, attempt = exports.join(organization_id, ar.RECEIPTS, f"{stem}.json"), 1
+    while exports.exists(path):
+        attempt += 1
+        path = exports.join(organization_id, ar.RECEIPTS, f"{stem}_{attempt}.json")
+    return path
+
+
+def write_receipt(exports: Root, organization_id: str, today: date, run_id: str, drops: list[Drop],
+                  forced: bool, now: datetime | None = None) -> str:
+    """Record, in the organization's chain, what this run drops."""
+    path = receipt_path(exports, organization_id, today, run_id)
+    ar.append(exports, organization_id, path, {
+        "kind": "purge", "run_date": today.isoformat(), "run_id": run_id, "forced": forced,
+        "dropped": [{"date": d.day.isoformat(), "rows": d.rows, "manifest_sha256": d.manifest_sha256}
+                    for d in drops]}, now)
+    return exports.display(path)
+
+
 def retain(lake_url: str, export_url: str, today: date, days: int = DEFAULT_DAYS, force: bool = False,
-           dry_run: bool = False) -> RetentionResult:
-    """Drop every expired (date, organization) whose daily CSV is current; keep and report the rest."""
+           dry_run: bool = False, run_id: str | None = None) -> RetentionResult:
+    """Drop every expired (date, organization) whose latest version is current; keep and report the rest."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
-    result = RetentionResult(today.isoformat(), days)
-    drop = []
-    for day, org in sorted(lk.partition_row_counts(lake)):
-        if day not in expired_dates([day], today, days):
+    result = RetentionResult(today.isoformat(), days, dry_run)
+    expired: dict[str, dict[date, int]] = defaultdict(dict)
+    for (day, org), rows in lk.partition_row_counts(lake, expired_dates(lk.event_dates(lake), today, days)).items():
+        expired[org][day] = rows
+    drops: dict[str, list[Drop]] = {}
+    for org, partitions in sorted(expired.items()):
+        hold = active_hold(exports, org, today)
+        if hold is not None:
+            result.held.update({f"{day.isoformat()}/{org}": f"legal hold: {hold.get('reason')}" for day in partitions})
             continue
-        key = f"{day.isoformat()}/{org}"
-        status = "forced" if force else export_status(lake, exports, day, org)
-        if status not in ("current", "forced"):
-            result.kept[key] = f"daily export is {status}"
-            continue
-        drop.append((day, org))
-        result.dropped.append(key)
-    if not dry_run:
-        lk.drop_partitions(lake, drop)
+        state = archive_state(exports, org, sorted(partitions))
+        for day, rows in sorted(partitions.items()):
+            key = f"{day.isoformat()}/{org}"
+            manifest, digest = state.get(day, (None, None))
+            status = "missing" if manifest is None else "stale" if is_stale(manifest, rows) else "current"
+            if status != "current" and not force:
+                result.kept[key] = f"daily export is {status}"
+                continue
+            drops.setdefault(org, []).append(Drop(day, org, rows, digest))
+            result.dropped.append(key)
+    result.dropped.sort()
+    if not dry_run and drops:
+        run = run_id or ar.unique_suffix()
+        for org, org_drops in drops.items():  # the receipt first: a crash leaves data, never a silent drop
+            result.receipts.append(write_receipt(exports, org, today, run, org_drops, force))
+        lk.drop_partitions(lake, [(d.day, d.organization_id) for org_drops in drops.values() for d in org_drops])
     if result.kept:
         log.warning("kept %d expired partitions whose daily export is missing or stale (export them, or use "
                     "--force), e.g. %s", len(result.kept), next(iter(result.kept)))
     return result
-
-
-def cutoff(today: date, days: int = DEFAULT_DAYS) -> date:
-    """The oldest event date that retention keeps."""
-    return today - timedelta(days=days)

@@ -2,35 +2,69 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import polars as pl
-
+from . import archive as ar
 from . import lake as lk
 from . import quarantine
 from .events import REASONS
+from .exports import is_stale
+from .holds import active_hold
 from .storage import Root
 
 
+def archive_health(lake: Root, exports: Root, today: date | None = None,
+                   counts: dict[tuple[date, str], int] | None = None) -> dict[str, dict[str, Any]]:
+    """Per organization: days archived, latest amended day, hold, last receipt, days missing or stale.
+
+    Missing: a day from the organization's first export through yesterday without a version (or a
+    lake partition without one). Stale: the latest version has fewer source rows than the partition.
+    """
+    today = today or datetime.now(UTC).date()
+    counts = lk.partition_row_counts(lake) if counts is None else counts
+    orgs = sorted(set(ar.organizations(exports)) | {org for _, org in counts})
+    health = {}
+    for org in orgs:
+        paths = ar.list_org(exports, org)
+        latest = ar.latest_manifest_paths(paths, org)
+        partitions = {day: rows for (day, o), rows in counts.items() if o == org}
+        expected = {day for day in partitions if day < today}
+        if latest:
+            first = min(latest)
+            expected |= {first + timedelta(days=n) for n in range((today - first).days)}
+        stale = [day for day, rows in partitions.items()
+                 if day in latest and rows and is_stale(ar.read_entry(exports, latest[day]), rows)]
+        receipts = [p for p in paths if f"/{ar.RECEIPTS}/" in p and p.endswith(".json")]
+        hold = active_hold(exports, org, today)
+        health[org] = {
+            "days_archived": len(latest),
+            "first_day": min(latest).isoformat() if latest else None,
+            "last_day": max(latest).isoformat() if latest else None,
+            "latest_amended_day": max((d.isoformat() for d, p in latest.items()
+                                       if ar.parse_name(p, org).version > 1), default=None),
+            "hold": {k: hold.get(k) for k in ("reason", "until", "by", "created_at")} if hold else None,
+            "last_receipt": exports.display(receipts[-1]) if receipts else None,
+            "missing_days": sorted(d.isoformat() for d in expected - set(latest)),
+            "stale_days": sorted(d.isoformat() for d in stale),
+        }
+    return health
+
+
 def lake_status(lake_url: str, export_url: str) -> dict[str, Any]:
-    """Events per date, quarantine per reason, the latest validation report, and the archived CSVs."""
+    """Events per date, quarantine per reason, the latest validation report, and export health."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
+    counts = lk.partition_row_counts(lake)
     per_date: dict[str, int] = {}
-    for (day, _), rows in sorted(lk.partition_row_counts(lake).items()):
+    for (day, _), rows in sorted(counts.items()):
         per_date[day.isoformat()] = per_date.get(day.isoformat(), 0) + rows
     reasons = quarantine.read_all(lake).group_by("reason").len()
-    counts = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list()))
+    quarantined = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list()))
     reports = lake.find(lake.join(lk.VALIDATION), (".html",))
-    csvs = []
-    for path in exports.find(exports.path, (".csv",)):
-        if "/_on-demand/" in path:
-            continue
-        rows = pl.read_csv(exports.read_bytes(path), infer_schema=False).height
-        csvs.append({"path": exports.display(path), "rows": rows})
     return {
         "events": sum(per_date.values()),
         "events_per_date": per_date,
-        "quarantined": {r: counts[r] for r in REASONS if r in counts},
+        "quarantined": {r: quarantined[r] for r in REASONS if r in quarantined},
         "validation_report": lake.display(reports[-1]) if reports else None,
-        "exports": csvs,
+        "archive": archive_health(lake, exports, counts=counts),
     }

@@ -11,8 +11,9 @@ import contextlib
 import os
 import posixpath
 import re
+import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ S3_CLIENT_CONFIG: dict[str, Any] = {
 }
 """botocore settings for every S3 root: throttling (503 SlowDown), resets and timeouts are retried
 with exponential backoff and jitter, a few times, so a dead endpoint fails in under a minute, not ten."""
+
+SPOOL_BYTES = 16 << 20
+"""A conditional create of a stream keeps this much in memory, the rest in a temporary file."""
 
 _OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
 _SECRETS: set[str] = set()  # credential values that must never be printed
@@ -310,24 +314,7 @@ class Root:
                 f.closed = True  # discarded: nothing left to flush when it is garbage-collected
                 raise
             return size
-        directory = posixpath.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-            raise
-        return size
+        return _publish_local(path, chunks, os.replace)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         if not self.fs.exists(path):
@@ -363,8 +350,28 @@ class Root:
             self.fs.invalidate_cache(path)
 
     def create_if_absent(self, path: str, data: bytes) -> str | None:
-        """Create ``path`` only if no object is there (If-None-Match: *); its ETag, or None."""
-        response = self._conditional("put_object", path, Body=data, IfNoneMatch="*")
+        """Create ``path`` only if nothing is there; a truthy tag (ETag, or ``created`` locally), else None.
+
+        S3: one PUT with If-None-Match: *. Locally: the bytes go to a hidden file that is then
+        hard-linked to ``path`` (link refuses an existing name), so readers see all or nothing.
+        """
+        return self.create_chunks_if_absent(path, [data])
+
+    def create_chunks_if_absent(self, path: str, chunks: Iterable[bytes]) -> str | None:
+        """:meth:`create_if_absent` for a stream: spooled (memory, then a temporary file) and created once."""
+        if self.is_local:
+            if os.path.exists(path):
+                return None
+            try:
+                _publish_local(path, chunks, os.link)  # link refuses an existing name; replace would not
+            except FileExistsError:
+                return None
+            return "created"
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+            for chunk in chunks:
+                body.write(chunk)
+            body.seek(0)
+            response = self._conditional("put_object", path, Body=body, IfNoneMatch="*")
         return response and response.get("ETag")
 
     def replace_if(self, path: str, data: bytes, etag: str) -> str | None:
@@ -383,6 +390,31 @@ class Root:
             return self.fs.call_s3("head_object", Bucket=bucket, Key=key).get("ETag")
         except FileNotFoundError:
             return None
+
+
+def _publish_local(path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None]) -> int:
+    """Write ``chunks`` to a hidden temporary file beside ``path``, synced, then ``publish(tmp, path)``
+    (rename or link: readers see the whole file or none); returns the bytes written."""
+    directory = posixpath.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+    size = 0
+    try:
+        with open(tmp, "xb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return size
 
 
 def precondition_failed(exc: BaseException) -> bool:
