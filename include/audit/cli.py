@@ -234,8 +234,7 @@ def run(args: argparse.Namespace) -> Any:
 
         return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
     if args.command == "api-key":
-        return _api_key(args, existing("AUDIT_LAKE_ROOT", args.lake_root) if args.api_key_command != "create"
-                        else root("AUDIT_LAKE_ROOT", args.lake_root))
+        return _api_key(args, existing("AUDIT_LAKE_ROOT", args.lake_root))
     raise BadInput(f"unknown command {args.command!r}")
 
 
