@@ -6,11 +6,12 @@ Object storage is reached with the Airflow connection ``audit_s3`` when it exist
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Iterator
 
 from .config import Roots
 from .connections import uses_airflow_storage
@@ -25,9 +26,29 @@ def ingest_new_files(now: datetime | None = None) -> dict[str, Any]:
     return ingest(roots.raw, roots.lake, now=now).as_dict()
 
 
-def export_date_for(logical_date: datetime) -> date:
-    """A daily-export run exports the UTC day before its logical date."""
-    aware = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=UTC)
+def ingest_and_announce(asset_event: Any) -> dict[str, Any]:
+    """Ingest, then put the run's counts on the events Asset's event (``outlet_events[asset]``).
+
+    The Assets view then shows, per run, how many files and events came in, what was quarantined
+    and how fresh the lake is.
+    """
+    from .assets import ingest_extra
+
+    summary = ingest_new_files()
+    asset_event.extra = ingest_extra(summary)
+    return summary
+
+
+def export_date_for(logical_date: datetime | None, run_after: datetime | None = None) -> date:
+    """A daily-export run exports the UTC day before its logical date.
+
+    An asset-triggered run has no logical date (Airflow 3): it re-exports the day before it was
+    triggered (``run_after``), so late events of yesterday reach the archive.
+    """
+    when = logical_date or run_after
+    if when is None:
+        raise ValueError("a run has a logical date or a run_after time")
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
     return aware.astimezone(UTC).date() - timedelta(days=1)
 
 
@@ -59,6 +80,19 @@ def apply_retention(today: date, days: int = 90) -> dict[str, Any]:
     return retain(roots.lake, roots.exports, today, days).as_dict()
 
 
+@contextlib.contextmanager
+def form_input() -> Iterator[None]:
+    """Within the block, bad trigger-form values fail the task at once: retrying cannot help."""
+    from .query import BadInput
+
+    try:
+        yield
+    except BadInput as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"bad input: {exc}") from None
+
+
 @uses_airflow_storage
 def on_demand_path(organization_id: str, start: datetime, end: datetime, params: dict[str, Any]) -> str:
     """Where an on-demand export lands (``_`` cannot start an org id, so no organization collides).
@@ -81,17 +115,41 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
     """Export from the trigger form's params: organization, start, end, search, user, actions, query."""
     from .exports import export_filtered
     from .filters import parse
-    from .query import BadInput, EventFilter, parse_time, validate_organization_id
+    from .query import EventFilter, parse_time, validate_organization_id
 
-    try:
+    with form_input():
         org = validate_organization_id(str(params.get("organization", "")).strip())
         start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
         users = tuple(u.strip() for u in str(params.get("user") or "").split(",") if u.strip())
         flt = EventFilter(org, start, end, search=(params.get("search") or None), users=users,
                           actions=tuple(params.get("actions") or ()), query=parse(params.get("query") or None))
-    except BadInput as exc:  # the form's values are wrong: retrying cannot help
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"bad input: {exc}") from None
     out = on_demand_path(org, flt.start, flt.end, params)
     return asdict(export_filtered(Roots.from_env().lake, flt, out))
+
+
+def replayable_reasons() -> list[str]:
+    """Quarantine reasons a replay may retry: all but ``outside_retention`` (its events stay expired)."""
+    from .events import REASONS
+
+    return [r for r in REASONS if r != "outside_retention"]
+
+
+def replay_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Replay from the trigger form: ``reasons`` (empty: every replayable one) and ``since`` (a date or empty)."""
+    from .query import BadInput, parse_date
+
+    allowed = replayable_reasons()
+    reasons = list(params.get("reasons") or allowed)
+    with form_input():
+        if unknown := sorted(set(reasons) - set(allowed)):
+            raise BadInput(f"reasons {', '.join(unknown)} cannot be replayed; choose among {', '.join(allowed)}")
+        since = parse_date(str(params["since"]), "since") if params.get("since") else None
+    return replay_quarantine(reasons, since)
+
+
+@uses_airflow_storage
+def replay_quarantine(reasons: list[str], since: date | None = None) -> dict[str, Any]:
+    """Re-run quarantined lines of ``reasons`` (quarantined since ``since``) through the current rules, now."""
+    from .replay import replay
+
+    return replay(Roots.from_env().lake, raw_url=None, reasons=reasons, since=since, now=None, dry_run=False)
