@@ -1,7 +1,7 @@
 """The Airflow Assets of the pipeline (raw -> lake -> archive) and what an ingest tells about its run.
 
-The asset names are stable (schedules match on them); the URIs are where the data lives, from the
-AUDIT_* roots, so the Assets view links each asset to its storage.
+The asset names are stable (schedules match on them); where the data lives, from the AUDIT_*
+roots, is in each asset's ``extra["uri"]``, so the Assets view shows it.
 """
 
 from __future__ import annotations

@@ -99,10 +99,14 @@ def archive_deadline(scheduled: time) -> DeadlineAlert:
 
 
 def events_asset() -> Asset:
-    """The lake's events table, as the Asset ingest updates and the daily export waits on."""
-    return Asset(name=EVENTS_ASSET, uri=events_uri(), group="audit")
+    """The lake's events table, as the Asset ingest updates and the daily export waits on.
+
+    Assets are matched on name and URI, so both stay fixed; where the data lives is in ``extra``
+    (moving a root must not orphan the asset or the schedules on it).
+    """
+    return Asset(name=EVENTS_ASSET, group="audit", extra={"uri": events_uri()})
 
 
 def archive_asset() -> Asset:
-    """The daily CSV archive, as the Asset the daily export updates."""
-    return Asset(name=ARCHIVE_ASSET, uri=archive_uri(), group="audit")
+    """The daily CSV archive, as the Asset the daily export updates (its location in ``extra``)."""
+    return Asset(name=ARCHIVE_ASSET, group="audit", extra={"uri": archive_uri()})
