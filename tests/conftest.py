@@ -61,9 +61,9 @@ def _test_runs_keep_deadlines_in_the_database(patch: pytest.MonkeyPatch) -> None
 
     ``DAG.test()`` schedules a copy of the DAG deserialized in memory, whose ``deadline`` holds the
     encoded alerts where the scheduler's DB copy holds their ids; on success ``DagRun.update_state``
-    looks those up as ids and fails. The in-memory alerts are hidden for the call: the run's
-    deadlines are still created from the DB copy (synced from dags/); only the clearing of a
-    deadline met by a successful run is skipped. The scheduler itself is not affected.
+    looks those up as ids and fails. The in-memory alerts are hidden for the call, so test runs
+    get no deadlines; the scheduler is not affected, and tests/test_operations.py creates runs
+    from the DB copy, as the scheduler does, to exercise them.
     """
     from airflow.sdk.definitions.dag import DAG
 
