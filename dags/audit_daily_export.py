@@ -34,7 +34,7 @@ that day it writes `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.
 (one mapped task per organization). It runs at 00:30 UTC so that events of the last minutes
 of the day are ingested first; rerunning a date re-exports it with any late events.
 It also runs whenever ingest updates the `audit_events` Asset: such a run has no logical date
-and re-exports the day before it was triggered. Each export updates the `audit_archive` Asset.
+and re-exports, for the day before it was triggered, the organizations whose CSV misses late events. Each export updates the `audit_archive` Asset.
 Alert (README, "Operating"): yesterday's archive not complete by 02:00 UTC.
 Backfill: `airflow backfill create --dag-id audit_daily_export --from-date ... --to-date ...`.
 """,
@@ -42,11 +42,12 @@ Backfill: `airflow backfill create --dag-id audit_daily_export --from-date ... -
 def audit_daily_export():
     @task
     def list_organizations() -> list[str]:
-        """Organizations with events on the export date."""
+        """Organizations with events on the export date (asset-triggered: those whose CSV is behind)."""
         from include.audit.pipeline import organizations_on
         from include.audit.query import parse_date
 
-        return organizations_on(parse_date(_export_date()))
+        asset_triggered = get_current_context()["dag_run"].logical_date is None
+        return organizations_on(parse_date(_export_date()), stale_only=asset_triggered)
 
     @task(max_active_tis_per_dagrun=8, outlets=[ARCHIVE])
     def export_organization(organization_id: str) -> dict:

@@ -200,6 +200,11 @@ def test_an_asset_triggered_export_archives_the_day_before_it_ran(roots, airflow
     files = {f.name for f in Path(roots["exports"]).rglob("*.csv")}
     assert files == {f"audit-log_{org}_{yesterday}.csv" for org in orgs}
 
+    # the next ingest brings nothing new for yesterday: the next asset-triggered run rewrites nothing
+    again = dags.dags["audit_daily_export"].test(logical_date=None, run_after=now + timedelta(minutes=10))
+    assert again.state == "success"
+    assert again.get_task_instance("list_organizations").xcom_pull(task_ids="list_organizations") == []
+
 
 # --- alerts -----------------------------------------------------------------------------------
 

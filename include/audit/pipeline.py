@@ -53,12 +53,23 @@ def export_date_for(logical_date: datetime | None, run_after: datetime | None = 
 
 
 @uses_airflow_storage
-def organizations_on(day: date) -> list[str]:
-    """Organizations with events on ``day`` (the daily export fans out over these)."""
+def organizations_on(day: date, stale_only: bool = False) -> list[str]:
+    """Organizations with events on ``day`` (the daily export fans out over these).
+
+    With ``stale_only``, only those whose daily CSV is missing or misses lake files: an
+    asset-triggered run (after every ingest) then rewrites just what late events changed.
+    """
+    from .exports import export_status
     from .lake import organizations
     from .storage import Root
 
-    return organizations(Root.open(Roots.from_env().lake), day)
+    roots = Roots.from_env()
+    lake = Root.open(roots.lake)
+    orgs = organizations(lake, day)
+    if not stale_only:
+        return orgs
+    exports = Root.open(roots.exports)
+    return [org for org in orgs if export_status(lake, exports, day, org) != "current"]
 
 
 @uses_airflow_storage
