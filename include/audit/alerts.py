@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -140,5 +141,5 @@ class WebhookNotifier(BaseNotifier):
                 return
             post(url, text)
             log.info("Alert sent to connection %r", name)
-        except Exception as exc:  # an alert must never fail or hide the task's own outcome
+        except Exception as exc:  # noqa: BLE001 -- an alert must never fail or hide the task's outcome
             log.warning("Could not send the alert: %s", one_line(exc))

@@ -7,8 +7,9 @@ roots, is in each asset's ``extra["uri"]``, so the Assets view shows it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Mapping
+from typing import Any
 
 from .config import root
 

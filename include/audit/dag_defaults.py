@@ -9,6 +9,7 @@ DAGs are parsed, from $AUDIT_INGEST_STALE_MINUTES (default 30) and $AUDIT_ARCHIV
 from __future__ import annotations
 
 import logging
+import math
 import os
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -41,13 +42,13 @@ def retrying(retries: int, first_delay: timedelta, max_delay: timedelta) -> dict
 
 def parse_minutes(text: str | None, default: timedelta) -> timedelta:
     """A non-negative number of minutes, e.g. ``"30"``; ``default`` when unset or invalid."""
-    try:
-        minutes = float(text) if text not in (None, "") else None
-    except ValueError:
-        minutes = -1.0
-    if minutes is None:
+    if not text:
         return default
-    if minutes < 0 or minutes != minutes:
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes) or minutes < 0:
         log.warning("Ignoring invalid minutes %r; using %s", text, default)
         return default
     return timedelta(minutes=minutes)

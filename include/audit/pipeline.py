@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Iterator
+from typing import Any
 
 from .config import Roots
 from .connections import uses_airflow_storage
