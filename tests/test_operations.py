@@ -317,6 +317,18 @@ def alert_log():
     logger.removeHandler(handler)
 
 
+def test_backfill_runs_do_not_page_for_deadlines(webhook):
+    from include.audit.alerts import WebhookNotifier
+
+    late = {"dag_id": "audit_daily_export", "dag_run_id": "backfill__2026-10-01T00:30:00+00:00",
+            "run_type": "backfill", "state": "queued"}
+    WebhookNotifier(deadline="yesterday's archive")({"dag_run": late, "deadline": {"deadline_time": "x"}})
+    assert webhook.received == []
+    WebhookNotifier(deadline="yesterday's archive")({"dag_run": {**late, "run_type": "scheduled"},
+                                                     "deadline": {"deadline_time": "x"}})
+    assert len(webhook.received) == 1
+
+
 def test_without_a_connection_the_alert_is_only_logged(monkeypatch, alert_log):
     from include.audit.alerts import WebhookNotifier
 
