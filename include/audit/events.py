@@ -364,6 +364,11 @@ RULES: tuple[Rule, ...] = (
 REASONS: tuple[str, ...] = (*LINE_REASONS, *(r.reason for r in RULES), *FILE_REASONS)
 """Every quarantine reason, in precedence order (the last two are per file)."""
 
+NEVER_REPLAYED: frozenset[str] = frozenset({"outside_retention", LINE_TOO_LARGE, *FILE_REASONS})
+"""Reasons a quarantine replay never retries: the event stays expired, or the line is not stored whole."""
+REPLAYABLE: tuple[str, ...] = tuple(r for r in REASONS if r not in NEVER_REPLAYED)
+"""Reasons a quarantine replay may retry, in precedence order."""
+
 
 def route(frame: pl.DataFrame, window: Window, rules: Sequence[Rule] = RULES) -> pl.DataFrame:
     """Add ``reason`` and ``detail`` (null for a valid row) and the parsed time to raw string rows.

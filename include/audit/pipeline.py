@@ -6,8 +6,10 @@ Object storage is reached with the Airflow connection ``audit_s3`` when it exist
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -25,30 +27,49 @@ def ingest_new_files(now: datetime | None = None) -> dict[str, Any]:
     return ingest(roots.raw, roots.lake, now=now).as_dict()
 
 
-def export_date_for(logical_date: datetime) -> date:
-    """A daily-export run exports the UTC day before its logical date."""
-    aware = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=UTC)
+def ingest_and_announce(asset_event: Any) -> dict[str, Any]:
+    """Ingest, then put the run's counts on the events Asset's event (``outlet_events[asset]``).
+
+    The Assets view then shows, per run, how many files and events came in, what was quarantined
+    and how fresh the lake is.
+    """
+    from .assets import ingest_extra
+
+    summary = ingest_new_files()
+    asset_event.extra = ingest_extra(summary)
+    return summary
+
+
+def export_date_for(logical_date: datetime | None, run_after: datetime | None = None) -> date:
+    """A daily-export run exports the UTC day before its logical date.
+
+    An asset-triggered run has no logical date (Airflow 3): it re-exports the day before it was
+    triggered (``run_after``), so late events of yesterday reach the archive.
+    """
+    when = logical_date or run_after
+    if when is None:
+        raise ValueError("a run has a logical date or a run_after time")
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
     return aware.astimezone(UTC).date() - timedelta(days=1)
 
 
 @uses_airflow_storage
-def organizations_on(day: date) -> list[str]:
-    """Organizations with events on ``day`` (the daily export fans out over these)."""
-    from .lake import organizations
+def archive_work(day: date, only_behind: bool = False) -> list[dict[str, str]]:
+    """What a daily-export run archives: ``day`` for every organization active in the retention
+    window (a heartbeat when it had no events), and every stale or missing earlier day.
+
+    An asset-triggered run (``only_behind``) archives only ``day``, for the organizations whose
+    archive of it is missing or stale: late events reach the archive without waiting for 00:30.
+    """
+    from .exports import export_status, pending_exports
     from .storage import Root
 
-    return organizations(Root.open(Roots.from_env().lake), day)
-
-
-@uses_airflow_storage
-def archive_work(day: date) -> list[dict[str, str]]:
-    """What a daily-export run archives: ``day`` for every organization active in the retention
-    window (a heartbeat when it had no events), and every stale or missing earlier day."""
-    from .exports import pending_exports
-
     roots = Roots.from_env()
-    return [{"day": when.isoformat(), "organization_id": org} for when, org in
-            pending_exports(roots.lake, roots.exports, day)]
+    work = pending_exports(roots.lake, roots.exports, day)
+    if only_behind:
+        lake, exports = Root.open(roots.lake), Root.open(roots.exports)
+        work = [(d, o) for d, o in work if d == day and export_status(lake, exports, d, o) != "current"]
+    return [{"day": when.isoformat(), "organization_id": org} for when, org in work]
 
 
 @uses_airflow_storage
@@ -68,6 +89,19 @@ def apply_retention(today: date, days: int = 90, run_id: str | None = None) -> d
 
     roots = Roots.from_env()
     return retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict()
+
+
+@contextlib.contextmanager
+def form_input() -> Iterator[None]:
+    """Within the block, bad trigger-form values fail the task at once: retrying cannot help."""
+    from .query import BadInput
+
+    try:
+        yield
+    except BadInput as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"bad input: {exc}") from None
 
 
 @uses_airflow_storage
@@ -93,20 +127,16 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
     become query terms. The range is capped (MAX_RANGE) like the API's."""
     from .exports import export_filtered
     from .filters import parse
-    from .inputs import BadInput, parse_time, validate_organization_id
+    from .inputs import parse_time, validate_organization_id
     from .query import EventFilter
 
-    try:
+    with form_input():
         org = validate_organization_id(str(params.get("organization", "")).strip())
         start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
         flt = EventFilter.from_fields(org, start, end, parse(params.get("query") or None),
                                       search=params.get("search") or None,
                                       users=str(params.get("user") or "").split(","),
                                       actions=params.get("actions") or ())
-    except BadInput as exc:  # the form's values are wrong: retrying cannot help
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"bad input: {exc}") from None
     out = on_demand_path(org, flt.start, flt.end, params)
     return asdict(export_filtered(Roots.from_env().lake, flt, out, never_overwrite=True))
 
@@ -133,3 +163,31 @@ def vacuum_lake() -> dict[str, Any]:
     from .maintenance import vacuum
 
     return vacuum(Roots.from_env().lake)
+
+
+def replayable_reasons() -> list[str]:
+    """Quarantine reasons a replay may retry (the trigger form's choices)."""
+    from .events import REPLAYABLE
+
+    return list(REPLAYABLE)
+
+
+def replay_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Replay from the trigger form: ``reasons`` (empty: every replayable one) and ``since`` (a date or empty)."""
+    from .inputs import BadInput, parse_date
+
+    allowed = replayable_reasons()
+    reasons = list(params.get("reasons") or allowed)
+    with form_input():
+        if unknown := sorted(set(reasons) - set(allowed)):
+            raise BadInput(f"reasons {', '.join(unknown)} cannot be replayed; choose among {', '.join(allowed)}")
+        since = parse_date(str(params["since"]), "since") if params.get("since") else None
+    return replay_quarantine(reasons, since)
+
+
+@uses_airflow_storage
+def replay_quarantine(reasons: list[str], since: date | None = None) -> dict[str, Any]:
+    """Re-run quarantined lines of ``reasons`` (quarantined since ``since``) through the current rules, now."""
+    from .replay import replay
+
+    return replay(Roots.from_env().lake, reasons=reasons, since=since)

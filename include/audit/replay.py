@@ -28,15 +28,13 @@ from . import lake as lk
 from . import ledger as ledgers
 from . import quarantine, raw
 from .dedupe import EventIndex
-from .events import REASONS, UTC_DATETIME, Window, normalize, route
+from .events import NEVER_REPLAYED, REPLAYABLE, UTC_DATETIME, Window, normalize, route
 from .ingest import IngestSummary, Run, commit_events
 from .inputs import BadInput
 from .storage import Root
 
 log = logging.getLogger(__name__)
 
-NEVER_REPLAYED = frozenset({"outside_retention", "unreadable_file", "line_too_large", "file_too_large"})
-REPLAYABLE: tuple[str, ...] = tuple(r for r in REASONS if r not in NEVER_REPLAYED)
 KEY = ["batch_id", "source_file", "line_number"]
 
 
