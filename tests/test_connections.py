@@ -65,7 +65,8 @@ def test_dags_reach_s3_through_the_connection(connection_only, airflow_db, capfd
     summary = ti.xcom_pull(task_ids="ingest_new_files")
     assert summary["ingested"] == 400
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    exported = [pipeline.export_organization_day(yesterday, org) for org in pipeline.organizations_on(yesterday)]
+    work = [w for w in pipeline.archive_work(yesterday) if w["day"] == yesterday.isoformat()]
+    exported = [pipeline.export_organization_day(yesterday, w["organization_id"]) for w in work]
     assert exported and all(r["path"].startswith(connection_only["exports"]) for r in exported)
 
     out, err = capfd.readouterr()
