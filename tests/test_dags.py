@@ -10,6 +10,9 @@ import pytest
 from include.audit.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
+DAG_IDS = {"audit_maintenance", "audit_ingest", "audit_daily_export", "audit_retention", "audit_export_on_demand",
+           "audit_quarantine_replay"}
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 
 pytestmark = pytest.mark.airflow
 
