@@ -7,11 +7,16 @@ a TCP reset before forwarding, ``slow`` forwards it after a delay. Bound to 127.
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+import subprocess
+import sys
 import struct
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from collections.abc import Callable
 
 SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -179,3 +184,25 @@ class FaultProxy:
 def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:
     """A plan: request n gets ``pattern[n % period]``, else ``pass``."""
     return lambda n: pattern.get(n % period, "pass")
+
+
+def run_in_process(upstream_port: int, record: Path) -> tuple[subprocess.Popen, str]:
+    """A passing proxy in a process of its own (delta-rs may hold this process's threads while it waits);
+    it writes every (method, target, status) to ``record`` as JSON when terminated. Its URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_proxy", str(upstream_port), str(record)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout is not None
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
+
+
+if __name__ == "__main__":
+    proxy = FaultProxy(int(sys.argv[1]), lambda n: "pass").start()
+    print(proxy.port, flush=True)
+
+    def dump(*_: object) -> None:
+        Path(sys.argv[2]).write_text(json.dumps(proxy.responses))
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    while True:
+        signal.pause()

@@ -15,7 +15,7 @@ import pytest
 from include.audit import archive as ar
 from include.audit.storage import Root
 
-from .fault_proxy import FaultProxy
+from .fault_proxy import run_in_process
 from .helpers import event, write_lines
 from .storage_checks import listing, run_cli
 
@@ -176,14 +176,17 @@ def test_nothing_under_the_exports_root_is_written_twice(s3_server, s3_prefix: s
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every request goes through a counting proxy: no key below the exports root gets two successful PUTs,
     and none is deleted, over the whole scenario (exports, versions, reruns, holds, receipts)."""
-    proxy = FaultProxy(s3_server.ports["s3.port"], lambda n: "pass").start()
+    record = tmp_path / "requests.json"
+    proxy, url = run_in_process(s3_server.ports["s3.port"], record)
     try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         run_scenario(capsys, tmp_path, f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports", None)
     finally:
-        proxy.close()
+        proxy.terminate()
+        proxy.wait(timeout=30)
+    responses = json.loads(record.read_text())
     exports_key = "/" + s3_prefix.removeprefix("s3://") + "/exports/"
-    writes = Counter(urlsplit(target).path for method, target, status in proxy.responses
+    writes = Counter(urlsplit(target).path for method, target, status in responses
                      if method == "PUT" and 200 <= status < 300 and urlsplit(target).path.startswith(exports_key))
     assert writes and max(writes.values()) == 1, writes.most_common(3)
-    assert not [t for m, t, s in proxy.responses if m in ("DELETE", "POST") and exports_key in t]
+    assert not [t for m, t, s in responses if m in ("DELETE", "POST") and exports_key in t]

@@ -28,6 +28,7 @@ from . import quarantine, raw
 from .config import DEFAULT_BATCH_MB
 from .dedupe import EventIndex, dedupe
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
+from .inputs import BadInput
 from .storage import Root
 from .validation import ValidationFailed, validate_batch, warm_up
 
@@ -296,7 +297,10 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
     """Load every raw line not yet committed into the lake; safe to rerun, to kill, and to run concurrently."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     raw_root, lake = Root.open(raw_url), Root.open(lake_url)
-    limits = limits or raw.Limits.from_env()
+    try:
+        limits = limits or raw.Limits.from_env()
+    except ValueError as exc:  # an AUDIT_MAX_* variable that is not a positive whole number
+        raise BadInput(str(exc)) from None
     summary = IngestSummary()
     found = raw.discover(raw_root)
     summary.skipped = dict(found.skipped)
@@ -308,8 +312,8 @@ def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_d
         return summary
     if validate:
         warm_up()
-    run = Run(lake, Window(now=now, retention_days=retention_days), now, validate, EventIndex(lake), ledger,
-              summary)
+    window = Window(now=now, retention_days=retention_days, field_bytes=limits.field_bytes)
+    run = Run(lake, window, now, validate, EventIndex(lake), ledger, summary)
     try:
         for batch in read_ahead(plan_batches(raw_root, pending, batch_bytes, limits)):
             ingest_batch(run, batch)

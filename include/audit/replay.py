@@ -93,7 +93,7 @@ def replay(lake_url: str, reasons: Iterable[str] | None = None, since: date | No
     if records.is_empty():
         return result
     rows, rejected = reparse(records)
-    window = Window(now=now, retention_days=retention_days)
+    window = Window(now=now, retention_days=retention_days, field_bytes=raw.Limits.from_env().field_bytes)
     routed = route(rows, window)
     valid = routed.filter(pl.col("reason").is_null())
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number", "_rid"))
