@@ -373,6 +373,38 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
     return (*values, attributes_json(obj))
 
 
+def _keys_and_colons(value: Any) -> int:
+    """Keys in every object of a decoded JSON value, plus the colons in its strings."""
+    if isinstance(value, str):
+        return value.count(":")
+    if isinstance(value, dict):
+        return sum(1 + k.count(":") + _keys_and_colons(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_keys_and_colons(v) for v in value)
+    return 0
+
+
+def _row_with_extras(line: bytes) -> tuple | None:
+    """The row of a line Arrow read (an object whose event fields are strings or null) that may hold
+    extra fields; None when only the careful parser can tell (an escape, a repeated key, NaN...).
+
+    Without a backslash, a JSON text holds exactly one colon per key plus those inside its
+    strings: a decoded object with fewer means a key was repeated.
+    """
+    if b"\\" in line:
+        return None
+    try:
+        obj = _decoder.decode(line)
+    except Exception:  # noqa: BLE001 - the careful parser says why
+        return None
+    if not isinstance(obj, dict) or _keys_and_colons(obj) != line.count(b":"):
+        return None
+    values = [obj.pop(name, None) for name in EVENT_FIELDS]
+    if not all(v is None or isinstance(v, str) for v in values):
+        return None
+    return (*values, attributes_json(obj))
+
+
 # --- parsing: a block of lines ----------------------------------------------------------------
 
 @dataclass
@@ -491,16 +523,22 @@ def _parse_block(lines: _Lines, source: str, limits: Limits) -> tuple[pl.DataFra
     """Rows, rejections and the number of blank lines of a block."""
     frames: list[pl.DataFrame] = []
     plain = lines.plain(limits)
-    careful = np.flatnonzero(~plain)
+    careful, extras = np.flatnonzero(~plain), np.empty(0, dtype=np.int64)
     if plain.any():
         fast = _parse_plain(lines, np.flatnonzero(plain))
         if fast is None:
             careful = np.arange(len(lines))
         else:
             frames.append(fast[0])
-            careful = np.union1d(careful, fast[1])
+            extras = fast[1]
     rows, rejected, blank = [], [], 0
-    for index in careful.tolist():
+    unclear = []
+    for index in extras.tolist():
+        if (row := _row_with_extras(lines.text(index))) is not None:
+            rows.append((*row, lines.first_line + index))
+        else:
+            unclear.append(index)
+    for index in np.union1d(careful, unclear).astype(np.int64).tolist():
         number, text = lines.first_line + index, lines.text(index)
         if len(text) > limits.line_bytes:
             rejected.append(_line_too_large(source, number, len(text), text[:RAW_PREVIEW_BYTES], limits))
