@@ -373,15 +373,17 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
     return (*values, attributes_json(obj))
 
 
-def _keys_and_colons(value: Any) -> int:
-    """Keys in every object of a decoded JSON value, plus the colons in its strings."""
-    if isinstance(value, str):
-        return value.count(":")
-    if isinstance(value, dict):
-        return sum(1 + k.count(":") + _keys_and_colons(v) for k, v in value.items())
-    if isinstance(value, list):
-        return sum(_keys_and_colons(v) for v in value)
-    return 0
+def _keys_and_colons(value: dict | list) -> int:
+    """Keys in every object of a decoded JSON object or array, plus the colons in its strings."""
+    count = 0
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(key, str):
+            count += 1 + key.count(":")
+        if isinstance(item, str):
+            count += item.count(":")
+        elif isinstance(item, (dict, list)):
+            count += _keys_and_colons(item)
+    return count
 
 
 def _row_with_extras(line: bytes) -> tuple | None:
