@@ -105,6 +105,21 @@ def test_gzip_bomb_and_huge_lines_stay_in_bounded_memory(tmp_path):
     assert sizes["raw"].str.len_bytes().fill_null(0).max() <= 4096
 
 
+def test_a_block_of_distinct_extra_keys_stays_small(tmp_path):
+    """Inferring a column per extra key let one 16 MB block of distinct keys take over 4.6 GB."""
+    lines = [json.dumps({**event(event_id=f"e{i}"), **{f"k{i}_{j}": j for j in range(50)}}) for i in range(20_000)]
+    body = ("\n".join(lines) + "\n").encode()
+    (tmp_path / "wide.jsonl").write_bytes(body)
+    script = ("import sys; from include.audit.raw import discover, read_chunks; "
+              "from include.audit.storage import Root; root = Root.open(sys.argv[1]); (f,) = discover(root).files; "
+              "print(sum(c.rows.height for c in read_chunks(root, f, chunk_bytes=16 << 20)))")
+    report = tmp_path / "time.txt"  # GNU time: a child's own peak, not the peak it inherits from pytest
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), sys.executable, "-c", script,
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    rows, peak_mib = int(done.stdout), int(report.read_text().split()[-1]) // 1024
+    assert rows == 20_000 and peak_mib < 600
+
+
 # --- property: random mutations of valid lines --------------------------------------------------
 
 def _mutate(rng: random.Random, text: str) -> bytes:
@@ -132,6 +147,11 @@ def _mutate(rng: random.Random, text: str) -> bytes:
         return data.replace(b'"event_id": "', b'"event_id": 1, "x": "', 1)
     if kind == 8:
         return data[:-1] + b', "event_id": "again"}'
+    if kind == 9:  # extra fields that a key count could miss: escapes, colons, nulls, nested repeats
+        return data[:-1] + rng.choice([b', "x": "a\\u003ab"', b', "k:1": null', b', "e": {"a": 1, "a": 2}',
+                                       b', "z": [1, {"q": "\\\\"}]', b', "n": null', b', "t": {"u": [{}]}']) + b"}"
+    if kind == 10:  # escaped colons and nulls among the event fields themselves
+        return data.replace(b'"resource": "r', rng.choice([b'"resource": "\\u003a', b'"region": null, "resource": "r']), 1)
     return data
 
 

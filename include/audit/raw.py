@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,19 +31,11 @@ import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from .events import (
-    EVENT_FIELDS,
-    FIELD_BYTES,
-    FILE_TOO_LARGE,
-    INVALID_TYPE,
-    LINE_TOO_LARGE,
-    MALFORMED_JSON,
-    REQUIRED_FIELDS,
-    TOO_DEEPLY_NESTED,
-    UNREADABLE_FILE,
+    EVENT_FIELDS, FIELD_BYTES, FILE_TOO_LARGE, INVALID_TYPE, LINE_TOO_LARGE, MALFORMED_JSON, REQUIRED_FIELDS,
+    TOO_DEEPLY_NESTED, UNREADABLE_FILE,
 )
 from .storage import Root, is_hidden
 
@@ -271,7 +264,7 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
             buf += piece
             newlines += piece.count(b"\n")
         tail = buf.rfind(b"\n") + 1
-        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or (tail and buf.find(b"\n") + 1)  # lines within chunk_bytes
+        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or tail and buf.find(b"\n") + 1  # lines within chunk_bytes
         if newlines > _MAX_BLOCK_LINES:
             cut = min(cut, int(np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)[_MAX_BLOCK_LINES - 1]) + 1)
         long_line = None
@@ -380,6 +373,40 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
     return (*values, attributes_json(obj))
 
 
+def _keys_and_colons(value: dict | list) -> int:
+    """Keys in every object of a decoded JSON object or array, plus the colons in its strings."""
+    count = 0
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(key, str):
+            count += 1 + key.count(":")
+        if isinstance(item, str):
+            count += item.count(":")
+        elif isinstance(item, (dict, list)):
+            count += _keys_and_colons(item)
+    return count
+
+
+def _row_with_extras(line: bytes) -> tuple | None:
+    """The row of a line Arrow read (an object whose event fields are strings or null) that may hold
+    extra fields; None when only the careful parser can tell (an escape, a repeated key, NaN...).
+
+    Without a backslash, a JSON text holds exactly one colon per key plus those inside its
+    strings: a decoded object with fewer means a key was repeated.
+    """
+    if b"\\" in line:
+        return None
+    try:
+        obj = _decoder.decode(line)
+    except Exception:  # noqa: BLE001 - the careful parser says why
+        return None
+    if not isinstance(obj, dict) or _keys_and_colons(obj) != line.count(b":"):
+        return None
+    values = [obj.pop(name, None) for name in EVENT_FIELDS]
+    if not all(v is None or isinstance(v, str) for v in values):
+        return None
+    return (*values, attributes_json(obj))
+
+
 # --- parsing: a block of lines ----------------------------------------------------------------
 
 @dataclass
@@ -451,33 +478,43 @@ class _Lines:
 
 _ROW_SCHEMA: dict[str, pl.DataType] = {c: t for c, t in PARSED_SCHEMA.items() if c != "source_file"}
 _ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
-_FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="infer")
+_FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore")
 
 
 def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
-    """The vectorized path, in Arrow: rows of the lines at ``indices``, and which of them have extra
-    fields (their attributes come from the careful path). None if Arrow disagrees in any way: every
-    line then goes the careful way."""
+    """The vectorized path, in Arrow: rows of the lines at ``indices`` that hold only event fields, and
+    the lines left to the careful path (those that may hold more). None if Arrow disagrees in any way:
+    every line then goes the careful way.
+
+    Arrow reads the event fields only (inferring columns for extra fields would let one block of
+    distinct keys take gigabytes). A line holds nothing else when its colons are exactly one per
+    non-null event field plus those inside their values: any other key adds one, a null field or a
+    backslash escape makes a false alarm at worst, which the careful path then clears.
+    """
     data = lines.joined(indices)
     longest = int((lines.ends[indices] - lines.starts[indices]).max())
     try:
         table = pa_json.read_json(io.BytesIO(data), parse_options=_FAST_JSON,
                                   read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)))
-        if table.num_rows != len(indices):
-            return None
-        has_extra = np.zeros(len(indices), dtype=bool)
-        for name in table.column_names:
-            if name not in EVENT_FIELDS:
-                has_extra |= pc.is_valid(table[name]).to_numpy(zero_copy_only=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a bad line, a non-string field, a duplicate key: the careful path decides
         return None
-    numbers = lines.first_line + indices[~has_extra]
-    frame = pl.from_arrow(table.select(list(EVENT_FIELDS)))
+    if table.num_rows != len(indices):
+        return None
+    frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    if has_extra.any():
-        frame = frame.filter(pl.Series(~has_extra))
-    frame = frame.with_columns(attributes=pl.lit(None, pl.String), line_number=pl.Series(numbers, dtype=pl.Int64))
-    return frame.cast(_ROW_SCHEMA), indices[has_extra]  # type: ignore[arg-type]
+    codes = np.frombuffer(lines.data, dtype=np.uint8)
+    colons = np.bincount(np.searchsorted(lines.stops, np.flatnonzero(codes == 58)), minlength=len(lines))[indices]
+    expected = frame.select(pl.sum_horizontal(
+        [pl.col(f).is_not_null().cast(pl.Int64) for f in EVENT_FIELDS]
+        + [pl.col(f).str.count_matches(":", literal=True).fill_null(0) for f in EVENT_FIELDS]))
+    more = colons != expected.to_series().to_numpy()
+    if b"\\" in lines.data:
+        more[np.isin(indices, np.searchsorted(lines.stops, np.flatnonzero(codes == 92)))] = True
+    frame = frame.with_columns(attributes=pl.lit(None, pl.String),
+                               line_number=pl.Series(lines.first_line + indices, dtype=pl.Int64))
+    if more.any():
+        frame = frame.filter(pl.Series(~more))
+    return frame.cast(_ROW_SCHEMA), indices[more]  # type: ignore[arg-type]
 
 
 def _rejection(reason: str, detail: str, source: str, line: int | None, raw: str | None) -> dict[str, Any]:
@@ -488,16 +525,22 @@ def _parse_block(lines: _Lines, source: str, limits: Limits) -> tuple[pl.DataFra
     """Rows, rejections and the number of blank lines of a block."""
     frames: list[pl.DataFrame] = []
     plain = lines.plain(limits)
-    careful = np.flatnonzero(~plain)
+    careful, extras = np.flatnonzero(~plain), np.empty(0, dtype=np.int64)
     if plain.any():
         fast = _parse_plain(lines, np.flatnonzero(plain))
         if fast is None:
             careful = np.arange(len(lines))
         else:
             frames.append(fast[0])
-            careful = np.union1d(careful, fast[1])
+            extras = fast[1]
     rows, rejected, blank = [], [], 0
-    for index in careful.tolist():
+    unclear = []
+    for index in extras.tolist():
+        if (row := _row_with_extras(lines.text(index))) is not None:
+            rows.append((*row, lines.first_line + index))
+        else:
+            unclear.append(index)
+    for index in np.union1d(careful, unclear).astype(np.int64).tolist():
         number, text = lines.first_line + index, lines.text(index)
         if len(text) > limits.line_bytes:
             rejected.append(_line_too_large(source, number, len(text), text[:RAW_PREVIEW_BYTES], limits))
@@ -600,7 +643,7 @@ def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int 
                 if chunk is not None:
                     line = chunk.last_line
                     yield chunk
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - content, not storage: quarantine the file, go on
             if stored.failed is not None:
                 raise
             detail = f"cannot be read after line {line} (byte {nbytes} decompressed): {type(exc).__name__}: {exc}"
