@@ -324,7 +324,7 @@ def summary(f: dict, sizes: Sizes) -> list[tuple[str, str, str, str, str]]:
         (f"ingest {sizes.events:,} events, s", rng(ing["project"]), rng(ing["duckdb"]),
          f"{f['ingest_ratio']:.2f}", f"<= 3: {verdict(f['ingest_ratio'], 3)}"),
         ("  its peak memory", mib(ing["project"]), mib(ing["duckdb"]), "", ""),
-        (f"{sizes.batch_events:,}-event batch, s (empty lake vs {sizes.lake_events:,})", rng(gr["big"]),
+        (f"{sizes.batch_events:,}-event batch on a {sizes.lake_events:,} lake (vs empty), s", rng(gr["big"]),
          rng(gr["empty"]), f"{f['growth_wall_ratio']:.2f}", f"<= 1.3: {verdict(f['growth_wall_ratio'], 1.3)}"),
         ("  its peak memory", mib(gr["big"]), mib(gr["empty"]), f"{f['growth_rss_ratio']:.2f}",
          f"<= 1.3: {verdict(f['growth_rss_ratio'], 1.3)}"),
