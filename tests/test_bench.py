@@ -24,9 +24,18 @@ def data(tmp_path, monkeypatch) -> Path:
 
 def test_run_measured_reports_the_commands_own_peak_memory(data):
     touch_300_mib = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
-    seconds, mib = run.run_measured([sys.executable, "-c", touch_300_mib])
-    assert seconds > 0
+    seconds, mib, capped = run.run_measured([sys.executable, "-c", touch_300_mib])
+    assert seconds > 0 and not capped
     assert 300 <= mib < 1000
+
+
+def test_run_measured_kills_a_command_past_the_memory_cap(data):
+    grow = ("import time\nb = []\nwhile True:\n"
+            "    b.append(bytearray(50 * 2**20)); b[-1][::4096] = b'x' * 12800; time.sleep(0.05)")
+    seconds, mib, capped = run.run_measured([sys.executable, "-c", grow], cap_mib=400)
+    assert capped
+    assert 400 < mib < 2000
+    assert seconds < 60
 
 
 def test_run_measured_stops_with_the_commands_error(data):
