@@ -1,10 +1,13 @@
 """The DuckDB baselines the benchmark compares against: what a bare SQL script would do.
 
     python bench/duckdb_baseline.py ingest RAW_ROOT OUT_DIR
-    python bench/duckdb_baseline.py export PARTITION_DIR OUT_CSV
+    python bench/duckdb_baseline.py export OUT_CSV PARQUET_FILE [PARQUET_FILE ...]
 
-``ingest`` only reads the raw files and writes the same partition layout (no validation,
-no dedupe, no quarantine); ``export`` selects one organization-day and writes it as CSV.
+``ingest`` is issue 8's bare partitioned conversion, word for word (only the glob names the
+gzip files): no validation, no dedupe, no quarantine. ``export`` reads one organization-day's
+live Parquet files (the Delta table's, listed by the caller; the organization comes from
+the partition path, as Delta keeps partition values out of the data files) and writes them as CSV in the
+export's column order, sorted by time then event_id.
 """
 
 from __future__ import annotations
@@ -13,33 +16,21 @@ import sys
 
 import duckdb
 
-FIELDS = ["event_id", "event_time", "organization_id", "user_email", "action", "resource", "ip_address",
-          "user_agent", "region"]
-
 
 def ingest(raw_root: str, out_dir: str) -> None:
-    columns = ", ".join(f"{f}: 'VARCHAR'" for f in FIELDS)
-    con = duckdb.connect()
-    con.sql("SET preserve_insertion_order = false")
-    con.sql(f"""
-        COPY (
-            SELECT event_id, CAST(event_time AS TIMESTAMPTZ) AS event_time, user_email, action, resource,
-                   ip_address, user_agent, region,
-                   CAST(timezone('UTC', CAST(event_time AS TIMESTAMPTZ)) AS DATE) AS event_date, organization_id
-            FROM read_json('{raw_root}/**/*.jsonl.gz', format = 'newline_delimited', ignore_errors = true,
-                           columns = {{{columns}}})
-            WHERE TRY_CAST(event_time AS TIMESTAMPTZ) IS NOT NULL AND organization_id IS NOT NULL
-        ) TO '{out_dir}' (FORMAT parquet, PARTITION_BY (event_date, organization_id), COMPRESSION zstd)
+    duckdb.sql(f"""
+        COPY (SELECT *, CAST(CAST(event_time AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS DATE) AS event_date
+              FROM read_json('{raw_root}/**/*.jsonl.gz', format='newline_delimited'))
+        TO '{out_dir}' (FORMAT parquet, PARTITION_BY (event_date, organization_id))
     """)
 
 
-def export(partition_dir: str, out_csv: str) -> None:
-    con = duckdb.connect()
-    con.sql(f"""
+def export(out_csv: str, *parquet_files: str) -> None:
+    duckdb.sql(f"""
         COPY (
-            SELECT strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS time, user_email AS user,
-                   action, action_type, resource, ip_address, user_agent, region, event_id
-            FROM read_parquet('{partition_dir}/*.parquet')
+            SELECT strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS time, organization_id,
+                   user_email AS user, action, action_type, resource, ip_address, user_agent, region, event_id
+            FROM read_parquet({list(parquet_files)!r}, hive_partitioning = true)
             ORDER BY event_time, event_id
         ) TO '{out_csv}' (HEADER, DELIMITER ',')
     """)

@@ -15,6 +15,8 @@ from include.audit.config import Roots
 from include.audit.exports import HEADER, export_daily
 from include.audit.generate import generate, organization_ids
 from include.audit.ingest import ingest
+
+from .helpers import event, write_lines
 from include.audit.storage import Root
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -457,3 +459,26 @@ def test_cli_export_has_the_apis_range_cap(lake, tmp_path, capsys):
     assert code == 2 and "longer than 366 days" in capsys.readouterr().err
     assert cli.main(["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", START, "--end", END,
                      "--query", " ".join(["ab"] * 33), "--out", str(tmp_path / "out.csv")]) == 2
+
+
+def test_the_quarantine_view_is_for_admins_and_counts_by_day_and_reason(tmp_path, tokens):
+    from include.audit.config import Roots
+
+    roots = Roots(str(tmp_path / "raw"), str(tmp_path / "lake"), str(tmp_path / "exports"))
+    write_lines(Path(roots.raw) / "a.jsonl", [event(event_id="ok"), "{<script>alert(1)</script>",
+                                              event(event_id="x", action="NoSuchAction")])
+    ingest(roots.raw, roots.lake, now=datetime.now(UTC))
+    client = client_for({"roots": roots, "keys": {}})
+    admin = {"Authorization": f"Bearer {tokens['ADMIN']}"}
+    viewer = {"Authorization": f"Bearer {tokens['VIEWER']}"}
+    assert client.get("/api/v1/quarantine", headers=viewer).status_code == 403
+    body = client.get("/api/v1/quarantine", headers=admin).json()
+    assert body["total"] == 2 and {c["reason"]: c["count"] for c in body["counts"]} == {
+        "malformed_json": 1, "unknown_action": 1}
+    raw = {item["reason"]: item["raw"] for item in body["items"]}
+    assert raw["malformed_json"] == "{<script>alert(1)</script>"  # served as data; the page sets textContent
+    assert all(item["replayOutcome"] is None for item in body["items"])
+    only = client.get("/api/v1/quarantine", params={"reason": "unknown_action"}, headers=admin).json()
+    assert only["total"] == 1 and only["items"][0]["sourceFile"] == "a.jsonl" and only["items"][0]["line"] == 3
+    for bad in ({"reason": "nope"}, {"since": "2026-W48-3"}, {"since": "2000-01-01"}, {"pageSize": 7}):
+        assert client.get("/api/v1/quarantine", params=bad, headers=admin).status_code == 400

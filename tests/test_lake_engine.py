@@ -259,3 +259,21 @@ def test_history_shows_what_each_batch_loaded(tmp_path: Path, now) -> None:
     meta = lk.read_commit_metadata(commit)
     assert meta["batch_id"] == summary.batches[0] and meta["ingested"] == 400
     assert all(re.fullmatch(r"\d+:\S+", sig) and done for sig, _, done in meta["files"].values())
+
+
+def test_status_reports_freshness_lag_and_the_oldest_unprocessed_file(tmp_path: Path, now) -> None:
+    from include.audit.status import lake_status
+
+    from .helpers import event, write_lines
+
+    roots = {n: str(tmp_path / n) for n in ("raw", "lake", "exports")}
+    first = write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="a")])
+    os.utime(first, (now.timestamp() - 120, now.timestamp() - 120))
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert summary.lag_seconds is not None and summary.lag_seconds >= 120  # arrival -> commit
+    late = write_lines(Path(roots["raw"]) / "b.jsonl", [event(event_id="b")])
+    os.utime(late, (1_700_000_000, 1_700_000_000))
+    fresh = lake_status(roots["lake"], roots["exports"], roots["raw"])["freshness"]
+    assert fresh["pending_files"] == 1 and fresh["oldest_unprocessed"]["path"] == "b.jsonl"
+    assert fresh["oldest_unprocessed"]["modified"] == "2023-11-14T22:13:20Z"
+    assert fresh["last_commit"].endswith("Z") and fresh["last_lag_seconds"] >= 120

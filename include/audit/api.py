@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from . import archive as ar
 from . import lake as lk
 from .apikeys import KeyVerifier, TooManyAttempts
-from .config import Roots
+from .config import RETENTION_DAYS, Roots
 from .connections import open_root
 from .exports import csv_chunks
 from .filters import QueryError, parse
@@ -297,6 +297,28 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
 
     def exports_root() -> Root:
         return open_root(roots().exports)
+
+    @app.get("/api/v1/quarantine")
+    def quarantine_view(who: Caller = Depends(caller), since: str | None = None, reason: str | None = None,
+                        page: int = Query(1), pageSize: int = Query(25)) -> dict:
+        """Admins: quarantine counts by day and reason since ``since`` (default 7 days, at most the
+        retention window), and a page of records, newest first, with the replay outcome."""
+        from . import quarantine
+        from .events import REASONS
+
+        if not who.admin:
+            raise ApiError(403, "only Airflow Admins see the quarantine: it holds every organization's lines")
+        if pageSize not in PAGE_SIZES:
+            raise BadInput(f"pageSize {pageSize} is not one of {', '.join(map(str, PAGE_SIZES))}")
+        if page < 1:
+            raise BadInput(f"page {page} is not a page number: pages start at 1")
+        if reason is not None and reason not in REASONS:
+            raise BadInput(f"reason {reason!r} is not a quarantine reason: one of {', '.join(REASONS)}")
+        today = datetime.now(UTC).date()
+        start = parse_date(since, "since") if since else today - timedelta(days=7)
+        if (today - start).days > RETENTION_DAYS:
+            raise BadInput(f"since {start.isoformat()} is more than {RETENTION_DAYS} days ago")
+        return quarantine.view(lake_root(), start, reason, page, pageSize)
 
     @app.get("/api/v1/archives")
     def archives(request: Request, organization: str = Depends(scope), page: int = Query(1),

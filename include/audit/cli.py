@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument("--key-id", required=True, help="the key's id, as `api-key list` shows it")
 
-    p = sub.add_parser("status", help="events per date, quarantine per reason, export health per organization")
-    roots(p, "lake", "export")
+    p = sub.add_parser("status", help="events per date, quarantine per reason, freshness, export health per organization")
+    roots(p, "lake", "export", "raw")
 
     p = sub.add_parser("signing-key", help="Ed25519 keys that sign the archive's manifests and receipts")
     signing = p.add_subparsers(dest="signing_command", required=True, parser_class=_Parser)
@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "status":
         from .status import lake_status
 
-        return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root))
+        return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
+                           root("AUDIT_RAW_ROOT", args.raw_root))
     if args.command == "api-key":
         return _api_key(args, existing("AUDIT_LAKE_ROOT", args.lake_root))
     raise BadInput(f"unknown command {args.command!r}")

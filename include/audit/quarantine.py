@@ -80,3 +80,36 @@ def read_all(lake: Root, since: date | None = None, reasons: Iterable[str] | Non
     if reasons is not None:
         frame = frame.filter(pl.col("reason").is_in(list(reasons)))
     return frame.cast(SCHEMA)  # type: ignore[arg-type]
+
+
+def reason_counts(lake: Root) -> dict[str, int]:
+    """Quarantine records per reason (only the reason column is read)."""
+    opened = table(lake).open()
+    if opened is None:
+        return {}
+    counts = lk.read_table(opened, None, ["reason"]).group_by("reason").len()
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
+
+
+RAW_SHOWN = 2000
+"""Characters of a quarantined line the page shows (the table keeps up to the line limit)."""
+
+
+def view(lake: Root, since: date, reason: str | None, page: int, size: int) -> dict[str, Any]:
+    """The quarantine as the page shows it: counts by ingest day and reason since ``since``, and one page
+    of records (newest first) with their detail, source, raw line (cut to RAW_SHOWN) and replay outcome."""
+    records = read_all(lake, since=since, reasons=[reason] if reason else None)
+    counts = (records.group_by(pl.col("quarantined_at").dt.date().alias("day"), "reason").len()
+              .sort("day", "reason", descending=[True, False]))
+    shown = records.sort("quarantined_at", "source_file", "line_number", descending=[True, False, False],
+                         nulls_last=True).slice((page - 1) * size, size)
+    items = shown.select(
+        pl.col("quarantined_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("quarantinedAt"),
+        "reason", "detail", pl.col("source_file").alias("sourceFile"), pl.col("line_number").alias("line"),
+        pl.col("raw").str.slice(0, RAW_SHOWN).alias("raw"), pl.col("raw").str.len_chars().alias("rawLength"),
+        pl.col("replayed_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("replayedAt"),
+        pl.col("replay_outcome").alias("replayOutcome"),
+    ).to_dicts()
+    return {"since": since.isoformat(), "reason": reason, "total": records.height, "page": page, "pageSize": size,
+            "counts": [{"day": d.isoformat(), "reason": r, "count": n} for d, r, n in counts.iter_rows()],
+            "items": items}

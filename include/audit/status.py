@@ -51,20 +51,22 @@ def archive_health(lake: Root, exports: Root, today: date | None = None,
     return health
 
 
-def lake_status(lake_url: str, export_url: str) -> dict[str, Any]:
-    """Events per date, quarantine per reason, the latest validation report, and export health."""
+def lake_status(lake_url: str, export_url: str, raw_url: str | None = None) -> dict[str, Any]:
+    """Events per date, quarantine per reason, freshness, the validation reports, and export health."""
+    from .ingest import freshness
+
     lake, exports = Root.open(lake_url), Root.open(export_url)
     counts = lk.partition_row_counts(lake)
     per_date: dict[str, int] = {}
     for (day, _), rows in sorted(counts.items()):
         per_date[day.isoformat()] = per_date.get(day.isoformat(), 0) + rows
-    reasons = quarantine.read_all(lake).group_by("reason").len()
-    quarantined = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list()))
-    reports = lake.find(lake.join(lk.VALIDATION), (".html",))
+    quarantined = quarantine.reason_counts(lake)
+    index = lake.join(lk.VALIDATION, "index.html")
     return {
         "events": sum(per_date.values()),
         "events_per_date": per_date,
         "quarantined": {r: quarantined[r] for r in REASONS if r in quarantined},
-        "validation_report": lake.display(reports[-1]) if reports else None,
+        "freshness": freshness(raw_url, lake_url) if raw_url else None,
+        "validation_report": lake.display(index) if lake.exists(index) else None,
         "archive": archive_health(lake, exports, counts=counts),
     }

@@ -208,6 +208,7 @@ async function start() {
     $("who").textContent = me.admin ? `${me.user} (Admin)` : `Organization ${me.organizations[0]}`;
     $("org").replaceChildren(...me.organizations.map((org) => new Option(org, org)));
     $("org-field").hidden = !me.admin;
+    $("quarantine-show").hidden = !me.admin;
     $("key-form").hidden = true;
     $("filters").hidden = false;
     if (me.admin && !me.organizations.length) {
