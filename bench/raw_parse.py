@@ -32,9 +32,30 @@ def big_file(events: int) -> Path:
         return target
     parts = DATA / f"raw-plain-{events}"
     if not parts.exists():
-        subprocess.run([sys.executable, "-m", "include.audit", "generate", "--raw-root", str(parts), "--events",
-                        str(events), "--days", "3", "--orgs", "200", "--no-gzip", "--now", NOW, "--seed", "8"],
-                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "include.audit",
+                "generate",
+                "--raw-root",
+                str(parts),
+                "--events",
+                str(events),
+                "--days",
+                "3",
+                "--orgs",
+                "200",
+                "--no-gzip",
+                "--now",
+                NOW,
+                "--seed",
+                "8",
+            ],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     with open(partial, "wb") as out:
@@ -57,18 +78,49 @@ def measure(path: Path, chunk_bytes: int) -> None:
     start = time.perf_counter()
     rows = rejected = blank = chunks = 0
     for chunk in read_chunks(root, file, chunk_bytes=chunk_bytes):
-        rows, rejected, blank, chunks = (rows + chunk.rows.height, rejected + chunk.rejected.height,
-                                         blank + chunk.blank_lines, chunks + 1)
-    print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows, "rejected": rejected, "blank": blank,
-                      "chunks": chunks, "bytes": file.size}))
+        rows, rejected, blank, chunks = (
+            rows + chunk.rows.height,
+            rejected + chunk.rejected.height,
+            blank + chunk.blank_lines,
+            chunks + 1,
+        )
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "rows": rows,
+                "rejected": rejected,
+                "blank": blank,
+                "chunks": chunks,
+                "bytes": file.size,
+            }
+        )
+    )
 
 
 def run_once(path: Path, chunk_bytes: int) -> dict:
     report = path.parent / ".time"
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), sys.executable, __file__, "--measure",
-                           str(path), "--chunk-bytes", str(chunk_bytes)], cwd=REPO, capture_output=True, text=True,
-                          check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            "-o",
+            str(report),
+            sys.executable,
+            __file__,
+            "--measure",
+            str(path),
+            "--chunk-bytes",
+            str(chunk_bytes),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(wall=time.perf_counter() - start, peak_mib=int(report.read_text().split()[-1]) / 1024)
     return result
@@ -91,8 +143,12 @@ def main() -> None:
     seconds = statistics.median(r["seconds"] for r in runs)
     size = runs[0]["bytes"]
     summary = {
-        "file_bytes": size, "rows": runs[0]["rows"], "rejected": runs[0]["rejected"], "chunk_bytes": chunk_bytes,
-        "parse_seconds_median": round(seconds, 2), "parse_seconds": [round(r["seconds"], 2) for r in runs],
+        "file_bytes": size,
+        "rows": runs[0]["rows"],
+        "rejected": runs[0]["rejected"],
+        "chunk_bytes": chunk_bytes,
+        "parse_seconds_median": round(seconds, 2),
+        "parse_seconds": [round(r["seconds"], 2) for r in runs],
         "mb_per_second": round(size / seconds / 1e6, 1),
         "events_per_second": round((runs[0]["rows"] + runs[0]["rejected"]) / seconds),
         "peak_rss_mib_median": round(statistics.median(r["peak_mib"] for r in runs)),

@@ -33,7 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from include.audit import lake as lk  # noqa: E402
-from include.audit.storage import Root  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 RESULTS = REPO / "bench" / "results"
@@ -48,9 +47,9 @@ CHUNK_EVENTS = 1_000_000  # the generator holds its output in memory: bigger set
 class Sizes:
     """How big each measurement's data is (the full run and ``--quick``)."""
 
-    events: int = 1_000_000       # 1: ingest vs DuckDB, 4: compaction, 5: export
+    events: int = 1_000_000  # 1: ingest vs DuckDB, 4: compaction, 5: export
     lake_events: int = 5_000_000  # 2: the big lake under the batch
-    batch_events: int = 7_000     # 2: one 10-minute batch
+    batch_events: int = 7_000  # 2: one 10-minute batch
     big_file_events: int = 4_000_000  # 3: one raw file of ~1.4 GB
     days: int = 3
     orgs: int = 200
@@ -107,8 +106,13 @@ def run_measured(args: list[str], cap_mib: float | None = None) -> tuple[float, 
 
     report = DATA / ".time"
     start = time.perf_counter()
-    proc = subprocess.Popen([GNU_TIME, "-v", "-o", str(report), *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [GNU_TIME, "-v", "-o", str(report), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     seen, capped = 0.0, False
     while cap_mib and not capped and proc.poll() is None:
         seen = max(seen, _tree_rss_mib(proc.pid))
@@ -157,8 +161,9 @@ def alternate(runs: int, commands: dict[str, callable], cap_mib: float | None = 
         for name in names if i % 2 == 0 else reversed(names):
             seconds, mib, capped = run_measured(commands[name](), cap_mib)
             out[name].add(seconds, mib, capped)
-            print(f"  {name}: {seconds:.2f} s, {mib:.0f} MiB{' (killed at the memory cap)' if capped else ''}",
-                  flush=True)
+            print(
+                f"  {name}: {seconds:.2f} s, {mib:.0f} MiB{' (killed at the memory cap)' if capped else ''}", flush=True
+            )
     return out
 
 
@@ -175,8 +180,10 @@ def copy_of(source: Path, target: Path) -> Path:
 
 # --- data (cached, never timed) -------------------------------------------------------------------------------------
 
-def generated(name: str, events: int, days: int, orgs: int, *, seed: int = 7, plain: bool = False,
-              clean: bool = False) -> Path:
+
+def generated(
+    name: str, events: int, days: int, orgs: int, *, seed: int = 7, plain: bool = False, clean: bool = False
+) -> Path:
     """Raw files from the project's generator under bench/data/<name>, made in chunks of 1M events.
 
     Each chunk has its own seed (so its own event ids); its files are renamed with a chunk prefix.
@@ -191,11 +198,32 @@ def generated(name: str, events: int, days: int, orgs: int, *, seed: int = 7, pl
     reports = []
     for chunk, start in enumerate(range(0, events, CHUNK_EVENTS)):
         part = fresh(DATA / f"{name}.part")
-        done = subprocess.run([*CLI, "generate", "--raw-root", str(part), "--events",
-                               str(min(CHUNK_EVENTS, events - start)), "--days", str(days), "--orgs", str(orgs),
-                               "--producers", "4", "--seed", str(seed + chunk), "--now", NOW,
-                               *(["--no-gzip"] if plain else []), *(["--bad-share", "0"] if clean else [])],
-                              cwd=REPO, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                *CLI,
+                "generate",
+                "--raw-root",
+                str(part),
+                "--events",
+                str(min(CHUNK_EVENTS, events - start)),
+                "--days",
+                str(days),
+                "--orgs",
+                str(orgs),
+                "--producers",
+                "4",
+                "--seed",
+                str(seed + chunk),
+                "--now",
+                NOW,
+                *(["--no-gzip"] if plain else []),
+                *(["--bad-share", "0"] if clean else []),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         reports.append(json.loads(done.stdout))
         for file in part.rglob("*.json*"):
             target = raw / file.parent.relative_to(part) / f"c{chunk}-{file.name}"
@@ -214,9 +242,9 @@ def one_file(name: str, source: Path, suffix: str) -> Path:
     fresh(target.parent).mkdir(parents=True)
     parts = sorted(p for p in source.rglob("*.jsonl*"))
     partial = target.with_name(".partial")
-    with (gzip.open(partial, "wb", compresslevel=1) if suffix.endswith(".gz") else open(partial, "wb")) as out:
+    with gzip.open(partial, "wb", compresslevel=1) if suffix.endswith(".gz") else open(partial, "wb") as out:
         for part in parts:
-            with (gzip.open(part, "rb") if part.suffix == ".gz" else open(part, "rb")) as src:
+            with gzip.open(part, "rb") if part.suffix == ".gz" else open(part, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
     partial.rename(target)
     return target.parent
@@ -241,6 +269,7 @@ def built_lake(raw: Path, name: str) -> Path:
 
 # --- lake facts -----------------------------------------------------------------------------------------------------
 
+
 def live_files(lake: Path):
     from deltalake import DeltaTable
 
@@ -252,8 +281,13 @@ def files_per_partition(lake: Path) -> dict:
     import polars as pl
 
     counts = live_files(lake).group_by("event_date", "organization_id").agg(pl.len().alias("files"))["files"]
-    return {"partitions": counts.len(), "files": int(counts.sum()), "max_per_partition": int(counts.max()),
-            "median_per_partition": float(counts.median()), "events": int(live_files(lake)["rows"].sum())}
+    return {
+        "partitions": counts.len(),
+        "files": int(counts.sum()),
+        "max_per_partition": int(counts.max()),
+        "median_per_partition": float(counts.median()),
+        "events": int(live_files(lake)["rows"].sum()),
+    }
 
 
 def largest_partition(lake: Path) -> dict:
@@ -264,18 +298,26 @@ def largest_partition(lake: Path) -> dict:
     sizes = files.group_by("event_date", "organization_id").agg(pl.col("rows").sum()).sort("rows", descending=True)
     day, org, rows = sizes.row(0)
     paths = files.filter((pl.col("event_date") == day) & (pl.col("organization_id") == org))["path"]
-    return {"date": day.isoformat(), "organization_id": org, "rows": rows,
-            "files": [str(lake / "events" / p) for p in paths]}
+    return {
+        "date": day.isoformat(),
+        "organization_id": org,
+        "rows": rows,
+        "files": [str(lake / "events" / p) for p in paths],
+    }
 
 
 # --- measurements ---------------------------------------------------------------------------------------------------
 
+
 def ingest_vs_duckdb(raw: Path, runs: int) -> dict[str, Contender]:
     """1. The whole ingest process vs DuckDB's bare partitioned conversion, each on a fresh output folder."""
-    return alternate(runs, {
-        "project": lambda: ingest_args(raw, fresh(DATA / "lake-1")),
-        "duckdb": lambda: [PY, "bench/duckdb_baseline.py", "ingest", str(raw), str(fresh(DATA / "duckdb-1"))],
-    })
+    return alternate(
+        runs,
+        {
+            "project": lambda: ingest_args(raw, fresh(DATA / "lake-1")),
+            "duckdb": lambda: [PY, "bench/duckdb_baseline.py", "ingest", str(raw), str(fresh(DATA / "duckdb-1"))],
+        },
+    )
 
 
 def growth(batch: Path, big_lake: Path, runs: int) -> dict[str, Contender]:
@@ -283,10 +325,13 @@ def growth(batch: Path, big_lake: Path, runs: int) -> dict[str, Contender]:
 
     With ``--lake-events`` equal to ``--events`` the big lake is measurement 4's compacted lake.
     """
-    return alternate(runs, {
-        "empty": lambda: ingest_args(batch, fresh(DATA / "lake-growth-empty")),
-        "big": lambda: ingest_args(batch, copy_of(big_lake, DATA / "lake-growth-big")),
-    })
+    return alternate(
+        runs,
+        {
+            "empty": lambda: ingest_args(batch, fresh(DATA / "lake-growth-empty")),
+            "big": lambda: ingest_args(batch, copy_of(big_lake, DATA / "lake-growth-big")),
+        },
+    )
 
 
 BIG_FILE_CAP_MIB = 4096  # 4x the target: enough to show a miss without exhausting a shared machine
@@ -311,12 +356,26 @@ def export_vs_duckdb(lake: Path, runs: int) -> tuple[dict[str, Contender], dict]
     day = part["date"]
     out = DATA / "exports"
     out.mkdir(exist_ok=True)
-    timing = alternate(max(runs, 5) if runs > 1 else 1, {
-        "project": lambda: [*CLI, "export", "--lake-root", str(lake), "--org", part["organization_id"],
-                            "--start", f"{day}T00:00:00Z", "--end", f"{day}T23:59:59.999999Z",
-                            "--out", str(out / "project.csv")],
-        "duckdb": lambda: [PY, "bench/duckdb_baseline.py", "export", str(out / "duckdb.csv"), *part["files"]],
-    })
+    timing = alternate(
+        max(runs, 5) if runs > 1 else 1,
+        {
+            "project": lambda: [
+                *CLI,
+                "export",
+                "--lake-root",
+                str(lake),
+                "--org",
+                part["organization_id"],
+                "--start",
+                f"{day}T00:00:00Z",
+                "--end",
+                f"{day}T23:59:59.999999Z",
+                "--out",
+                str(out / "project.csv"),
+            ],
+            "duckdb": lambda: [PY, "bench/duckdb_baseline.py", "export", str(out / "duckdb.csv"), *part["files"]],
+        },
+    )
     part["same_rows"] = _csv_rows(out / "project.csv") == _csv_rows(out / "duckdb.csv")
     return timing, {k: v for k, v in part.items() if k != "files"} | {"live_files": len(part["files"])}
 
@@ -328,14 +387,22 @@ def _csv_rows(path: Path) -> int:
 
 def dag_parse_times(runs: int) -> dict[str, Measure]:
     """6. Each DAG file's import time, with Airflow itself already imported (as in the dag-processor)."""
-    probe = ("import sys, time, runpy; import airflow.sdk; t = time.perf_counter(); runpy.run_path(sys.argv[1]);"
-             " print(time.perf_counter() - t)")
+    probe = (
+        "import sys, time, runpy; import airflow.sdk; t = time.perf_counter(); runpy.run_path(sys.argv[1]);"
+        " print(time.perf_counter() - t)"
+    )
     out = {}
     for path in sorted((REPO / "dags").glob("*.py")):
         m = Measure()
         for _ in range(max(runs, 3)):
-            done = subprocess.run([PY, "-c", probe, str(path)], cwd=REPO, capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+            done = subprocess.run(
+                [PY, "-c", probe, str(path)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                check=True,
+            )
             m.samples.append(float(done.stdout.strip().splitlines()[-1]))
         out[path.stem] = m
     return out
@@ -343,14 +410,20 @@ def dag_parse_times(runs: int) -> dict[str, Measure]:
 
 # --- report ---------------------------------------------------------------------------------------------------------
 
+
 def machine() -> dict:
     import psutil
 
-    return {"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
-            "platform": platform.platform(),
-            "versions": {p: version(p) for p in ("polars", "pyarrow", "deltalake", "duckdb", "apache-airflow",
-                                                 "great-expectations")}}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            p: version(p) for p in ("polars", "pyarrow", "deltalake", "duckdb", "apache-airflow", "great-expectations")
+        },
+    }
 
 
 def verdict(value: float, limit: float, strict: bool = False) -> str:
@@ -364,25 +437,55 @@ def summary(f: dict, sizes: Sizes) -> list[tuple[str, str, str, str, str]]:
     rng = lambda c, k="wall_s": f"{c[k]['median']:.2f} ({c[k]['min']:.2f}-{c[k]['max']:.2f})"  # noqa: E731
     mib = lambda c: f"{c['peak_mib']['median']:,.0f} MiB"  # noqa: E731
     return [
-        (f"ingest {sizes.events:,} events, s", rng(ing["project"]), rng(ing["duckdb"]),
-         f"{f['ingest_ratio']:.2f}", f"<= 3: {verdict(f['ingest_ratio'], 3)}"),
+        (
+            f"ingest {sizes.events:,} events, s",
+            rng(ing["project"]),
+            rng(ing["duckdb"]),
+            f"{f['ingest_ratio']:.2f}",
+            f"<= 3: {verdict(f['ingest_ratio'], 3)}",
+        ),
         ("  its peak memory", mib(ing["project"]), mib(ing["duckdb"]), "", ""),
-        (f"{sizes.batch_events:,}-event batch on a {sizes.lake_events:,} lake (vs empty), s", rng(gr["big"]),
-         rng(gr["empty"]), f"{f['growth_wall_ratio']:.2f}", f"<= 1.3: {verdict(f['growth_wall_ratio'], 1.3)}"),
-        ("  its peak memory", mib(gr["big"]), mib(gr["empty"]), f"{f['growth_rss_ratio']:.2f}",
-         f"<= 1.3: {verdict(f['growth_rss_ratio'], 1.3)}"),
-        (f"one {f['big_file_bytes'] / 1e9:.2f} GB file ({sizes.big_file_events:,} events), peak MiB",
-         f"{'> ' if big['project']['capped_runs'] else ''}{med(big['project'], 'peak_mib'):,.0f}", "", "",
-         f"< 1024: {verdict(med(big['project'], 'peak_mib'), 1024, strict=True)}"),
+        (
+            f"{sizes.batch_events:,}-event batch on a {sizes.lake_events:,} lake (vs empty), s",
+            rng(gr["big"]),
+            rng(gr["empty"]),
+            f"{f['growth_wall_ratio']:.2f}",
+            f"<= 1.3: {verdict(f['growth_wall_ratio'], 1.3)}",
+        ),
+        (
+            "  its peak memory",
+            mib(gr["big"]),
+            mib(gr["empty"]),
+            f"{f['growth_rss_ratio']:.2f}",
+            f"<= 1.3: {verdict(f['growth_rss_ratio'], 1.3)}",
+        ),
+        (
+            f"one {f['big_file_bytes'] / 1e9:.2f} GB file ({sizes.big_file_events:,} events), peak MiB",
+            f"{'> ' if big['project']['capped_runs'] else ''}{med(big['project'], 'peak_mib'):,.0f}",
+            "",
+            "",
+            f"< 1024: {verdict(med(big['project'], 'peak_mib'), 1024, strict=True)}",
+        ),
         ("  its wall, s", rng(big["project"]), "", "", ""),
-        ("files per partition after compact (max)", str(comp["after"]["max_per_partition"]),
-         f"before: {comp['before']['files']:,} files, max {comp['before']['max_per_partition']}", "",
-         f"<= 1: {verdict(comp['after']['max_per_partition'], 1)}"),
+        (
+            "files per partition after compact (max)",
+            str(comp["after"]["max_per_partition"]),
+            f"before: {comp['before']['files']:,} files, max {comp['before']['max_per_partition']}",
+            "",
+            f"<= 1: {verdict(comp['after']['max_per_partition'], 1)}",
+        ),
         ("  compact wall, s", rng(comp["timing"]["compact"]), "", "", ""),
-        (f"export one org-day ({exp['partition']['rows']:,} rows), s", rng(exp["timing"]["project"]),
-         rng(exp["timing"]["duckdb"]), f"{f['export_ratio']:.2f}", f"<= 1.5: {verdict(f['export_ratio'], 1.5)}"),
-        *((f"parse {k}, s", str(Measure(v["samples"])), "", "", f"< 0.5: {verdict(v['median'], 0.5, True)}")
-          for k, v in f["dag_parse_s"].items()),
+        (
+            f"export one org-day ({exp['partition']['rows']:,} rows), s",
+            rng(exp["timing"]["project"]),
+            rng(exp["timing"]["duckdb"]),
+            f"{f['export_ratio']:.2f}",
+            f"<= 1.5: {verdict(f['export_ratio'], 1.5)}",
+        ),
+        *(
+            (f"parse {k}, s", str(Measure(v["samples"])), "", "", f"< 0.5: {verdict(v['median'], 0.5, True)}")
+            for k, v in f["dag_parse_s"].items()
+        ),
     ]
 
 
@@ -390,7 +493,7 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
     header = ("measurement", "project", "baseline", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def positive(text: str) -> int:
@@ -405,24 +508,35 @@ def main() -> None:
     parser.add_argument("--runs", type=positive, default=3, help="runs per measurement (at least 3 unless --quick)")
     parser.add_argument("--quick", action="store_true", help="small data and one run: a smoke test of the harness")
     for name, default in Sizes().__dict__.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=positive,
-                            help=f"default {default:,} ({QUICK.__dict__[name]:,} with --quick)")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=positive,
+            help=f"default {default:,} ({QUICK.__dict__[name]:,} with --quick)",
+        )
     args = parser.parse_args()
     sizes, runs = (QUICK, 1) if args.quick else (Sizes(), max(3, args.runs))
     sizes = replace(sizes, **{k: v for k, v in vars(args).items() if k in sizes.__dict__ and v is not None})
     tag = "-quick" if args.quick else ""
     DATA.mkdir(parents=True, exist_ok=True)
-    results: dict = {"started_at": datetime.now(UTC).isoformat(), "machine": machine(), "runs": runs,
-                     "sizes": sizes.__dict__, "quick": args.quick}
+    results: dict = {
+        "started_at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "runs": runs,
+        "sizes": sizes.__dict__,
+        "quick": args.quick,
+    }
     f: dict = {}
 
     print("preparing data (cached)", flush=True)
     raw = generated(f"raw-{sizes.events}-clean{tag}", sizes.events, sizes.days, sizes.orgs, clean=True)
-    batch = one_file(f"batch-{sizes.batch_events}{tag}",
-                     generated(f"raw-batch-{sizes.batch_events}{tag}", sizes.batch_events, 1, sizes.orgs, seed=900),
-                     ".jsonl.gz")
-    big_raw = generated(f"raw-big-{sizes.big_file_events}{tag}", sizes.big_file_events, sizes.days, sizes.orgs,
-                        seed=500, plain=True)
+    batch = one_file(
+        f"batch-{sizes.batch_events}{tag}",
+        generated(f"raw-batch-{sizes.batch_events}{tag}", sizes.batch_events, 1, sizes.orgs, seed=900),
+        ".jsonl.gz",
+    )
+    big_raw = generated(
+        f"raw-big-{sizes.big_file_events}{tag}", sizes.big_file_events, sizes.days, sizes.orgs, seed=500, plain=True
+    )
     big = one_file(f"big-file-{sizes.big_file_events}{tag}", big_raw, ".jsonl")
     f["raw_gzip_bytes"] = sum(p.stat().st_size for p in raw.rglob("*.gz"))
     f["big_file_bytes"] = sum(p.stat().st_size for p in big.iterdir())
@@ -436,9 +550,14 @@ def main() -> None:
     timing, before, after = compaction(lake1, runs)
     f["compaction"] = {"timing": {k: c.as_dict() for k, c in timing.items()}, "before": before, "after": after}
     print(f"2. a {sizes.batch_events:,}-event batch on an empty lake vs a {sizes.lake_events:,}-event lake", flush=True)
-    big_lake = DATA / "lake-compact" if sizes.lake_events == sizes.events else built_lake(
-        generated(f"raw-lake-{sizes.lake_events}{tag}", sizes.lake_events, sizes.days, sizes.orgs, seed=100),
-        f"lake-{sizes.lake_events}{tag}")
+    big_lake = (
+        DATA / "lake-compact"
+        if sizes.lake_events == sizes.events
+        else built_lake(
+            generated(f"raw-lake-{sizes.lake_events}{tag}", sizes.lake_events, sizes.days, sizes.orgs, seed=100),
+            f"lake-{sizes.lake_events}{tag}",
+        )
+    )
     f["growth"] = {k: c.as_dict() for k, c in growth(batch, big_lake, runs).items()}
     print("5. one organization-day export: project vs DuckDB", flush=True)
     timing, part = export_vs_duckdb(DATA / "lake-compact", runs)

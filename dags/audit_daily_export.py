@@ -20,8 +20,7 @@ def _export_date() -> str:
 
 @dag(
     dag_id="audit_daily_export",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("30 0 * * *", timezone="UTC"),
-                                 assets=events_asset()),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("30 0 * * *", timezone="UTC"), assets=events_asset()),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=4,

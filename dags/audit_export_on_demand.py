@@ -19,20 +19,42 @@ from include.audit.events import ORGANIZATION_ID_PATTERN
     default_args=retrying(1, timedelta(seconds=30), timedelta(minutes=2)),
     tags=["audit", "export"],
     params={
-        "organization": Param("", type="string", pattern=ORGANIZATION_ID_PATTERN,
-                              title="Organization", description="Organization id, e.g. acme-001"),
-        "start": Param(type="string", format="date-time", title="From",
-                       description="Inclusive, with timezone, e.g. 2026-11-01T00:00:00Z"),
-        "end": Param(type="string", format="date-time", title="To",
-                     description="Inclusive, with timezone, e.g. 2026-11-07T23:59:59Z"),
-        "search": Param(None, type=["null", "string"], title="Search",
-                        description="Case-insensitive text to find in any column"),
-        "user": Param(None, type=["null", "string"], title="User",
-                      description="User email(s), comma-separated"),
-        "actions": Param([], type="array", items={"type": "string", "enum": list(ACTIONS)},
-                         title="Actions", description="Only these actions (empty: all)"),
-        "query": Param(None, type=["null", "string"], title="Query",
-                       description='Filter language, e.g. action:CreateJobRun -type:"File modifications" (README)'),
+        "organization": Param(
+            "",
+            type="string",
+            pattern=ORGANIZATION_ID_PATTERN,
+            title="Organization",
+            description="Organization id, e.g. acme-001",
+        ),
+        "start": Param(
+            type="string",
+            format="date-time",
+            title="From",
+            description="Inclusive, with timezone, e.g. 2026-11-01T00:00:00Z",
+        ),
+        "end": Param(
+            type="string",
+            format="date-time",
+            title="To",
+            description="Inclusive, with timezone, e.g. 2026-11-07T23:59:59Z",
+        ),
+        "search": Param(
+            None, type=["null", "string"], title="Search", description="Case-insensitive text to find in any column"
+        ),
+        "user": Param(None, type=["null", "string"], title="User", description="User email(s), comma-separated"),
+        "actions": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": list(ACTIONS)},
+            title="Actions",
+            description="Only these actions (empty: all)",
+        ),
+        "query": Param(
+            None,
+            type=["null", "string"],
+            title="Query",
+            description='Filter language, e.g. action:CreateJobRun -type:"File modifications" (README)',
+        ),
     },
     doc_md="""
 ### On-demand audit export

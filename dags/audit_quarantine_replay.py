@@ -21,11 +21,21 @@ REASONS = replayable_reasons()
     default_args=retrying(1, timedelta(minutes=1), timedelta(minutes=5)),
     tags=["audit", "quarantine"],
     params={
-        "reasons": Param(list(REASONS), type="array", items={"type": "string", "enum": REASONS},
-                         uniqueItems=True, title="Reasons",
-                         description="Replay lines quarantined for these reasons (outside_retention never replays)"),
-        "since": Param(None, type=["null", "string"], format="date", title="Since",
-                       description="Only lines quarantined on or after this UTC date, e.g. 2026-11-20 (empty: all)"),
+        "reasons": Param(
+            list(REASONS),
+            type="array",
+            items={"type": "string", "enum": REASONS},
+            uniqueItems=True,
+            title="Reasons",
+            description="Replay lines quarantined for these reasons (outside_retention never replays)",
+        ),
+        "since": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Since",
+            description="Only lines quarantined on or after this UTC date, e.g. 2026-11-20 (empty: all)",
+        ),
     },
     doc_md="""
 ### Quarantine replay

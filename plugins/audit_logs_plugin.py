@@ -21,10 +21,12 @@ class AuditLogsPlugin(AirflowPlugin):
 
     name = "audit_logs"
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Audit Logs API"}]
-    external_views = [{
-        "name": NAV_NAME,
-        "href": f"{URL_PREFIX}/",
-        "destination": "nav",
-        "category": "browse",
-        "url_route": "audit-logs",
-    }]
+    external_views = [
+        {
+            "name": NAV_NAME,
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "audit-logs",
+        }
+    ]

@@ -34,8 +34,10 @@ def main() -> None:
     now = datetime.now(UTC)
     if not Root.open(roots.raw).find(Root.open(roots.raw).path):
         expected = generate(roots.raw, events=20_000, days=DAYS, organizations=12, now=now)
-        print(f"generated {expected.valid_events} events (+{sum(expected.bad.values())} bad lines, "
-              f"{expected.redeliveries} re-deliveries) in {expected.files} files under {roots.raw}")
+        print(
+            f"generated {expected.valid_events} events (+{sum(expected.bad.values())} bad lines, "
+            f"{expected.redeliveries} re-deliveries) in {expected.files} files under {roots.raw}"
+        )
     print("airflow db migrate ...")
     airflow("db", "migrate")
     print("audit_ingest ...")
@@ -54,11 +56,15 @@ def main() -> None:
         print(f"  {day}: {count}")
     print("quarantined by reason: " + json.dumps(status["quarantined"]))
     archive = status["archive"]
-    print(f"archive: {len(archive)} organizations, {sum(o['days_archived'] for o in archive.values())} days "
-          "archived (verify it: python -m include.audit verify)")
+    print(
+        f"archive: {len(archive)} organizations, {sum(o['days_archived'] for o in archive.values())} days "
+        "archived (verify it: python -m include.audit verify)"
+    )
     for org, health in list(archive.items())[:10]:
-        print(f"  {org}: {health['days_archived']} days, missing {len(health['missing_days'])}, "
-              f"stale {len(health['stale_days'])}")
+        print(
+            f"  {org}: {health['days_archived']} days, missing {len(health['missing_days'])}, "
+            f"stale {len(health['stale_days'])}"
+        )
     print(f"validation report (open in a browser): {status['validation_report']}")
     print("next: `make airflow` opens the UI on these DAGs (http://127.0.0.1:8080)")
 

@@ -60,18 +60,23 @@ def api_server(home: Path, roots: Mapping[str, str], env: Mapping[str, str] | No
         "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-" + "s" * 64,
         "AIRFLOW__API__SECRET_KEY": "e2e-secret-key",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AUDIT_RAW_ROOT": roots["raw"], "AUDIT_LAKE_ROOT": roots["lake"], "AUDIT_EXPORT_ROOT": roots["exports"],
+        "AUDIT_RAW_ROOT": roots["raw"],
+        "AUDIT_LAKE_ROOT": roots["lake"],
+        "AUDIT_EXPORT_ROOT": roots["exports"],
         "PYTHONPATH": str(REPO),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
         **(env or {}),
     }
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=environment, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=environment, check=True, capture_output=True)
     log = home / "api-server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port),
-                                 "-w", "1"], env=environment, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{base}/audit-logs/", proc, log)
@@ -87,8 +92,11 @@ def api_server(home: Path, roots: Mapping[str, str], env: Mapping[str, str] | No
 
 def bearer_token(base: str) -> str:
     """A JWT for the Admin, from the api-server's token endpoint."""
-    request = urllib.request.Request(f"{base}/auth/token", method="POST",
-                                     data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)["access_token"]

@@ -65,8 +65,9 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
     """A migrated Airflow metadata database (SQLite) for dag.test()."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     with pytest.MonkeyPatch.context() as patch:
         _test_runs_keep_deadlines_in_the_database(patch)
         yield _AIRFLOW_HOME

@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
-import struct
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
-SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                 b"<Message>Please reduce your request rate.</Message></Error>")
+SLOWDOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 NO_BODY_STATUS = (b"1", b"204", b"304")
 
 
@@ -135,17 +137,17 @@ class FaultProxy:
                 headers = headers_of(head)
                 if headers.get(b"expect", b"").lower() == b"100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # we read the body, then forward it whole
-                    head = b"\r\n".join(line for line in head.split(b"\r\n")
-                                        if not line.lower().startswith(b"expect:"))
+                    head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"expect:"))
                 body = read_body(reader, headers, until_close=False)
                 action = self._next_action()
                 if action == "reset":
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 if action == "slowdown":
-                    client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                                   % (len(SLOWDOWN_BODY), SLOWDOWN_BODY))
+                    client.sendall(
+                        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(SLOWDOWN_BODY), SLOWDOWN_BODY)
+                    )
                     return
                 if action == "slow":
                     time.sleep(self.delay)
@@ -174,11 +176,15 @@ class FaultProxy:
         status = head.split(b" ", 2)[1]
         headers = headers_of(head)
         keep = headers.get(b"connection", b"").lower() != b"close"
-        body = b"" if method == b"HEAD" or status.startswith(NO_BODY_STATUS) else \
-            read_body(upstream, headers, until_close=not keep)
+        body = (
+            b""
+            if method == b"HEAD" or status.startswith(NO_BODY_STATUS)
+            else read_body(upstream, headers, until_close=not keep)
+        )
         client.sendall(head + body)
-        return keep and (b"content-length" in headers or b"chunked" in headers.get(b"transfer-encoding", b"")
-                         or not body), int(status)
+        return keep and (
+            b"content-length" in headers or b"chunked" in headers.get(b"transfer-encoding", b"") or not body
+        ), int(status)
 
 
 def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:
@@ -189,8 +195,12 @@ def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:
 def run_in_process(upstream_port: int, record: Path) -> tuple[subprocess.Popen, str]:
     """A passing proxy in a process of its own (delta-rs may hold this process's threads while it waits);
     it writes every (method, target, status) to ``record`` as JSON when terminated. Its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_proxy", str(upstream_port), str(record)],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fault_proxy", str(upstream_port), str(record)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout is not None
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
 

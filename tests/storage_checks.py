@@ -60,8 +60,16 @@ def export_every_day(capsys, storage: Storage) -> int:
     """``export-daily`` for every date in the lake; the rows written (0 when all were current)."""
     written = 0
     for day in lake_dates(storage.lake):
-        code, result, err = run_cli(capsys, "export-daily", "--lake-root", storage.lake, "--export-root",
-                                    storage.exports, "--date", day.isoformat())
+        code, result, err = run_cli(
+            capsys,
+            "export-daily",
+            "--lake-root",
+            storage.lake,
+            "--export-root",
+            storage.exports,
+            "--date",
+            day.isoformat(),
+        )
         assert code == 0, err
         written += sum(f["rows"] for f in result["files"] if not f["skipped"])
     return written

@@ -15,9 +15,9 @@ from include.audit.config import Roots
 from include.audit.exports import HEADER, export_daily
 from include.audit.generate import generate, organization_ids
 from include.audit.ingest import ingest
+from include.audit.storage import Root
 
 from .helpers import event, write_lines
-from include.audit.storage import Root
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 START, END = "2026-11-20T00:00:00Z", "2026-11-26T12:00:00Z"
@@ -47,8 +47,10 @@ def tokens(airflow_db) -> dict[str, str]:
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     manager = init_auth_manager()
-    return {role: manager.generate_jwt(SimpleAuthManagerUser(username=role.lower(), role=role))
-            for role in ("ADMIN", "VIEWER")}
+    return {
+        role: manager.generate_jwt(SimpleAuthManagerUser(username=role.lower(), role=role))
+        for role in ("ADMIN", "VIEWER")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,12 @@ ENDPOINTS = [
 def test_every_endpoint_refuses_anonymous_and_wrong_credentials(client, lake, path, params):
     assert client.get(path, params=params).status_code == 401
     wrong = lake["keys"][ORG_A][:-4] + "AAAA"
-    for headers in ({"X-API-Key": wrong}, {"X-API-Key": "nonsense"}, {"X-API-Key": ""},
-                    {"Authorization": "Bearer not-a-jwt"}):
+    for headers in (
+        {"X-API-Key": wrong},
+        {"X-API-Key": "nonsense"},
+        {"X-API-Key": ""},
+        {"Authorization": "Bearer not-a-jwt"},
+    ):
         answer = client.get(path, params=params, headers=headers)
         assert answer.status_code == 401, headers
         assert answer.json()["error"]
@@ -119,8 +125,18 @@ def test_events_newest_first_pages_cover_everything_once(client, lake):
     keys = [(item["time"], item["event_id"]) for item in seen]
     assert keys == sorted(keys, reverse=True)
     assert {item["organization_id"] for item in seen} == {ORG_A}
-    assert set(seen[0]) == {"time", "organization_id", "user", "action", "action_type", "resource", "ip_address",
-                            "user_agent", "region", "event_id"}
+    assert set(seen[0]) == {
+        "time",
+        "organization_id",
+        "user",
+        "action",
+        "action_type",
+        "resource",
+        "ip_address",
+        "user_agent",
+        "region",
+        "event_id",
+    }
     past = events(client, as_key(lake), pageSize=100, page=total // 100 + 5).json()
     assert past["items"] == [] and past["total"] == total
 
@@ -128,16 +144,22 @@ def test_events_newest_first_pages_cover_everything_once(client, lake):
 def test_events_match_the_export_and_the_filter(client, lake):
     q = '-action:GetJobRunLogs type:"Job Run"'
     page = events(client, as_key(lake), q=q, pageSize=100).json()
-    csv_rows = export_rows(client.get("/api/v1/audit-log/export", headers=as_key(lake),
-                                      params={"startTime": START, "endTime": END, "q": q}))
+    csv_rows = export_rows(
+        client.get(
+            "/api/v1/audit-log/export", headers=as_key(lake), params={"startTime": START, "endTime": END, "q": q}
+        )
+    )
     assert page["total"] == len(csv_rows) > 0
     assert {r["action"] for r in csv_rows} == {"CreateJobRun", "CancelJobRun"}
     assert [r["event_id"] for r in reversed(csv_rows)][:100] == [i["event_id"] for i in page["items"]]
 
 
 def test_export_streams_the_daily_format_with_search_term(client, lake):
-    response = client.get("/api/v1/audit-log/export", headers=as_key(lake),
-                          params={"startTime": START, "endTime": END, "searchTerm": "FIREFOX"})
+    response = client.get(
+        "/api/v1/audit-log/export",
+        headers=as_key(lake),
+        params={"startTime": START, "endTime": END, "searchTerm": "FIREFOX"},
+    )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert response.headers["content-disposition"].startswith(f'attachment; filename="audit-log_{ORG_A}_')
     assert response.text.splitlines()[0] == HEADER
@@ -151,8 +173,9 @@ def test_export_streams_the_daily_format_with_search_term(client, lake):
 def test_export_time_bounds_are_inclusive(client, lake):
     newest = events(client, as_key(lake), pageSize=10).json()["items"][0]
     moment = datetime.fromisoformat(newest["time"].replace("Z", "+00:00")).isoformat()
-    exact = export_rows(client.get("/api/v1/audit-log/export", headers=as_key(lake),
-                                   params={"startTime": moment, "endTime": moment}))
+    exact = export_rows(
+        client.get("/api/v1/audit-log/export", headers=as_key(lake), params={"startTime": moment, "endTime": moment})
+    )
     assert [r["event_id"] for r in exact] == [newest["event_id"]]
 
 
@@ -180,26 +203,29 @@ def test_a_key_sees_only_its_own_organization(client, lake):
     assert me == {"user": f"api-key:{ORG_B}", "admin": False, "organizations": [ORG_B]}
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"startTime": "2026-11-20T00:00:00"}, "has no timezone"),
-    ({"endTime": "yesterday"}, "is not an ISO 8601 time"),
-    ({"startTime": "2026-11-26T00:00:00Z", "endTime": "2026-11-20T00:00:00Z"}, "is after endTime"),
-    ({"startTime": None}, "startTime is required"),
-    ({"startTime": "2025-01-01T00:00:00Z"}, "longer than 366 days"),
-    ({"q": "actor:alice"}, "q: at character 1: unknown qualifier 'actor:'"),
-    ({"q": "action:Nope"}, "unknown action 'Nope'"),
-    ({"pageSize": 20}, "pageSize 20 is not one of 10, 25, 50, 100"),
-    ({"page": 0}, "pages start at 1"),
-    ({"page": "two"}, "page"),
-    ({"organizationId": "../etc"}, "invalid organization id"),
-    ({"startTime": "0001-01-01T00:00:00+23:59"}, "outside the years 1-9999"),
-    ({"endTime": "9999-12-31T23:59:59-23:59"}, "outside the years 1-9999"),
-    ({"startTime": "0001-01-01T00:00:00Z", "endTime": "9999-12-31T23:59:59Z"}, "longer than 366 days"),
-    ({"startTime": START + "\x00"}, "control character"),
-    ({"q": "x" * 1025}, "q: at character 1025: the query is 1025 characters long: at most 1024"),
-    ({"q": " ".join(["ab"] * 33)}, "more than 32 terms"),
-    ({"searchTerm": "y" * 1025}, "searchTerm: the query is 1025 characters long"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"startTime": "2026-11-20T00:00:00"}, "has no timezone"),
+        ({"endTime": "yesterday"}, "is not an ISO 8601 time"),
+        ({"startTime": "2026-11-26T00:00:00Z", "endTime": "2026-11-20T00:00:00Z"}, "is after endTime"),
+        ({"startTime": None}, "startTime is required"),
+        ({"startTime": "2025-01-01T00:00:00Z"}, "longer than 366 days"),
+        ({"q": "actor:alice"}, "q: at character 1: unknown qualifier 'actor:'"),
+        ({"q": "action:Nope"}, "unknown action 'Nope'"),
+        ({"pageSize": 20}, "pageSize 20 is not one of 10, 25, 50, 100"),
+        ({"page": 0}, "pages start at 1"),
+        ({"page": "two"}, "page"),
+        ({"organizationId": "../etc"}, "invalid organization id"),
+        ({"startTime": "0001-01-01T00:00:00+23:59"}, "outside the years 1-9999"),
+        ({"endTime": "9999-12-31T23:59:59-23:59"}, "outside the years 1-9999"),
+        ({"startTime": "0001-01-01T00:00:00Z", "endTime": "9999-12-31T23:59:59Z"}, "longer than 366 days"),
+        ({"startTime": START + "\x00"}, "control character"),
+        ({"q": "x" * 1025}, "q: at character 1025: the query is 1025 characters long: at most 1024"),
+        ({"q": " ".join(["ab"] * 33)}, "more than 32 terms"),
+        ({"searchTerm": "y" * 1025}, "searchTerm: the query is 1025 characters long"),
+    ],
+)
 def test_bad_input_is_a_400_that_says_what_is_wrong(client, lake, params, message):
     query = {k: v for k, v in {"startTime": START, "endTime": END, **params}.items() if v is not None}
     for path in ("/api/v1/events", "/api/v1/audit-log/export"):
@@ -250,12 +276,14 @@ def test_archives_are_paged_with_versions_verification_and_manifests(client, lak
     assert manifest.json()["sequence"] >= 1 and manifest.json()["kind"] == "export"
     verified = client.get("/api/v1/archives/verify", headers=as_key(lake)).json()
     assert verified["organizationId"] == ORG_A and verified["entries"] == 2 and verified["days"] == 2
-    assert client.get("/api/v1/archives/verify", params={"organizationId": ORG_B},
-                      headers=as_key(lake)).status_code == 403
+    assert (
+        client.get("/api/v1/archives/verify", params={"organizationId": ORG_B}, headers=as_key(lake)).status_code == 403
+    )
     for bad in ("20261124", "2026-W48-1", "2026-11-31"):
         assert client.get(f"/api/v1/archives/{bad}", headers=as_key(lake)).status_code == 400
-    assert client.get(f"/api/v1/archives/{EXPORTED_DAY}", params={"version": 7},
-                      headers=as_key(lake)).status_code == 404
+    assert (
+        client.get(f"/api/v1/archives/{EXPORTED_DAY}", params={"version": 7}, headers=as_key(lake)).status_code == 404
+    )
     assert client.get("/api/v1/archives", params={"pageSize": 7}, headers=as_key(lake)).status_code == 400
 
 
@@ -285,8 +313,19 @@ def test_cli_creates_a_key_printed_once_and_stores_only_a_salted_hash(tmp_path, 
 
 def test_cli_export_takes_a_query(lake, tmp_path):
     out = tmp_path / "out.csv"
-    args = ["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", START, "--end", END,
-            "--out", str(out)]
+    args = [
+        "export",
+        "--lake-root",
+        lake["roots"].lake,
+        "--org",
+        ORG_A,
+        "--start",
+        START,
+        "--end",
+        END,
+        "--out",
+        str(out),
+    ]
     assert cli.main(args + ["--query", "action:CreateJobRun"]) == 0
     found = list(csv.DictReader(out.open()))
     assert found and {r["action"] for r in found} == {"CreateJobRun"}
@@ -316,8 +355,9 @@ def test_the_on_demand_dag_takes_a_query(lake, airflow_db, tmp_path, monkeypatch
 
     monkeypatch.setenv("AUDIT_LAKE_ROOT", lake["roots"].lake)
     monkeypatch.setenv("AUDIT_EXPORT_ROOT", str(tmp_path / "exports"))
-    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")
-                 ).dags["audit_export_on_demand"]
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")).dags[
+        "audit_export_on_demand"
+    ]
     form = {"organization": ORG_A, "start": START, "end": END, "actions": []}
     assert dag.test(run_conf={**form, "query": "action:CreateJobRun -region:aws-us-west-2"}).state == "success"
     (out,) = (tmp_path / "exports" / "_on-demand" / ORG_A).glob("*.csv")
@@ -332,20 +372,30 @@ def test_the_on_demand_forms_fields_are_query_terms(lake, airflow_db, tmp_path, 
 
     monkeypatch.setenv("AUDIT_LAKE_ROOT", lake["roots"].lake)
     monkeypatch.setenv("AUDIT_EXPORT_ROOT", str(tmp_path / "exports"))
-    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")
-                 ).dags["audit_export_on_demand"]
-    form = {"organization": ORG_A, "start": START, "end": END, "search": "FIREFOX",
-            "actions": ["CreateJobRun", "UploadFile"], "query": "-region:aws-us-west-2"}
+    dag = DagBag(dag_folder=str(Path(__file__).parents[1] / "dags" / "audit_export_on_demand.py")).dags[
+        "audit_export_on_demand"
+    ]
+    form = {
+        "organization": ORG_A,
+        "start": START,
+        "end": END,
+        "search": "FIREFOX",
+        "actions": ["CreateJobRun", "UploadFile"],
+        "query": "-region:aws-us-west-2",
+    }
     assert dag.test(run_conf=form).state == "success"
     (out,) = (tmp_path / "exports" / "_on-demand" / ORG_A).glob("*.csv")
     found = list(csv.DictReader(out.open(newline="")))
-    assert found and all("firefox" in r["user_agent"].lower() and r["action"] in form["actions"]
-                         and r["region"] != "aws-us-west-2" for r in found)
+    assert found and all(
+        "firefox" in r["user_agent"].lower() and r["action"] in form["actions"] and r["region"] != "aws-us-west-2"
+        for r in found
+    )
     q = "FIREFOX action:CreateJobRun action:UploadFile -region:aws-us-west-2"
     assert events(client_for(lake), as_key(lake), q=q).json()["total"] == len(found)  # the same filter
 
 
 # --- bounded work, docs, keys ----------------------------------------------------------------
+
 
 def test_a_request_past_its_budget_is_a_503_not_a_hung_worker(client, lake, monkeypatch):
     from include.audit import api
@@ -454,19 +504,52 @@ def test_cli_lists_revokes_and_expires_keys_and_keeps_records_private(tmp_path, 
 
 
 def test_cli_export_has_the_apis_range_cap(lake, tmp_path, capsys):
-    code = cli.main(["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", "0001-01-01T00:00:00Z",
-                     "--end", "9999-12-31T23:59:59Z", "--out", str(tmp_path / "out.csv")])
+    code = cli.main(
+        [
+            "export",
+            "--lake-root",
+            lake["roots"].lake,
+            "--org",
+            ORG_A,
+            "--start",
+            "0001-01-01T00:00:00Z",
+            "--end",
+            "9999-12-31T23:59:59Z",
+            "--out",
+            str(tmp_path / "out.csv"),
+        ]
+    )
     assert code == 2 and "longer than 366 days" in capsys.readouterr().err
-    assert cli.main(["export", "--lake-root", lake["roots"].lake, "--org", ORG_A, "--start", START, "--end", END,
-                     "--query", " ".join(["ab"] * 33), "--out", str(tmp_path / "out.csv")]) == 2
+    assert (
+        cli.main(
+            [
+                "export",
+                "--lake-root",
+                lake["roots"].lake,
+                "--org",
+                ORG_A,
+                "--start",
+                START,
+                "--end",
+                END,
+                "--query",
+                " ".join(["ab"] * 33),
+                "--out",
+                str(tmp_path / "out.csv"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_the_quarantine_view_is_for_admins_and_counts_by_day_and_reason(tmp_path, tokens):
     from include.audit.config import Roots
 
     roots = Roots(str(tmp_path / "raw"), str(tmp_path / "lake"), str(tmp_path / "exports"))
-    write_lines(Path(roots.raw) / "a.jsonl", [event(event_id="ok"), "{<script>alert(1)</script>",
-                                              event(event_id="x", action="NoSuchAction")])
+    write_lines(
+        Path(roots.raw) / "a.jsonl",
+        [event(event_id="ok"), "{<script>alert(1)</script>", event(event_id="x", action="NoSuchAction")],
+    )
     ingest(roots.raw, roots.lake, now=datetime.now(UTC))
     client = client_for({"roots": roots, "keys": {}})
     admin = {"Authorization": f"Bearer {tokens['ADMIN']}"}
@@ -474,7 +557,9 @@ def test_the_quarantine_view_is_for_admins_and_counts_by_day_and_reason(tmp_path
     assert client.get("/api/v1/quarantine", headers=viewer).status_code == 403
     body = client.get("/api/v1/quarantine", headers=admin).json()
     assert body["total"] == 2 and {c["reason"]: c["count"] for c in body["counts"]} == {
-        "malformed_json": 1, "unknown_action": 1}
+        "malformed_json": 1,
+        "unknown_action": 1,
+    }
     raw = {item["reason"]: item["raw"] for item in body["items"]}
     assert raw["malformed_json"] == "{<script>alert(1)</script>"  # served as data; the page sets textContent
     assert all(item["replayOutcome"] is None for item in body["items"])

@@ -36,8 +36,16 @@ ORG = organization_ids(1)[0]  # the biggest organization of the generated lake
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-limits")
     roots = {name: str(home / name) for name in ("raw", "lake", "exports")}
-    generate(roots["raw"], events=EVENTS, days=7, organizations=2, now=NOW - timedelta(minutes=5), seed=3,
-             bad_share=0, redelivery_share=0)
+    generate(
+        roots["raw"],
+        events=EVENTS,
+        days=7,
+        organizations=2,
+        now=NOW - timedelta(minutes=5),
+        seed=3,
+        bad_share=0,
+        redelivery_share=0,
+    )
     summary = ingest(roots["raw"], roots["lake"], now=NOW).as_dict()
     key = create_key(roots["lake"], ORG).key
     with api_server(home, roots, {"AUDIT_API_REQUEST_SECONDS": str(BUDGET_SECONDS)}) as base:
@@ -61,8 +69,12 @@ def get(base: str, path: str, params: dict | None = None, headers: dict | None =
 
 
 def events(server, q: str, days: int = 7) -> tuple[int, dict, float]:
-    params = {"startTime": (NOW - timedelta(days=days)).isoformat(), "endTime": NOW.isoformat(), "q": q,
-              "pageSize": 100}
+    params = {
+        "startTime": (NOW - timedelta(days=days)).isoformat(),
+        "endTime": NOW.isoformat(),
+        "q": q,
+        "pageSize": 100,
+    }
     return get(server["base"], "/audit-logs/api/v1/events", params, {"X-API-Key": server["key"]})
 
 
@@ -124,8 +136,11 @@ def test_wrong_keys_do_not_stall_the_event_loop(server):
         attempt = 0
         while not stop.is_set():
             attempt += 1
-            key = (server["key"][:-4] + f"{worker}{attempt % 1000:03d}" if worker % 2  # the known id: locked out
-                   else f"alk_{secrets.token_hex(8)}_{secret}")  # a new unknown id each time: scrypt each time
+            key = (
+                server["key"][:-4] + f"{worker}{attempt % 1000:03d}"
+                if worker % 2  # the known id: locked out
+                else f"alk_{secrets.token_hex(8)}_{secret}"
+            )  # a new unknown id each time: scrypt each time
             codes.append(get(base, "/audit-logs/api/v1/organizations", None, {"X-API-Key": key})[0])
 
     baseline = statistics.median(get(base, "/api/v2/version")[2] for _ in range(10))

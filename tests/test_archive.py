@@ -61,8 +61,9 @@ def run_scenario(capsys, tmp_path: Path, raw: str, lake: str, exports: str, publ
     cli(capsys, "ingest", "--raw-root", raw, "--lake-root", lake, "--now", NOW_ARG)
     status = cli(capsys, "status", "--lake-root", lake, "--export-root", exports)
     assert status["archive"]["acme"]["stale_days"] == ["2026-11-22"]
-    (amended,) = cli(capsys, "export-daily", "--lake-root", lake, "--export-root", exports, "--date",
-                     "2026-11-22", "--org", "acme")["files"]
+    (amended,) = cli(
+        capsys, "export-daily", "--lake-root", lake, "--export-root", exports, "--date", "2026-11-22", "--org", "acme"
+    )["files"]
     assert amended["version"] == 2 and amended["rows"] == 4 and amended["path"].endswith("2026-11-22.v2.csv")
     manifest = json.loads(root.read_bytes(amended["manifest"]))
     assert manifest["supersedes"] == "audit-log_acme_2026-11-22.csv" and manifest["version"] == 2
@@ -82,8 +83,19 @@ def run_scenario(capsys, tmp_path: Path, raw: str, lake: str, exports: str, publ
     # a hold on acme blocks retention even with --force; quiet's expired partitions go, with a receipt
     cli(capsys, "hold", "place", "--export-root", exports, "--org", "acme", "--reason", "litigation 2026-17")
     assert [h["organization_id"] for h in cli(capsys, "hold", "list", "--export-root", exports)["holds"]] == ["acme"]
-    retained = cli(capsys, "retain", "--lake-root", lake, "--export-root", exports, "--today", "2026-11-26",
-                   "--days", "4", "--force")
+    retained = cli(
+        capsys,
+        "retain",
+        "--lake-root",
+        lake,
+        "--export-root",
+        exports,
+        "--today",
+        "2026-11-26",
+        "--days",
+        "4",
+        "--force",
+    )
     assert retained["dropped"] == ["2026-11-20/quiet"]
     assert set(retained["held"]) == {"2026-11-20/acme", "2026-11-21/acme"}
     assert all("litigation 2026-17" in why for why in retained["held"].values())
@@ -92,18 +104,27 @@ def run_scenario(capsys, tmp_path: Path, raw: str, lake: str, exports: str, publ
     receipt = json.loads(root.read_bytes(receipt_path))
     first_manifest = root.read_bytes(quiet[min(quiet)])
     assert receipt["kind"] == "purge" and receipt["forced"] is True
-    assert receipt["dropped"] == [{"date": "2026-11-20", "rows": 1,
-                                   "manifest_sha256": ar.sha256_hex(first_manifest)}]
+    assert receipt["dropped"] == [{"date": "2026-11-20", "rows": 1, "manifest_sha256": ar.sha256_hex(first_manifest)}]
 
     # released: a dry run says would_drop and writes nothing; the real run drops and writes a receipt
     cli(capsys, "hold", "release", "--export-root", exports, "--org", "acme")
     before = listing(exports)
-    dry = cli(capsys, "retain", "--lake-root", lake, "--export-root", exports, "--today", "2026-11-26",
-              "--days", "4", "--dry-run")
+    dry = cli(
+        capsys,
+        "retain",
+        "--lake-root",
+        lake,
+        "--export-root",
+        exports,
+        "--today",
+        "2026-11-26",
+        "--days",
+        "4",
+        "--dry-run",
+    )
     assert dry["would_drop"] == ["2026-11-20/acme", "2026-11-21/acme"] and "dropped" not in dry
     assert listing(exports) == before
-    done = cli(capsys, "retain", "--lake-root", lake, "--export-root", exports, "--today", "2026-11-26",
-               "--days", "4")
+    done = cli(capsys, "retain", "--lake-root", lake, "--export-root", exports, "--today", "2026-11-26", "--days", "4")
     assert done["dropped"] == dry["would_drop"] and len(done["receipts"]) == 1
     acme_receipt = json.loads(root.read_bytes(done["receipts"][0]))
     assert [d["date"] for d in acme_receipt["dropped"]] == ["2026-11-20", "2026-11-21"]
@@ -132,13 +153,29 @@ def test_archive_scenario(base: str, signed: bool, capsys, tmp_path: Path, monke
     run_scenario(capsys, tmp_path, f"{base}/raw", f"{base}/lake", f"{base}/exports", public_key)
     if signed:  # a signed archive fails verification against the wrong key, and says why
         other = cli(capsys, "signing-key", "create", "--out", str(tmp_path / "other"))
-        code, _, err = run_cli(capsys, "verify", "--export-root", f"{base}/exports", "--through", "2026-11-25",
-                               "--public-key", other["public_key"])
+        code, _, err = run_cli(
+            capsys,
+            "verify",
+            "--export-root",
+            f"{base}/exports",
+            "--through",
+            "2026-11-25",
+            "--public-key",
+            other["public_key"],
+        )
         assert code == 1 and "bad_signature" in err
     else:  # an unsigned archive fails when a key is required
         keys = cli(capsys, "signing-key", "create", "--out", str(tmp_path / "keys"))
-        code, _, err = run_cli(capsys, "verify", "--export-root", f"{base}/exports", "--through", "2026-11-25",
-                               "--public-key", keys["public_key"])
+        code, _, err = run_cli(
+            capsys,
+            "verify",
+            "--export-root",
+            f"{base}/exports",
+            "--through",
+            "2026-11-25",
+            "--public-key",
+            keys["public_key"],
+        )
         assert code == 1 and "unsigned" in err
 
 
@@ -154,16 +191,22 @@ def test_signing_key_create_writes_a_private_pem_only_its_owner_reads(capsys, tm
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["verify", "--export-root", "/nonexistent/exports"], "does not exist"),
-    (["verify", "--export-root", "{exports}", "--through", "yesterday"], "--through"),
-    (["verify", "--export-root", "{exports}", "--org", "../etc"], "invalid organization id"),
-    (["verify", "--export-root", "{exports}", "--org", "nobody"], "no archive"),
-    (["verify", "--export-root", "{exports}", "--public-key", "/nonexistent.pub"], "public key"),
-    (["hold", "place", "--export-root", "{exports}", "--org", "acme", "--reason", " "], "--reason"),
-    (["hold", "place", "--export-root", "{exports}", "--org", "acme", "--reason", "x", "--until", "soon"], "--until"),
-    (["hold", "release", "--export-root", "{exports}", "--org", "acme"], "no legal hold"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "--export-root", "/nonexistent/exports"], "does not exist"),
+        (["verify", "--export-root", "{exports}", "--through", "yesterday"], "--through"),
+        (["verify", "--export-root", "{exports}", "--org", "../etc"], "invalid organization id"),
+        (["verify", "--export-root", "{exports}", "--org", "nobody"], "no archive"),
+        (["verify", "--export-root", "{exports}", "--public-key", "/nonexistent.pub"], "public key"),
+        (["hold", "place", "--export-root", "{exports}", "--org", "acme", "--reason", " "], "--reason"),
+        (
+            ["hold", "place", "--export-root", "{exports}", "--org", "acme", "--reason", "x", "--until", "soon"],
+            "--until",
+        ),
+        (["hold", "release", "--export-root", "{exports}", "--org", "acme"], "no legal hold"),
+    ],
+)
 def test_bad_archive_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path: Path) -> None:
     exports = tmp_path / "exports"
     (exports / "acme").mkdir(parents=True)
@@ -172,8 +215,9 @@ def test_bad_archive_input_is_one_line_and_exit_2(argv, message, capsys, tmp_pat
 
 
 @pytest.mark.s3
-def test_nothing_under_the_exports_root_is_written_twice(s3_server, s3_prefix: str, capsys, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_under_the_exports_root_is_written_twice(
+    s3_server, s3_prefix: str, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every request goes through a counting proxy: no key below the exports root gets two successful PUTs,
     and none is deleted, over the whole scenario (exports, versions, reruns, holds, receipts)."""
     record = tmp_path / "requests.json"
@@ -186,7 +230,10 @@ def test_nothing_under_the_exports_root_is_written_twice(s3_server, s3_prefix: s
         proxy.wait(timeout=30)
     responses = json.loads(record.read_text())
     exports_key = "/" + s3_prefix.removeprefix("s3://") + "/exports/"
-    writes = Counter(urlsplit(target).path for method, target, status in responses
-                     if method == "PUT" and 200 <= status < 300 and urlsplit(target).path.startswith(exports_key))
+    writes = Counter(
+        urlsplit(target).path
+        for method, target, status in responses
+        if method == "PUT" and 200 <= status < 300 and urlsplit(target).path.startswith(exports_key)
+    )
     assert writes and max(writes.values()) == 1, writes.most_common(3)
     assert not [t for m, t, s in responses if m in ("DELETE", "POST") and exports_key in t]

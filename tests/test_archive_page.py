@@ -31,8 +31,10 @@ pytestmark = pytest.mark.slow
 def served(tmp_path: Path):
     """The app over a small archive: acme on 24 and 25 November, the 24th amended (version 2)."""
     roots = Roots(str(tmp_path / "raw"), str(tmp_path / "lake"), str(tmp_path / "exports"))
-    write_lines(Path(roots.raw) / "a.jsonl", [event(event_id=f"e{d}{i}", event_time=f"2026-11-{d}T1{i}:00:00Z")
-                                              for d in (24, 25) for i in range(3)])
+    write_lines(
+        Path(roots.raw) / "a.jsonl",
+        [event(event_id=f"e{d}{i}", event_time=f"2026-11-{d}T1{i}:00:00Z") for d in (24, 25) for i in range(3)],
+    )
     ingest(roots.raw, roots.lake, now=NOW)
     for day in (24, 25):
         export_daily(roots.lake, roots.exports, date(2026, 11, day))
@@ -48,8 +50,9 @@ def served(tmp_path: Path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(roots=lambda: roots), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(roots=lambda: roots), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -26,8 +26,17 @@ THROUGH = DAYS[-1]
 
 
 def lake_of(roots: dict, now, orgs=("acme",)) -> None:
-    lines = [event(event_id=f"{org}-{day}-{i}", event_time=f"{day}T1{i}:00:00Z", organization_id=org,
-                   resource=f'multi\nline "{i}"') for org in orgs for day in DAYS for i in range(3)]
+    lines = [
+        event(
+            event_id=f"{org}-{day}-{i}",
+            event_time=f"{day}T1{i}:00:00Z",
+            organization_id=org,
+            resource=f'multi\nline "{i}"',
+        )
+        for org in orgs
+        for day in DAYS
+        for i in range(3)
+    ]
     write_lines(Path(roots["raw"]) / "a.jsonl", lines)
     ingest(roots["raw"], roots["lake"], now=now)
 
@@ -109,8 +118,9 @@ def test_a_manifest_resigned_with_another_key_is_a_bad_signature(signed_archive,
     _, manifest_path = day_files(signed_archive, DAYS[-1])
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    forged = sign(json.loads(manifest_path.read_bytes()), load_pem_private_key(
-        Path(other["private_key"]).read_bytes(), None))
+    forged = sign(
+        json.loads(manifest_path.read_bytes()), load_pem_private_key(Path(other["private_key"]).read_bytes(), None)
+    )
     manifest_path.write_text(json.dumps(forged, indent=2, sort_keys=True) + "\n")
     assert codes_for(problems(signed_archive), manifest_path) == {"bad_signature"}
     assert problems(signed_archive, other["public_key"])  # and the forger's key fails every other entry
@@ -146,6 +156,7 @@ def test_row_count_streams_over_quoted_newlines_and_chunk_edges(tmp_path, monkey
 
 # --- one chain, many writers ------------------------------------------------------------------
 
+
 def export_in_child(lake: str, exports: str, day: str, key: str) -> int:
     """Run in a spawned process: archive one day (a signed manifest)."""
     import os
@@ -176,13 +187,19 @@ def test_concurrent_exports_of_one_organization_keep_one_linear_chain(roots, now
     # processes (spawned: no forked locks or runtimes): the other days, each twice, then late events
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
-        pool.starmap(export_in_child, [(roots["lake"], roots["exports"], d.isoformat(), keys["private_key"])
-                                       for d in [*DAYS[4:], *DAYS[4:]]])
-        write_lines(Path(roots["raw"]) / "late.jsonl", [event(event_id=f"late-{d}", event_time=f"{d}T23:00:00Z")
-                                                        for d in DAYS[:6]])
+        pool.starmap(
+            export_in_child,
+            [(roots["lake"], roots["exports"], d.isoformat(), keys["private_key"]) for d in [*DAYS[4:], *DAYS[4:]]],
+        )
+        write_lines(
+            Path(roots["raw"]) / "late.jsonl",
+            [event(event_id=f"late-{d}", event_time=f"{d}T23:00:00Z") for d in DAYS[:6]],
+        )
         ingest(roots["raw"], roots["lake"], now=now)
-        versions = pool.starmap(export_in_child, [(roots["lake"], roots["exports"], d.isoformat(), keys["private_key"])
-                                                  for d in [*DAYS[:6], *DAYS[:6]]])
+        versions = pool.starmap(
+            export_in_child,
+            [(roots["lake"], roots["exports"], d.isoformat(), keys["private_key"]) for d in [*DAYS[:6], *DAYS[:6]]],
+        )
     assert set(versions) == {2}  # each amended day once, whoever won
     entries = assert_linear(roots["exports"], keys["public_key"])
     exports = [e for e in entries if e["kind"] == "export"]

@@ -29,8 +29,16 @@ from .airflow_server import PASSWORD, api_server, bearer_token
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "test-output"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 FILE_ACTIONS = {action for action, kind in ACTIONS.items() if kind == "File modifications"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -42,8 +50,16 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-e2e")
     now = datetime.now(UTC).replace(microsecond=0)
     roots = {name: str(home / name) for name in ("raw", "lake", "exports")}
-    generate(roots["raw"], events=400, days=3, organizations=2, now=now - timedelta(minutes=5), seed=5,
-             bad_share=0, redelivery_share=0)
+    generate(
+        roots["raw"],
+        events=400,
+        days=3,
+        organizations=2,
+        now=now - timedelta(minutes=5),
+        seed=5,
+        bad_share=0,
+        redelivery_share=0,
+    )
     ingest(roots["raw"], roots["lake"], now=now)
     with api_server(home, roots) as base:
         yield {"base": base, "roots": roots, "now": now, "log": home / "api-server.log"}
@@ -54,8 +70,9 @@ def browser_page():
     """A page in Debian's Chromium (Playwright starts it with a fresh, empty profile)."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1500, "height": 1000},
-                                      timezone_id="Asia/Kolkata")
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1500, "height": 1000}, timezone_id="Asia/Kolkata"
+        )
         context.set_default_timeout(30_000)
         try:
             yield context.new_page()
@@ -153,7 +170,8 @@ def test_the_plugin_registers_its_navigation_entry(server):
         plugins = {p["name"]: p for p in json.load(response)["plugins"]}
     views = plugins["audit_logs"]["external_views"]
     assert [(v["name"], v["href"], v["url_route"]) for v in views] == [
-        ("Platform Audit Logs", "/audit-logs/", "audit-logs")]
+        ("Platform Audit Logs", "/audit-logs/", "audit-logs")
+    ]
     anonymous = urllib.request.Request(f"{server['base']}/audit-logs/api/v1/organizations")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
@@ -165,8 +183,9 @@ def test_the_plugin_registers_its_navigation_entry(server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{server['base']}/audit-logs/api/openapi.json", timeout=30)
     assert refused.value.code == 401
-    described = urllib.request.Request(f"{server['base']}/audit-logs/api/openapi.json",
-                                       headers={"Authorization": f"Bearer {token}"})
+    described = urllib.request.Request(
+        f"{server['base']}/audit-logs/api/openapi.json", headers={"Authorization": f"Bearer {token}"}
+    )
     with urllib.request.urlopen(described, timeout=30) as response:
         assert "/api/v1/events" in json.load(response)["paths"]
 
@@ -204,5 +223,6 @@ def test_page_without_airflow_login_asks_for_an_api_key(server, browser_page, tm
     download_info.value.save_as(path)
     exported = list(csv.DictReader(path.open(newline="")))
     assert len(exported) == shown and {(r["organization_id"], r["region"]) for r in exported} == {
-        (org, "aws-us-west-2")}
+        (org, "aws-us-west-2")
+    }
     page.screenshot(path=str(OUTPUT / "audit-logs-page-api-key.png"), full_page=True)

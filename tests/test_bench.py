@@ -30,8 +30,10 @@ def test_run_measured_reports_the_commands_own_peak_memory(data):
 
 
 def test_run_measured_kills_a_command_past_the_memory_cap(data):
-    grow = ("import time\nb = []\nwhile True:\n"
-            "    b.append(bytearray(50 * 2**20)); b[-1][::4096] = b'x' * 12800; time.sleep(0.05)")
+    grow = (
+        "import time\nb = []\nwhile True:\n"
+        "    b.append(bytearray(50 * 2**20)); b[-1][::4096] = b'x' * 12800; time.sleep(0.05)"
+    )
     seconds, mib, capped = run.run_measured([sys.executable, "-c", grow], cap_mib=400)
     assert capped
     assert 400 < mib < 2000
@@ -58,8 +60,9 @@ def test_one_file_joins_every_part_once_and_is_cached(data):
 
 @pytest.mark.parametrize("argv", [["--events", "0"], ["--runs", "-1"], ["--big-file-events", "many"]])
 def test_bad_arguments_are_one_line_and_exit_2(argv):
-    done = subprocess.run([sys.executable, "bench/run.py", *argv], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("run.py: error: argument")

@@ -14,8 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "include.audit", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "include.audit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_full_flow_through_the_cli_with_env_roots(roots):
@@ -29,8 +34,22 @@ def test_full_flow_through_the_cli_with_env_roots(roots):
     done = cli("export-daily", "--date", "2026-11-25")
     assert done.returncode == 0 and json.loads(done.stdout)["rows"] > 0
     out = Path(roots["exports"]) / "on-demand.csv"
-    done = cli("export", "--org", "acme-001", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-26T12:00:00Z",
-               "--action", "CreateJobRun", "DeleteFile", "--search", "a", "--out", str(out))
+    done = cli(
+        "export",
+        "--org",
+        "acme-001",
+        "--start",
+        "2026-11-24T00:00:00Z",
+        "--end",
+        "2026-11-26T12:00:00Z",
+        "--action",
+        "CreateJobRun",
+        "DeleteFile",
+        "--search",
+        "a",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_text().startswith("time,organization_id,user,action,")
     done = cli("retain", "--today", "2026-11-26")
@@ -46,19 +65,36 @@ def test_explicit_flags_win_over_env(roots, tmp_path):
     assert (Path(roots["lake"]) / "events").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00", "--end", "2026-11-25T00:00:00Z"], "no timezone"),
-    (["export", "--org", "acme", "--start", "2026-11-26T00:00:00Z", "--end", "2026-11-25T00:00:00Z"], "after end"),
-    (["export", "--org", "../../etc", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z"],
-     "invalid organization id"),
-    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z",
-      "--action", "Bogus"], "unknown action"),
-    (["export-daily", "--date", "2026-11-31"], "not a date"),
-    (["retain", "--today", "today"], "not a date"),
-    (["ingest", "--now", "2026-11-26T12:00:00"], "no timezone"),
-    (["export", "--org", "acme"], "required"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "--org", "acme", "--start", "2026-11-24T00:00:00", "--end", "2026-11-25T00:00:00Z"], "no timezone"),
+        (["export", "--org", "acme", "--start", "2026-11-26T00:00:00Z", "--end", "2026-11-25T00:00:00Z"], "after end"),
+        (
+            ["export", "--org", "../../etc", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z"],
+            "invalid organization id",
+        ),
+        (
+            [
+                "export",
+                "--org",
+                "acme",
+                "--start",
+                "2026-11-24T00:00:00Z",
+                "--end",
+                "2026-11-25T00:00:00Z",
+                "--action",
+                "Bogus",
+            ],
+            "unknown action",
+        ),
+        (["export-daily", "--date", "2026-11-31"], "not a date"),
+        (["retain", "--today", "today"], "not a date"),
+        (["ingest", "--now", "2026-11-26T12:00:00"], "no timezone"),
+        (["export", "--org", "acme"], "required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, message):
     out = tmp_path / "out.csv"
     done = cli(*args, *(["--out", str(out)] if args[0] == "export" and len(args) > 2 else []))
@@ -77,20 +113,37 @@ def test_failures_are_one_line_exit_1(roots, tmp_path):
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["status", "--lake-root", "/nonexistent/lake"], "--lake-root"),
-    (["ingest", "--raw-root", "/nonexistent/raw"], "--raw-root"),
-    (["export-daily", "--date", "2026-11-25", "--lake-root", "/nonexistent/lake"], "--lake-root"),
-    (["export", "--org", "acme", "--start", "2026-11-24T00:00:00Z", "--end", "2026-11-25T00:00:00Z",
-      "--lake-root", "/nonexistent/lake", "--out", "OUT"], "--lake-root"),
-    (["retain", "--today", "2026-11-26", "--lake-root", "/nonexistent/lake"], "--lake-root"),
-    (["api-key", "create", "--org", "acme", "--lake-root", "/nonexistent/lake"], "--lake-root"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["status", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+        (["ingest", "--raw-root", "/nonexistent/raw"], "--raw-root"),
+        (["export-daily", "--date", "2026-11-25", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+        (
+            [
+                "export",
+                "--org",
+                "acme",
+                "--start",
+                "2026-11-24T00:00:00Z",
+                "--end",
+                "2026-11-25T00:00:00Z",
+                "--lake-root",
+                "/nonexistent/lake",
+                "--out",
+                "OUT",
+            ],
+            "--lake-root",
+        ),
+        (["retain", "--today", "2026-11-26", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+        (["api-key", "create", "--org", "acme", "--lake-root", "/nonexistent/lake"], "--lake-root"),
+    ],
+)
 def test_a_root_that_does_not_exist_is_one_line_exit_2(roots, tmp_path, args, flag):
     out = tmp_path / "out.csv"
     done = cli(*[str(out) if a == "OUT" else a for a in args])
     assert (done.returncode, done.stdout) == (2, "")
-    line, = done.stderr.splitlines()
+    (line,) = done.stderr.splitlines()
     assert line.startswith(f"error: {flag}: /nonexistent/") and line.endswith("does not exist")
     assert not any(Path(p).exists() for p in roots.values()) and not out.exists()
     assert not Path("/nonexistent").exists()

@@ -37,12 +37,32 @@ COMPOSE = interpolate(yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 COMMON = COMPOSE["x-airflow-common"]
 AIRFLOW = sorted(name for name, s in SERVICES.items() if s.get("image") == COMMON["image"])
-REQUIRED = {"postgres", "redis", "seaweedfs", "seaweedfs-init", "airflow-apiserver", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-init"}
-SHARED_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-               "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AUDIT_RAW_ROOT", "AUDIT_LAKE_ROOT", "AUDIT_EXPORT_ROOT",
-               "AIRFLOW_CONN_AUDIT_S3", "PYTHONPATH")
+REQUIRED = {
+    "postgres",
+    "redis",
+    "seaweedfs",
+    "seaweedfs-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-init",
+}
+SHARED_KEYS = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CELERY__BROKER_URL",
+    "AIRFLOW__CELERY__RESULT_BACKEND",
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "AUDIT_RAW_ROOT",
+    "AUDIT_LAKE_ROOT",
+    "AUDIT_EXPORT_ROOT",
+    "AIRFLOW_CONN_AUDIT_S3",
+    "PYTHONPATH",
+)
 VARIABLE = re.compile(r"^__[A-Z0-9_]+__$")  # a required value from .env, e.g. ${REDIS_PASSWORD:?...}
 SHELL_BREAKS = {";", "&&", "||", "|", "&"}
 
@@ -63,7 +83,7 @@ def shell_airflow_calls(script: str) -> list[list[str]]:
         for i, token in enumerate(tokens):
             if token == "airflow":
                 end = next((j for j in range(i + 1, len(tokens)) if tokens[j] in SHELL_BREAKS), len(tokens))
-                calls.append(tokens[i + 1:end])
+                calls.append(tokens[i + 1 : end])
     return calls
 
 
@@ -92,16 +112,27 @@ def rejected_by_airflow_cli(calls: list[list[str]]) -> list[list[str]]:
         "        bad.append(argv)\n"
         "print(json.dumps(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", program, json.dumps(calls)], capture_output=True, text=True,
-                            env={**os.environ, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", program, json.dumps(calls)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_compose_has_the_production_services() -> None:
     assert REQUIRED <= set(SERVICES)
-    assert {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-            "airflow-worker", "airflow-init"} <= set(AIRFLOW)
+    assert {
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "airflow-init",
+    } <= set(AIRFLOW)
 
 
 def test_every_airflow_command_is_a_real_subcommand_of_the_installed_cli() -> None:
@@ -117,9 +148,13 @@ def test_every_airflow_command_is_a_real_subcommand_of_the_installed_cli() -> No
 def test_worker_healthcheck_names_the_celery_app_that_exists() -> None:
     test = SERVICES["airflow-worker"]["healthcheck"]["test"]
     module, attribute = shlex.split(test[1])[2].rsplit(".", 1)
-    result = subprocess.run([sys.executable, "-c", f"import {module} as m; print(type(m.{attribute}).__name__)"],
-                            capture_output=True, text=True, env={**os.environ, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"},
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; print(type(m.{attribute}).__name__)"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"},
+        timeout=300,
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("Celery"), result.stderr
 
 
@@ -134,9 +169,15 @@ def test_executor_database_and_broker_point_at_their_services() -> None:
     assert common["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     db = urlsplit(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     result_db = urlsplit(common["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"))
-    assert (db.hostname, db.username, db.path) == ("postgres", env("postgres")["POSTGRES_USER"],
-                                                   "/" + env("postgres")["POSTGRES_DB"])
-    assert db.password == env("postgres")["POSTGRES_PASSWORD"] and (result_db.netloc, result_db.path) == (db.netloc, db.path)
+    assert (db.hostname, db.username, db.path) == (
+        "postgres",
+        env("postgres")["POSTGRES_USER"],
+        "/" + env("postgres")["POSTGRES_DB"],
+    )
+    assert db.password == env("postgres")["POSTGRES_PASSWORD"] and (result_db.netloc, result_db.path) == (
+        db.netloc,
+        db.path,
+    )
     broker = urlsplit(common["AIRFLOW__CELERY__BROKER_URL"])
     assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
     assert broker.password == SERVICES["redis"]["command"][-1] == env("redis")["REDIS_PASSWORD"]
@@ -169,11 +210,14 @@ def test_s3_connection_reaches_seaweedfs_with_its_credentials() -> None:
 def test_secrets_are_required_variables_never_literals() -> None:
     common = COMMON["environment"]
     conn = json.loads(common["AIRFLOW_CONN_AUDIT_S3"])
-    secrets = [common[k] for k in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY",
-                                   "AIRFLOW__API_AUTH__JWT_SECRET")]
+    secrets = [
+        common[k] for k in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
+    ]
     secrets += [conn["login"], conn["password"], env("postgres")["POSTGRES_PASSWORD"], env("redis")["REDIS_PASSWORD"]]
-    secrets += [urlsplit(common[k].removeprefix("db+")).password for k in
-                ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL")]
+    secrets += [
+        urlsplit(common[k].removeprefix("db+")).password
+        for k in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL")
+    ]
     assert all(VARIABLE.match(value) for value in secrets), secrets
 
 
@@ -204,15 +248,26 @@ def test_image_is_the_official_airflow_of_requirements_txt() -> None:
 
 def test_make_stack_sets_everything_compose_sets() -> None:
     """``make stack`` is the same topology: its Airflow environment has every setting of compose's."""
-    state = stack.State(Path("/nonexistent"), ports={name: 1 for name in
-                                                     ("postgres", "redis", "s3", "api", "scheduler-health")})
-    keys = dict.fromkeys(("postgres", "redis", "s3_key", "s3_secret", "fernet_key", "api_secret_key",
-                          "jwt_secret"), "x")
+    state = stack.State(
+        Path("/nonexistent"), ports={name: 1 for name in ("postgres", "redis", "s3", "api", "scheduler-health")}
+    )
+    keys = dict.fromkeys(
+        ("postgres", "redis", "s3_key", "s3_secret", "fernet_key", "api_secret_key", "jwt_secret"), "x"
+    )
     local = stack.airflow_env(state, keys)
     common = COMMON["environment"]
     assert set(common) - set(local) == set()
     assert not any(k.startswith("AWS_") for k in local), "inside Airflow, credentials come from the connection"
-    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AUDIT_RAW_ROOT", "AUDIT_LAKE_ROOT",
-                "AUDIT_EXPORT_ROOT", "AUDIT_S3_CONN_ID"):
+    for key in (
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "AUDIT_RAW_ROOT",
+        "AUDIT_LAKE_ROOT",
+        "AUDIT_EXPORT_ROOT",
+        "AUDIT_S3_CONN_ID",
+    ):
         assert local[key] == common[key], key
-    assert json.loads(local["AIRFLOW_CONN_AUDIT_S3"])["extra"].keys() == json.loads(common["AIRFLOW_CONN_AUDIT_S3"])["extra"].keys()
+    assert (
+        json.loads(local["AIRFLOW_CONN_AUDIT_S3"])["extra"].keys()
+        == json.loads(common["AIRFLOW_CONN_AUDIT_S3"])["extra"].keys()
+    )

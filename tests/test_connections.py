@@ -20,17 +20,24 @@ AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY
 
 
 def test_connection_fields_become_s3fs_options() -> None:
-    options = s3_options("AK", "SK", {"endpoint_url": "http://127.0.0.1:1", "region_name": "eu-west-1",
-                                      "aws_session_token": "TOK"})
-    assert options == {"key": "AK", "secret": "SK", "token": "TOK",
-                       "client_kwargs": {"endpoint_url": "http://127.0.0.1:1", "region_name": "eu-west-1"}}
+    options = s3_options(
+        "AK", "SK", {"endpoint_url": "http://127.0.0.1:1", "region_name": "eu-west-1", "aws_session_token": "TOK"}
+    )
+    assert options == {
+        "key": "AK",
+        "secret": "SK",
+        "token": "TOK",
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:1", "region_name": "eu-west-1"},
+    }
     assert secrets_of(options) == ["AK", "SK", "TOK"]
     assert s3_options(None, None, {}) == {}  # e.g. an IAM role: boto's own chain decides
 
 
 def test_no_airflow_import_outside_airflow() -> None:
-    code = ("import sys, include.audit.pipeline as p, include.audit.connections as c;"
-            "c.airflow_connection_options('audit_s3'); print('airflow' in sys.modules)")
+    code = (
+        "import sys, include.audit.pipeline as p, include.audit.connections as c;"
+        "c.airflow_connection_options('audit_s3'); print('airflow' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -42,9 +49,17 @@ def connection_only(s3_server: SeaweedS3, s3_prefix: str, monkeypatch: pytest.Mo
     generate(roots["raw"], events=400, days=2, organizations=2, now=datetime.now(UTC) - timedelta(minutes=1))
     for name in AWS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AIRFLOW_CONN_AUDIT_S3", json.dumps({
-        "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
-        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUDIT_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": ACCESS_KEY,
+                "password": SECRET_KEY,
+                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
     for name, url in roots.items():
         monkeypatch.setenv(f"AUDIT_{name.upper().removesuffix('S')}_ROOT", url)
     return roots
@@ -82,9 +97,17 @@ def test_api_roots_take_s3_credentials_from_the_airflow_connection(monkeypatch):
     from include.audit.connections import open_root
     from include.audit.storage import redact
 
-    monkeypatch.setenv("AIRFLOW_CONN_AUDIT_S3", json.dumps({
-        "conn_type": "aws", "login": "api-access-key", "password": "api-secret-key-value",
-        "extra": {"endpoint_url": "http://127.0.0.1:9"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUDIT_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "api-access-key",
+                "password": "api-secret-key-value",
+                "extra": {"endpoint_url": "http://127.0.0.1:9"},
+            }
+        ),
+    )
     root = open_root("s3://audit-lake/lake")
     assert root.fs.key == "api-access-key" and root.fs.secret == "api-secret-key-value"
     assert root.fs.client_kwargs["endpoint_url"] == "http://127.0.0.1:9"

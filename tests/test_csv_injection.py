@@ -19,7 +19,7 @@ def neutralised(value: str) -> str:
 @pytest.mark.parametrize("trigger", TRIGGERS)
 @pytest.mark.parametrize("lead", [""] + LEADING)
 def test_a_trigger_after_any_leading_whitespace_is_neutralised(lead, trigger):
-    value = f"{lead}{trigger}HYPERLINK(\"http://evil\")"
+    value = f'{lead}{trigger}HYPERLINK("http://evil")'
     assert neutralised(value) == "'" + value
 
 
@@ -28,9 +28,25 @@ def test_cells_starting_with_nul_or_a_line_break_are_neutralised(value):
     assert neutralised(value) == "'" + value
 
 
-@pytest.mark.parametrize("value", ["a=1", "alice@acme.com", "job-run/1", " plain", "\u00a0text", "2026-11-01",
-                                   "203.0.113.7", "2001:db8::1", "Mozilla/5.0 (X11; +http)", "", "'=already",
-                                   "x\n=1", "\u3000\u3000ok", "\ufeffhello"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a=1",
+        "alice@acme.com",
+        "job-run/1",
+        " plain",
+        "\u00a0text",
+        "2026-11-01",
+        "203.0.113.7",
+        "2001:db8::1",
+        "Mozilla/5.0 (X11; +http)",
+        "",
+        "'=already",
+        "x\n=1",
+        "\u3000\u3000ok",
+        "\ufeffhello",
+    ],
+)
 def test_every_other_cell_is_kept_byte_for_byte(value):
     assert neutralised(value) == value
     body = csv_body(pl.DataFrame({"a": [value], "b": ["x"]}))

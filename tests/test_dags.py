@@ -10,8 +10,14 @@ import pytest
 from include.audit.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
-DAG_IDS = {"audit_maintenance", "audit_ingest", "audit_daily_export", "audit_retention", "audit_export_on_demand",
-           "audit_quarantine_replay"}
+DAG_IDS = {
+    "audit_maintenance",
+    "audit_ingest",
+    "audit_daily_export",
+    "audit_retention",
+    "audit_export_on_demand",
+    "audit_quarantine_replay",
+}
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 
 pytestmark = pytest.mark.airflow
@@ -110,9 +116,16 @@ def test_pipeline_runs_through_airflow(dagbag, airflow_db, roots):
     assert list(Path(roots["lake"], "events").rglob("*.parquet")) == lake_events
 
     org = sorted(orgs_that_day)[0]
-    run = dagbag.dags["audit_export_on_demand"].test(run_conf={
-        "organization": org, "start": f"{day}T00:00:00Z", "end": f"{day}T23:59:59.999999Z",
-        "search": None, "user": None, "actions": []})
+    run = dagbag.dags["audit_export_on_demand"].test(
+        run_conf={
+            "organization": org,
+            "start": f"{day}T00:00:00Z",
+            "end": f"{day}T23:59:59.999999Z",
+            "search": None,
+            "user": None,
+            "actions": [],
+        }
+    )
     _succeeded(run)
     (out,) = Path(roots["exports"], "_on-demand", org).glob("*.csv")
     daily = Path(roots["exports"], org, f"{day:%Y/%m/%d}", f"audit-log_{org}_{day}.csv")
@@ -120,7 +133,8 @@ def test_pipeline_runs_through_airflow(dagbag, airflow_db, roots):
 
 
 def test_on_demand_export_refuses_bad_input(dagbag, airflow_db, roots):
-    run = dagbag.dags["audit_export_on_demand"].test(run_conf={
-        "organization": "acme", "start": "2026-11-26T00:00:00Z", "end": "2026-11-25T00:00:00Z", "actions": []})
+    run = dagbag.dags["audit_export_on_demand"].test(
+        run_conf={"organization": "acme", "start": "2026-11-26T00:00:00Z", "end": "2026-11-25T00:00:00Z", "actions": []}
+    )
     assert run.state == "failed"
     assert not Path(roots["exports"]).exists()

@@ -43,11 +43,25 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
 
 
 def test_scenario_exactly_once(storage: Storage, capsys: pytest.CaptureFixture) -> None:
-    code, expected, err = run_cli(capsys, "generate", "--raw-root", storage.raw, "--events", "3000", "--days", "6",
-                                  "--orgs", "6", "--now", NOW_ARG, "--no-gzip")
+    code, expected, err = run_cli(
+        capsys,
+        "generate",
+        "--raw-root",
+        storage.raw,
+        "--events",
+        "3000",
+        "--days",
+        "6",
+        "--orgs",
+        "6",
+        "--now",
+        NOW_ARG,
+        "--no-gzip",
+    )
     assert code == 0, err
-    code, summary, err = run_cli(capsys, "ingest", "--raw-root", storage.raw, "--lake-root", storage.lake,
-                                 "--now", NOW_ARG, "--batch-mb", "1")
+    code, summary, err = run_cli(
+        capsys, "ingest", "--raw-root", storage.raw, "--lake-root", storage.lake, "--now", NOW_ARG, "--batch-mb", "1"
+    )
     assert code == 0, err
     assert len(summary["batches"]) >= 2  # 1 MB batches: the ledger and dedupe work across batches
     assert summary["ingested"] == expected["valid_events"]
@@ -60,8 +74,20 @@ def test_scenario_exactly_once(storage: Storage, capsys: pytest.CaptureFixture) 
     # on-demand export of one organization's whole range
     org = "acme-001"
     out = f"{storage.exports}/adhoc/{org}.csv"
-    code, result, err = run_cli(capsys, "export", "--lake-root", storage.lake, "--org", org,
-                                "--start", "2026-11-01T00:00:00Z", "--end", NOW_ARG, "--out", out)
+    code, result, err = run_cli(
+        capsys,
+        "export",
+        "--lake-root",
+        storage.lake,
+        "--org",
+        org,
+        "--start",
+        "2026-11-01T00:00:00Z",
+        "--end",
+        NOW_ARG,
+        "--out",
+        out,
+    )
     assert code == 0, err
     on_demand = export_event_ids(storage.exports, on_demand=True)
     assert result["rows"] == on_demand.len() == on_demand.n_unique() > 0
@@ -69,8 +95,9 @@ def test_scenario_exactly_once(storage: Storage, capsys: pytest.CaptureFixture) 
 
     # reruns find nothing new and write nothing
     before = {**listing(storage.lake), **listing(storage.exports)}
-    code, again, err = run_cli(capsys, "ingest", "--raw-root", storage.raw, "--lake-root", storage.lake,
-                               "--now", NOW_ARG, "--batch-mb", "1")
+    code, again, err = run_cli(
+        capsys, "ingest", "--raw-root", storage.raw, "--lake-root", storage.lake, "--now", NOW_ARG, "--batch-mb", "1"
+    )
     assert code == 0, err
     assert again["ingested"] == again["duplicates"] == again["quarantined_total"] == 0
     assert again["skipped_files"] == expected["files"]
@@ -79,8 +106,18 @@ def test_scenario_exactly_once(storage: Storage, capsys: pytest.CaptureFixture) 
 
     # retention drops the exported partitions older than 3 days; their CSVs stay in the archive
     dates = lake_dates(storage.lake)
-    code, retained, err = run_cli(capsys, "retain", "--lake-root", storage.lake, "--export-root", storage.exports,
-                                  "--today", "2026-11-26", "--days", "3")
+    code, retained, err = run_cli(
+        capsys,
+        "retain",
+        "--lake-root",
+        storage.lake,
+        "--export-root",
+        storage.exports,
+        "--today",
+        "2026-11-26",
+        "--days",
+        "3",
+    )
     assert code == 0, err
     cutoff = datetime(2026, 11, 23).date()
     assert {d.split("/")[0] for d in retained["dropped"]} == {d.isoformat() for d in dates if d < cutoff}
@@ -95,8 +132,14 @@ def test_scenario_exactly_once(storage: Storage, capsys: pytest.CaptureFixture) 
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "include.audit", "-v", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "include.audit", "-v", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
 
 
 @pytest.mark.s3
@@ -108,8 +151,19 @@ def test_no_command_prints_a_secret(s3_prefix: str, s3_env: dict[str, str], tmp_
         ["generate", "--raw-root", raw, "--events", "300", "--days", "2", "--orgs", "2", "--now", NOW_ARG],
         ["ingest", "--raw-root", raw, "--lake-root", lake, "--now", NOW_ARG],
         ["export-daily", "--lake-root", lake, "--export-root", exports, "--date", day],
-        ["export", "--lake-root", lake, "--org", "acme-001", "--start", "2026-11-20T00:00:00Z", "--end", NOW_ARG,
-         "--out", f"{exports}/adhoc/x.csv"],
+        [
+            "export",
+            "--lake-root",
+            lake,
+            "--org",
+            "acme-001",
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--end",
+            NOW_ARG,
+            "--out",
+            f"{exports}/adhoc/x.csv",
+        ],
         ["retain", "--lake-root", lake, "--export-root", exports, "--today", "2026-11-26"],
         ["status", "--lake-root", lake, "--export-root", exports],
     ]
@@ -118,10 +172,17 @@ def test_no_command_prints_a_secret(s3_prefix: str, s3_env: dict[str, str], tmp_
         done = _cli(*args, env=s3_env)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout + done.stderr)
-    wrong_secret = _cli("status", "--lake-root", lake, "--export-root", exports,
-                        env={**s3_env, "AWS_SECRET_ACCESS_KEY": SECRET_KEY[::-1]})
-    no_server = _cli("ingest", "--raw-root", raw, "--lake-root", lake, env={**s3_env,
-                     "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    wrong_secret = _cli(
+        "status",
+        "--lake-root",
+        lake,
+        "--export-root",
+        exports,
+        env={**s3_env, "AWS_SECRET_ACCESS_KEY": SECRET_KEY[::-1]},
+    )
+    no_server = _cli(
+        "ingest", "--raw-root", raw, "--lake-root", lake, env={**s3_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    )
     for failed in (wrong_secret, no_server):
         assert failed.returncode == 1
         last = failed.stderr.strip().splitlines()[-1]

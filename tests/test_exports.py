@@ -7,8 +7,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from include.audit.exports import (HEADER, daily_path, export_daily, export_filtered, export_status, neutralize_formulas,
-                                   pending_exports)
+from include.audit.exports import (
+    HEADER,
+    daily_path,
+    export_daily,
+    export_filtered,
+    export_status,
+    neutralize_formulas,
+    pending_exports,
+)
 from include.audit.ingest import ingest
 from include.audit.inputs import BadInput
 from include.audit.query import EventFilter
@@ -31,24 +38,43 @@ def ingest_lines(roots, now, name, lines):
 
 
 def test_daily_export_format(roots, now):
-    ingest_lines(roots, now, "a.jsonl", [
-        event(event_id="b", event_time="2026-11-25T10:00:00.5+01:00"),
-        event(event_id="a", event_time="2026-11-25T09:00:00.5Z", resource='x, "y"\nz', user_agent="=cmd|' /C calc'!A0"),
-        event(event_id="c", event_time="2026-11-25T23:59:59.999999Z", resource="-1+1", region="", user_email="-dash@acme.com"),
-        event(event_id="d", event_time="2026-11-26T00:00:00Z"),  # next UTC day
-        event(event_id="e", event_time="2026-11-25T09:00:00.5Z", resource="\ttab", user_agent="+plus"),
-    ])
+    ingest_lines(
+        roots,
+        now,
+        "a.jsonl",
+        [
+            event(event_id="b", event_time="2026-11-25T10:00:00.5+01:00"),
+            event(
+                event_id="a", event_time="2026-11-25T09:00:00.5Z", resource='x, "y"\nz', user_agent="=cmd|' /C calc'!A0"
+            ),
+            event(
+                event_id="c",
+                event_time="2026-11-25T23:59:59.999999Z",
+                resource="-1+1",
+                region="",
+                user_email="-dash@acme.com",
+            ),
+            event(event_id="d", event_time="2026-11-26T00:00:00Z"),  # next UTC day
+            event(event_id="e", event_time="2026-11-25T09:00:00.5Z", resource="\ttab", user_agent="+plus"),
+        ],
+    )
     (result,) = export_daily(roots["lake"], roots["exports"], DAY)
     path = Path(roots["exports"]) / "acme/2026/11/25/audit-log_acme_2026-11-25.csv"
     assert result.path == str(path) and result.rows == 4
     text = path.read_text(encoding="utf-8")
-    assert text.splitlines()[0] == HEADER == ("time,organization_id,user,action,action_type,resource,ip_address,"
-                                              "user_agent,region,event_id")
+    assert (
+        text.splitlines()[0]
+        == HEADER
+        == ("time,organization_id,user,action,action_type,resource,ip_address,user_agent,region,event_id")
+    )
     rows = read_csv(path)
     # sorted by time, then event_id; the UTC instant, six digits, Z
     assert [(r["time"], r["event_id"]) for r in rows] == [
-        ("2026-11-25T09:00:00.500000Z", "a"), ("2026-11-25T09:00:00.500000Z", "b"),
-        ("2026-11-25T09:00:00.500000Z", "e"), ("2026-11-25T23:59:59.999999Z", "c")]
+        ("2026-11-25T09:00:00.500000Z", "a"),
+        ("2026-11-25T09:00:00.500000Z", "b"),
+        ("2026-11-25T09:00:00.500000Z", "e"),
+        ("2026-11-25T23:59:59.999999Z", "c"),
+    ]
     assert rows[0]["resource"] == 'x, "y"\nz'  # RFC 4180 quoting round-trips
     assert rows[0]["user_agent"] == "'=cmd|' /C calc'!A0"
     assert rows[2]["resource"] == "'\ttab" and rows[2]["user_agent"] == "'+plus"
@@ -63,7 +89,9 @@ def test_user_cells_with_formula_prefixes_are_neutralised_but_others_untouched()
 
 
 def test_reexport_writes_nothing_and_late_events_make_version_2(roots, now):
-    ingest_lines(roots, now, "a.jsonl", [event(event_id=f"e{i}", event_time=f"2026-11-25T1{i}:00:00Z") for i in range(5)])
+    ingest_lines(
+        roots, now, "a.jsonl", [event(event_id=f"e{i}", event_time=f"2026-11-25T1{i}:00:00Z") for i in range(5)]
+    )
     lake, exports = Root.open(roots["lake"]), Root.open(roots["exports"])
     (first,) = export_daily(roots["lake"], roots["exports"], DAY)
     path = Path(daily_path(exports, "acme", DAY))
@@ -84,8 +112,16 @@ def test_reexport_writes_nothing_and_late_events_make_version_2(roots, now):
 
 
 def test_each_organization_gets_its_own_file(roots, now):
-    ingest_lines(roots, now, "a.jsonl", [event(event_id="1"), event(event_id="2", organization_id="globex"),
-                                         event(event_id="3", organization_id="globex")])
+    ingest_lines(
+        roots,
+        now,
+        "a.jsonl",
+        [
+            event(event_id="1"),
+            event(event_id="2", organization_id="globex"),
+            event(event_id="3", organization_id="globex"),
+        ],
+    )
     results = {r.organization_id: r.rows for r in export_daily(roots["lake"], roots["exports"], DAY)}
     assert results == {"acme": 1, "globex": 2}
     assert (Path(roots["exports"]) / "globex/2026/11/25/audit-log_globex_2026-11-25.csv").exists()
@@ -97,58 +133,75 @@ def test_each_organization_gets_its_own_file(roots, now):
 
 
 def _range(**kw) -> EventFilter:
-    defaults = dict(organization_id="acme", start=datetime(2026, 11, 24, tzinfo=UTC),
-                    end=datetime(2026, 11, 26, 23, 59, tzinfo=UTC))
+    defaults = dict(
+        organization_id="acme", start=datetime(2026, 11, 24, tzinfo=UTC), end=datetime(2026, 11, 26, 23, 59, tzinfo=UTC)
+    )
     return EventFilter.from_fields(**{**defaults, **kw})
 
 
 @pytest.fixture
 def small_lake(roots, now):
-    ingest_lines(roots, now, "a.jsonl", [
-        event(event_id="1", event_time="2026-11-24T00:00:00Z", user_email="Alice@acme.com"),
-        event(event_id="2", event_time="2026-11-25T12:00:00Z", action="DeleteFile", user_agent="Safari/17"),
-        event(event_id="3", event_time="2026-11-26T11:00:00Z", user_email="bob@acme.com", region="aws-eu-west-1"),
-        event(event_id="4", event_time="2026-11-25T12:00:00Z", organization_id="globex"),
-    ])
+    ingest_lines(
+        roots,
+        now,
+        "a.jsonl",
+        [
+            event(event_id="1", event_time="2026-11-24T00:00:00Z", user_email="Alice@acme.com"),
+            event(event_id="2", event_time="2026-11-25T12:00:00Z", action="DeleteFile", user_agent="Safari/17"),
+            event(event_id="3", event_time="2026-11-26T11:00:00Z", user_email="bob@acme.com", region="aws-eu-west-1"),
+            event(event_id="4", event_time="2026-11-25T12:00:00Z", organization_id="globex"),
+        ],
+    )
     return roots
 
 
-@pytest.mark.parametrize("flt, ids", [
-    (_range(), ["1", "2", "3"]),
-    (_range(start=datetime(2026, 11, 24, tzinfo=UTC), end=datetime(2026, 11, 24, tzinfo=UTC)), ["1"]),  # inclusive
-    (_range(search="SAFARI"), ["2"]),
-    (_range(search="eu-west"), ["3"]),
-    (_range(search="file modifications"), ["2"]),  # action_type column
-    (_range(search="2026-11-26T11"), ["3"]),  # the time as exported
-    (_range(users=("ALICE@acme.com",)), ["1", "2"]),  # emails match case-insensitively
-    (_range(users=("bob@acme.com",)), ["3"]),
-    (_range(actions=("DeleteFile", "CreateJobRun")), ["1", "2", "3"]),
-    (_range(actions=("DeleteFile",)), ["2"]),
-    (_range(organization_id="globex"), ["4"]),
-])
+@pytest.mark.parametrize(
+    "flt, ids",
+    [
+        (_range(), ["1", "2", "3"]),
+        (_range(start=datetime(2026, 11, 24, tzinfo=UTC), end=datetime(2026, 11, 24, tzinfo=UTC)), ["1"]),  # inclusive
+        (_range(search="SAFARI"), ["2"]),
+        (_range(search="eu-west"), ["3"]),
+        (_range(search="file modifications"), ["2"]),  # action_type column
+        (_range(search="2026-11-26T11"), ["3"]),  # the time as exported
+        (_range(users=("ALICE@acme.com",)), ["1", "2"]),  # emails match case-insensitively
+        (_range(users=("bob@acme.com",)), ["3"]),
+        (_range(actions=("DeleteFile", "CreateJobRun")), ["1", "2", "3"]),
+        (_range(actions=("DeleteFile",)), ["2"]),
+        (_range(organization_id="globex"), ["4"]),
+    ],
+)
 def test_on_demand_export_filters(small_lake, tmp_path, flt, ids):
     out = tmp_path / "out.csv"
     result = export_filtered(small_lake["lake"], flt, str(out))
     assert [r["event_id"] for r in read_csv(out)] == ids and result.rows == len(ids)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(start=datetime(2026, 11, 25)), "no timezone"),
-    (dict(start=datetime(2026, 11, 27, tzinfo=UTC)), "after end"),
-    (dict(organization_id="../etc"), "invalid organization id"),
-    (dict(actions=("Nope",)), "unknown action"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(start=datetime(2026, 11, 25)), "no timezone"),
+        (dict(start=datetime(2026, 11, 27, tzinfo=UTC)), "after end"),
+        (dict(organization_id="../etc"), "invalid organization id"),
+        (dict(actions=("Nope",)), "unknown action"),
+    ],
+)
 def test_bad_filters_are_refused(kwargs, message):
     with pytest.raises(BadInput, match=message):
         _range(**kwargs)
 
 
 def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now):
-    ingest_lines(roots, now, "a.jsonl", [
-        event(event_id="a1", event_time="2026-11-22T10:00:00Z"),
-        event(event_id="a2", event_time="2026-11-24T10:00:00Z"),
-        event(event_id="g1", event_time="2026-11-24T10:00:00Z", organization_id="globex"),
-    ])
+    ingest_lines(
+        roots,
+        now,
+        "a.jsonl",
+        [
+            event(event_id="a1", event_time="2026-11-22T10:00:00Z"),
+            event(event_id="a2", event_time="2026-11-24T10:00:00Z"),
+            event(event_id="g1", event_time="2026-11-24T10:00:00Z", organization_id="globex"),
+        ],
+    )
     for day in (date(2026, 11, 22), date(2026, 11, 24)):
         export_daily(roots["lake"], roots["exports"], day)
     ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-22T23:00:00Z")])
@@ -156,7 +209,8 @@ def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now)
     assert pending == [
         (date(2026, 11, 22), "acme"),  # stale: it gained an event
         (date(2026, 11, 23), "acme"),  # never archived: a heartbeat is due
-        (DAY, "acme"), (DAY, "globex"),  # the export date, for every organization active in the window
+        (DAY, "acme"),
+        (DAY, "globex"),  # the export date, for every organization active in the window
     ]
     status = lake_status(roots["lake"], roots["exports"])["archive"]
     assert status["acme"]["stale_days"] == ["2026-11-22"] and "2026-11-23" in status["acme"]["missing_days"]

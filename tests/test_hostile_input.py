@@ -6,6 +6,7 @@ line-by-line reference parser says."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import random
@@ -30,9 +31,30 @@ REPO = Path(__file__).resolve().parents[1]
 def ingest_cli(raw: Path, lake: Path, **env: str) -> tuple[subprocess.CompletedProcess, int]:
     """``python -m include.audit ingest`` in a process of its own: its result and peak RSS (MiB)."""
     report = raw.parent / "time.txt"
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), sys.executable, "-m", "include.audit",
-                           "ingest", "--raw-root", str(raw), "--lake-root", str(lake), "--now", NOW],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    done = subprocess.run(
+        [
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            "-o",
+            str(report),
+            sys.executable,
+            "-m",
+            "include.audit",
+            "ingest",
+            "--raw-root",
+            str(raw),
+            "--lake-root",
+            str(lake),
+            "--now",
+            NOW,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
     return done, int(report.read_text().split()[-1]) // 1024
 
 
@@ -41,7 +63,9 @@ def valid(i: int, **overrides) -> str:
 
 
 def nested(levels: int) -> str:
-    return json.dumps(event(event_id=f"deep-{levels}")).removesuffix("}") + ', "x": ' + "[" * levels + "]" * levels + "}"
+    return (
+        json.dumps(event(event_id=f"deep-{levels}")).removesuffix("}") + ', "x": ' + "[" * levels + "]" * levels + "}"
+    )
 
 
 def test_hostile_files_are_quarantined_and_every_valid_event_lands(tmp_path):
@@ -54,8 +78,12 @@ def test_hostile_files_are_quarantined_and_every_valid_event_lands(tmp_path):
         "bare-cr-blank.jsonl": [valid(6) + "\r" + valid(7), "", valid(8, zeta={"k": 1})],
         "null-first.jsonl": ["null", valid(9)],  # a bare null crashed pyarrow's reader
         "duplicate-keys.jsonl": ['{"event_id": "dup", "organization_id": "acme", "organization_id": "evil"}'],
-        "types.jsonl": [json.dumps(event(event_id=1)), json.dumps(event(organization_id=True)),
-                        json.dumps(event(user_email={"a": 1})), json.dumps(event(event_id=["x"]))],
+        "types.jsonl": [
+            json.dumps(event(event_id=1)),
+            json.dumps(event(organization_id=True)),
+            json.dumps(event(user_email={"a": 1})),
+            json.dumps(event(event_id=["x"])),
+        ],
         "blank-ids.jsonl": [json.dumps(event(event_id=" ")), json.dumps(event(organization_id="\u3000"))],
         "leap.jsonl": [json.dumps(event(event_id="leap", event_time="2026-11-25T23:59:60.5Z"))],
         "big-field.jsonl": [json.dumps(event(event_id="big", resource="r" * 9000))],
@@ -78,8 +106,14 @@ def test_hostile_files_are_quarantined_and_every_valid_event_lands(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["quarantined"] == {
-        "too_deeply_nested": 2, "malformed_json": 4, "invalid_type": 4, "missing_field": 2, "field_too_large": 1,
-        "invalid_timestamp": 1, "unreadable_file": 1}
+        "too_deeply_nested": 2,
+        "malformed_json": 4,
+        "invalid_type": 4,
+        "missing_field": 2,
+        "field_too_large": 1,
+        "invalid_timestamp": 1,
+        "unreadable_file": 1,
+    }
     # ok-1, 2, 5, 8, 9, 10 and the three suffix files; nothing from hidden paths or symlinks
     assert summary["ingested"] == 9
     assert summary["lines"] == summary["ingested"] + summary["duplicates"] + summary["quarantined_total"] - 1
@@ -110,17 +144,26 @@ def test_a_block_of_distinct_extra_keys_stays_small(tmp_path):
     lines = [json.dumps({**event(event_id=f"e{i}"), **{f"k{i}_{j}": j for j in range(50)}}) for i in range(20_000)]
     body = ("\n".join(lines) + "\n").encode()
     (tmp_path / "wide.jsonl").write_bytes(body)
-    script = ("import sys; from include.audit.raw import discover, read_chunks; "
-              "from include.audit.storage import Root; root = Root.open(sys.argv[1]); (f,) = discover(root).files; "
-              "print(sum(c.rows.height for c in read_chunks(root, f, chunk_bytes=16 << 20)))")
+    script = (
+        "import sys; from include.audit.raw import discover, read_chunks; "
+        "from include.audit.storage import Root; root = Root.open(sys.argv[1]); (f,) = discover(root).files; "
+        "print(sum(c.rows.height for c in read_chunks(root, f, chunk_bytes=16 << 20)))"
+    )
     report = tmp_path / "time.txt"  # GNU time: a child's own peak, not the peak it inherits from pytest
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), sys.executable, "-c", script,
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(report), sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     rows, peak_mib = int(done.stdout), int(report.read_text().split()[-1]) // 1024
     assert rows == 20_000 and peak_mib < 600
 
 
 # --- property: random mutations of valid lines --------------------------------------------------
+
 
 def _mutate(rng: random.Random, text: str) -> bytes:
     data = text.encode()
@@ -148,10 +191,24 @@ def _mutate(rng: random.Random, text: str) -> bytes:
     if kind == 8:
         return data[:-1] + b', "event_id": "again"}'
     if kind == 9:  # extra fields that a key count could miss: escapes, colons, nulls, nested repeats
-        return data[:-1] + rng.choice([b', "x": "a\\u003ab"', b', "k:1": null', b', "e": {"a": 1, "a": 2}',
-                                       b', "z": [1, {"q": "\\\\"}]', b', "n": null', b', "t": {"u": [{}]}']) + b"}"
+        return (
+            data[:-1]
+            + rng.choice(
+                [
+                    b', "x": "a\\u003ab"',
+                    b', "k:1": null',
+                    b', "e": {"a": 1, "a": 2}',
+                    b', "z": [1, {"q": "\\\\"}]',
+                    b', "n": null',
+                    b', "t": {"u": [{}]}',
+                ]
+            )
+            + b"}"
+        )
     if kind == 10:  # escaped colons and nulls among the event fields themselves
-        return data.replace(b'"resource": "r', rng.choice([b'"resource": "\\u003a', b'"region": null, "resource": "r']), 1)
+        return data.replace(
+            b'"resource": "r', rng.choice([b'"resource": "\\u003a', b'"region": null, "resource": "r']), 1
+        )
     return data
 
 
@@ -159,8 +216,9 @@ def _mutate(rng: random.Random, text: str) -> bytes:
 def test_random_mutations_never_raise_and_account_for_every_line(tmp_path, seed):
     rng = random.Random(seed)
     endings = [b"\n", b"\r\n", b"\n", b"\n\r\n", b"\r\r\n"]
-    body = b"".join(_mutate(rng, json.dumps(event(event_id=f"e{i}", resource=f"r{i}"))) + rng.choice(endings)
-                    for i in range(300))
+    body = b"".join(
+        _mutate(rng, json.dumps(event(event_id=f"e{i}", resource=f"r{i}"))) + rng.choice(endings) for i in range(300)
+    )
     if rng.random() < 0.5:
         body = body.rstrip(b"\n")  # no line break after the last line
     limits = Limits(line_bytes=rng.choice([2000, 8000, 1 << 20]), depth=64)
@@ -176,16 +234,17 @@ def test_random_mutations_never_raise_and_account_for_every_line(tmp_path, seed)
     rejected = pl.concat([c.rejected for c in chunks])
     assert rows.height + rejected.height + sum(c.blank_lines for c in chunks) == lines
     assert chunks[-1].done and chunks[-1].last_line == lines and chunks[0].first_line == 1
-    assert all(b.first_line == a.last_line + 1 for a, b in zip(chunks, chunks[1:]))
+    assert all(b.first_line == a.last_line + 1 for a, b in itertools.pairwise(chunks))
     numbers = rows["line_number"].to_list() + rejected["line_number"].to_list()
     assert len(set(numbers)) == len(numbers)
     expected_rows, expected_rejected, _ = reference(body, name, limits)
     assert_frame_equal(rows, expected_rows)
-    assert list(zip(rejected["reason"], rejected["line_number"])) == expected_rejected
+    assert list(zip(rejected["reason"], rejected["line_number"], strict=True)) == expected_rejected
 
     after = rng.randrange(lines + 1)  # resuming a file part-way returns exactly the lines after that one
     resumed = list(read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=after, limits=limits))
     assert resumed[0].first_line == after + 1 and resumed[-1].done and resumed[-1].last_line == max(lines, after)
     assert_frame_equal(pl.concat([c.rows for c in resumed]), expected_rows.filter(pl.col("line_number") > after))
-    assert [(r, n) for c in resumed for r, n in zip(c.rejected["reason"], c.rejected["line_number"])] == [
-        (r, n) for r, n in expected_rejected if n > after]
+    assert [(r, n) for c in resumed for r, n in zip(c.rejected["reason"], c.rejected["line_number"], strict=True)] == [
+        (r, n) for r, n in expected_rejected if n > after
+    ]

@@ -36,7 +36,8 @@ def test_generated_data_lands_exactly_once_with_every_bad_line_quarantined(roots
     assert events.height == 3000 and events["event_id"].n_unique() == 3000
     counts = events.group_by("event_date", "organization_id").len()
     assert {(str(d), o): n for d, o, n in counts.iter_rows()} == {
-        (d, o): n for (d, o), n in expected.per_partition.items()}
+        (d, o): n for (d, o), n in expected.per_partition.items()
+    }
     records = quarantine.read_all(Root.open(roots["lake"]))
     assert records.height == sum(expected.bad.values())
     assert records.filter(pl.col("reason") != "unreadable_file")["raw"].null_count() == 0
@@ -67,13 +68,20 @@ def test_rerun_with_no_new_files_writes_nothing(roots, now):
 
 def test_identical_redelivery_is_counted_once_and_conflicts_are_quarantined(roots, now):
     raw = Path(roots["raw"])
-    write_lines(raw / "a.jsonl", [event(event_id="e1"), event(event_id="e1"), event(event_id="e1", action="DeleteUser")])
+    write_lines(
+        raw / "a.jsonl", [event(event_id="e1"), event(event_id="e1"), event(event_id="e1", action="DeleteUser")]
+    )
     first = ingest(roots["raw"], roots["lake"], now=now)
     assert (first.ingested, first.duplicates, first.quarantined) == (1, 1, {"conflicting_duplicate": 1})
     # later files: the same instant in another offset (and an extra field that is null, i.e. absent) is the
     # same event; other content conflicts with the lake
-    write_lines(raw / "b.jsonl", [event(event_id="e1", event_time="2026-11-25T11:00:00+01:00", zeta=None),
-                                  event(event_id="e1", event_time="2026-11-24T10:00:00Z")])
+    write_lines(
+        raw / "b.jsonl",
+        [
+            event(event_id="e1", event_time="2026-11-25T11:00:00+01:00", zeta=None),
+            event(event_id="e1", event_time="2026-11-24T10:00:00Z"),
+        ],
+    )
     second = ingest(roots["raw"], roots["lake"], now=now)
     assert (second.ingested, second.duplicates, second.quarantined) == (0, 1, {"conflicting_duplicate": 1})
     records = quarantine.read_all(Root.open(roots["lake"])).sort("source_file", "line_number")
@@ -83,9 +91,14 @@ def test_identical_redelivery_is_counted_once_and_conflicts_are_quarantined(root
 
 
 def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
-    write_lines(Path(roots["raw"]) / "a.jsonl", [
-        event(event_id="e1", region=""), {k: v for k, v in event(event_id="e1").items() if k != "region"},
-        event(event_id="e1", region=None)])
+    write_lines(
+        Path(roots["raw"]) / "a.jsonl",
+        [
+            event(event_id="e1", region=""),
+            {k: v for k, v in event(event_id="e1").items() if k != "region"},
+            event(event_id="e1", region=None),
+        ],
+    )
     summary = ingest(roots["raw"], roots["lake"], now=now)
     assert (summary.ingested, summary.duplicates) == (1, 2)
 
@@ -101,8 +114,9 @@ CRASH_POINTS = [
 
 
 @pytest.mark.parametrize("where, owner, name, when, call", CRASH_POINTS, ids=[c[0] for c in CRASH_POINTS])
-def test_crash_at_any_step_then_rerun_loses_and_doubles_nothing(roots, now, monkeypatch, where, owner, name, when,
-                                                                  call):
+def test_crash_at_any_step_then_rerun_loses_and_doubles_nothing(
+    roots, now, monkeypatch, where, owner, name, when, call
+):
     expected = generate(roots["raw"], events=1000, days=2, organizations=4, bad_share=0.01, now=now)
     real, calls = getattr(owner, name), {"n": 0}
 
@@ -130,8 +144,7 @@ def test_crash_at_any_step_then_rerun_loses_and_doubles_nothing(roots, now, monk
 
 def test_a_big_file_is_committed_in_several_batches_and_resumes_where_it_stopped(roots, now, monkeypatch):
     raw = Path(roots["raw"])
-    write_lines(raw / "big.jsonl", [event(event_id=f"e{i}", resource="r" * 200) for i in range(3000)]
-                + ["{not json"])
+    write_lines(raw / "big.jsonl", [event(event_id=f"e{i}", resource="r" * 200) for i in range(3000)] + ["{not json"])
     real, calls = quarantine.commit, {"n": 0}
 
     def crash_on_third(*args, **kwargs):
@@ -156,9 +169,22 @@ def test_lake_is_a_delta_table_for_deltalake_polars_and_duckdb(roots, now):
     ingest(roots["raw"], roots["lake"], now=now)
     by_polars = pl.scan_delta(f"{roots['lake']}/events").collect()
     assert by_polars.schema["event_time"] == pl.Datetime("us", "UTC")
-    assert set(by_polars.columns) >= {"event_id", "event_time", "user_email", "action", "action_type", "resource",
-                                      "ip_address", "user_agent", "region", "attributes", "ingested_at",
-                                      "source_file", "event_date", "organization_id"}
+    assert set(by_polars.columns) >= {
+        "event_id",
+        "event_time",
+        "user_email",
+        "action",
+        "action_type",
+        "resource",
+        "ip_address",
+        "user_agent",
+        "region",
+        "attributes",
+        "ingested_at",
+        "source_file",
+        "event_date",
+        "organization_id",
+    }
     assert (by_polars["event_time"].dt.date() == by_polars["event_date"]).all()
     table = DeltaTable(f"{roots['lake']}/events")
     assert table.metadata().partition_columns == ["event_date", "organization_id"]
@@ -184,8 +210,11 @@ def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roo
     write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2", ip_address="999.1.1.1")])
     real_route = ingest_module.route
     # a routing bug: every row "valid"
-    monkeypatch.setattr(ingest_module, "route", lambda frame, window: real_route(frame, window).with_columns(
-        reason=pl.lit(None, pl.String)))
+    monkeypatch.setattr(
+        ingest_module,
+        "route",
+        lambda frame, window: real_route(frame, window).with_columns(reason=pl.lit(None, pl.String)),
+    )
     with pytest.raises(ValidationFailed, match="ip_address"):
         ingest(roots["raw"], roots["lake"], now=now)
     assert lake_events(roots["lake"]).height == 0  # nothing bad reached the lake

@@ -50,10 +50,27 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
 
 
 def _ingest_process(storage: Storage, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "include.audit", "-v", "ingest", "--raw-root", storage.raw,
-                             "--lake-root", storage.lake, "--now", NOW_ARG, *extra], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "include.audit",
+            "-v",
+            "ingest",
+            "--raw-root",
+            storage.raw,
+            "--lake-root",
+            storage.lake,
+            "--now",
+            NOW_ARG,
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _events_version(storage: Storage) -> int:
@@ -71,8 +88,15 @@ def _assert_exactly_once(storage: Storage, expected) -> None:
 
 def test_a_paused_writer_doubles_nothing_when_it_resumes(storage: Storage) -> None:
     """SIGSTOP a writer mid-run (as a GC pause or a stalled network would), let another ingest finish, resume it."""
-    expected = generate(storage.raw, events=6000, days=3, organizations=4, bad_share=0.005, compress=False,
-                        now=lk.datetime.fromisoformat(NOW_ARG))
+    expected = generate(
+        storage.raw,
+        events=6000,
+        days=3,
+        organizations=4,
+        bad_share=0.005,
+        compress=False,
+        now=lk.datetime.fromisoformat(NOW_ARG),
+    )
     paused = _ingest_process(storage, "--batch-mb", "1")
     while _events_version(storage) < 1 and paused.poll() is None:  # its first batch is committed
         time.sleep(0.05)
@@ -146,6 +170,7 @@ def test_vacuum_removes_unreferenced_files_and_keeps_the_table_readable(tmp_path
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"PAR1 left by a killed writer")
     compact(roots["lake"])
+
     def data_files() -> list[Path]:
         return list(events_dir.glob("event_date=*/organization_id=*/*.parquet"))
 
@@ -242,8 +267,15 @@ def test_the_work_of_a_small_ingest_does_not_grow_with_the_lake(s3_server: Seawe
     requests = {}
     for days in (10, 40):
         storage = Storage("s3", f"{s3_prefix}/{days}/raw", f"{s3_prefix}/{days}/lake", "")
-        generate(f"{s3_prefix}/{days}/history", events=days * 300, days=days, organizations=3, now=now,
-                 compress=False, producers=1)
+        generate(
+            f"{s3_prefix}/{days}/history",
+            events=days * 300,
+            days=days,
+            organizations=3,
+            now=now,
+            compress=False,
+            producers=1,
+        )
         ingest(f"{s3_prefix}/{days}/history", storage.lake, now=now, batch_bytes=200 << 20)
         compact(storage.lake)
         generate(storage.raw, events=300, days=1, organizations=3, now=now, seed=11, producers=1, compress=False)

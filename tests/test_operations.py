@@ -33,8 +33,9 @@ class Webhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.received.append({"path": self.path, "type": self.headers.get("Content-Type"),
-                                      "json": json.loads(body)})
+                hook.received.append(
+                    {"path": self.path, "type": self.headers.get("Content-Type"), "json": json.loads(body)}
+                )
                 self.send_response(200)
                 self.end_headers()
 
@@ -59,9 +60,18 @@ class Webhook:
 def webhook(monkeypatch: pytest.MonkeyPatch):
     """The recording endpoint, configured as the ``audit_alerts`` Airflow connection."""
     hook = Webhook()
-    monkeypatch.setenv("AIRFLOW_CONN_AUDIT_ALERTS", json.dumps({
-        "conn_type": "http", "host": "127.0.0.1", "port": hook.port, "schema": "http",
-        "extra": {"endpoint": "/alerts"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUDIT_ALERTS",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": hook.port,
+                "schema": "http",
+                "extra": {"endpoint": "/alerts"},
+            }
+        ),
+    )
     yield hook
     hook.close()
 
@@ -82,6 +92,7 @@ def serialized(dag) -> dict:
 
 
 # --- wiring: what the Assets view and the scheduler see ---------------------------------------
+
 
 def test_assets_lineage_and_schedules_in_the_serialized_dags(roots):
     dags = load_dags()
@@ -162,6 +173,7 @@ def test_replay_dag_refuses_bad_input(roots, airflow_db):
 
 # --- what runs emit ---------------------------------------------------------------------------
 
+
 def test_ingest_emits_an_asset_event_with_the_run_counts(roots, airflow_db):
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -177,8 +189,10 @@ def test_ingest_emits_an_asset_event_with_the_run_counts(roots, airflow_db):
 
     with create_session() as session:
         (event,) = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "audit_events", AssetEvent.source_run_id == run.run_id)).all()
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "audit_events", AssetEvent.source_run_id == run.run_id)
+        ).all()
         extra = dict(event.extra)
     assert extra["files"] == summary["files"] > 0
     assert extra["ingested"] == summary["ingested"] == 500
@@ -208,6 +222,7 @@ def test_an_asset_triggered_export_archives_the_day_before_it_ran(roots, airflow
 
 
 # --- alerts -----------------------------------------------------------------------------------
+
 
 def test_a_failing_ingest_posts_exactly_one_alert(roots, airflow_db, webhook, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-42")
@@ -242,8 +257,11 @@ def _scheduler_handles_missed_deadlines(run_id: int) -> int:
 
     handled = 0
     with create_session() as session:
-        expired = session.scalars(select(Deadline).where(
-            Deadline.dagrun_id == run_id, Deadline.deadline_time < datetime.now(UTC), ~Deadline.missed)).all()
+        expired = session.scalars(
+            select(Deadline).where(
+                Deadline.dagrun_id == run_id, Deadline.deadline_time < datetime.now(UTC), ~Deadline.missed
+            )
+        ).all()
         for deadline in expired:
             deadline.handle_miss(session)
             data = deadline.callback.data
@@ -267,10 +285,15 @@ def _scheduled_run(dag_id: str, logical_date: datetime):
     with create_session() as session:
         dag = SerializedDagModel.get_dag(dag_id, session=session)
         run = dag.create_dagrun(
-            run_id=f"scheduled__{logical_date.isoformat()}", logical_date=logical_date,
-            data_interval=(logical_date, logical_date), run_after=logical_date,
-            run_type=DagRunType.SCHEDULED, triggered_by=DagRunTriggeredByType.TIMETABLE,
-            state=DagRunState.QUEUED, session=session)
+            run_id=f"scheduled__{logical_date.isoformat()}",
+            logical_date=logical_date,
+            data_interval=(logical_date, logical_date),
+            run_after=logical_date,
+            run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TIMETABLE,
+            state=DagRunState.QUEUED,
+            session=session,
+        )
         return run.id, run.run_id
 
 
@@ -321,12 +344,17 @@ def alert_log():
 def test_backfill_runs_do_not_page_for_deadlines(webhook):
     from include.audit.alerts import WebhookNotifier
 
-    late = {"dag_id": "audit_daily_export", "dag_run_id": "backfill__2026-10-01T00:30:00+00:00",
-            "run_type": "backfill", "state": "queued"}
+    late = {
+        "dag_id": "audit_daily_export",
+        "dag_run_id": "backfill__2026-10-01T00:30:00+00:00",
+        "run_type": "backfill",
+        "state": "queued",
+    }
     WebhookNotifier(deadline="yesterday's archive")({"dag_run": late, "deadline": {"deadline_time": "x"}})
     assert webhook.received == []
-    WebhookNotifier(deadline="yesterday's archive")({"dag_run": {**late, "run_type": "scheduled"},
-                                                     "deadline": {"deadline_time": "x"}})
+    WebhookNotifier(deadline="yesterday's archive")(
+        {"dag_run": {**late, "run_type": "scheduled"}, "deadline": {"deadline_time": "x"}}
+    )
     assert len(webhook.received) == 1
 
 
@@ -356,14 +384,20 @@ def test_an_unreachable_webhook_is_only_logged(monkeypatch, alert_log):
 
 # --- the pure parts ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("conn", "url"), [
-    (("http", "127.0.0.1", "http", 8080, {"endpoint": "/alerts"}), "http://127.0.0.1:8080/alerts"),
-    (("http", "127.0.0.1", "alerts", 8080, {}), "http://127.0.0.1:8080/alerts"),  # from a connection URI
-    (("http", "https://hooks.slack.com/services/T/B/X", None, None, {}), "https://hooks.slack.com/services/T/B/X"),
-    (("https", "events.pagerduty.com", None, None, {"endpoint": "v2/enqueue"}),
-     "https://events.pagerduty.com/v2/enqueue"),
-    (("http", None, None, None, {}), None),
-])
+
+@pytest.mark.parametrize(
+    ("conn", "url"),
+    [
+        (("http", "127.0.0.1", "http", 8080, {"endpoint": "/alerts"}), "http://127.0.0.1:8080/alerts"),
+        (("http", "127.0.0.1", "alerts", 8080, {}), "http://127.0.0.1:8080/alerts"),  # from a connection URI
+        (("http", "https://hooks.slack.com/services/T/B/X", None, None, {}), "https://hooks.slack.com/services/T/B/X"),
+        (
+            ("https", "events.pagerduty.com", None, None, {"endpoint": "v2/enqueue"}),
+            "https://events.pagerduty.com/v2/enqueue",
+        ),
+        (("http", None, None, None, {}), None),
+    ],
+)
 def test_webhook_url_from_a_connection(conn, url):
     from include.audit.alerts import webhook_url
 
@@ -406,9 +440,19 @@ def test_export_date_of_scheduled_and_asset_triggered_runs():
 def test_asset_event_extra_is_json():
     from include.audit.assets import ingest_extra
 
-    summary = {"files": 2, "lines": 5, "ingested": 4, "duplicates": 0, "quarantined": {"invalid_ip": 1},
-               "quarantined_total": 1, "batches": ["b1"], "validation_reports": ["r"], "skipped_files": 0,
-               "max_event_time": datetime(2026, 11, 26, 12, tzinfo=UTC), "lag_seconds": 42.5}
+    summary = {
+        "files": 2,
+        "lines": 5,
+        "ingested": 4,
+        "duplicates": 0,
+        "quarantined": {"invalid_ip": 1},
+        "quarantined_total": 1,
+        "batches": ["b1"],
+        "validation_reports": ["r"],
+        "skipped_files": 0,
+        "max_event_time": datetime(2026, 11, 26, 12, tzinfo=UTC),
+        "lag_seconds": 42.5,
+    }
     extra = ingest_extra(summary)
     assert "batches" not in extra and "validation_reports" not in extra
     assert extra["max_event_time"] == "2026-11-26T12:00:00Z" and extra["lag_seconds"] == 42.5

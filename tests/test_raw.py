@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 from pathlib import Path
@@ -25,9 +26,17 @@ from include.audit.storage import Root
 
 from .helpers import event, write_lines
 
+DEFAULT_LIMITS = Limits()
 
-def chunks_of(tmp_path: Path, data: bytes, name: str = "f.jsonl", chunk_bytes: int = 1 << 20,
-              after_line: int = 0, limits: Limits = Limits()) -> list[Chunk]:
+
+def chunks_of(
+    tmp_path: Path,
+    data: bytes,
+    name: str = "f.jsonl",
+    chunk_bytes: int = 1 << 20,
+    after_line: int = 0,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[Chunk]:
     path = tmp_path / name
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     root = Root.open(str(tmp_path))
@@ -43,7 +52,7 @@ def rejected_of(chunks: list[Chunk]) -> list[tuple]:
     return [(r["reason"], r["line_number"]) for c in chunks for r in c.rejected.iter_rows(named=True)]
 
 
-def reference(data: bytes, source: str = "f.jsonl", limits: Limits = Limits()) -> tuple[pl.DataFrame, list, int]:
+def reference(data: bytes, source: str = "f.jsonl", limits: Limits = DEFAULT_LIMITS) -> tuple[pl.DataFrame, list, int]:
     """What the careful parser says about every line, one at a time: the oracle for both paths."""
     rows, rejected, blank = [], [], 0
     body = data.removeprefix(b"\xef\xbb\xbf")
@@ -71,6 +80,7 @@ def line(**overrides) -> str:
 
 # --- line discipline and the two paths ----------------------------------------------------------
 
+
 def test_lf_crlf_and_blank_lines(tmp_path):
     data = (line(event_id="a") + "\r\n\r\n  \n" + line(event_id="b") + "\n\n").encode()
     (chunk,) = chunks_of(tmp_path, data)
@@ -90,11 +100,21 @@ def test_bare_cr_between_objects_is_one_malformed_line(tmp_path):
 
 
 def test_bare_cr_with_a_blank_line_keeps_extra_fields_and_line_numbers(tmp_path):
-    data = (line(event_id="a") + "\r" + line(event_id="b") + "\n\n" + line(event_id="c", zeta={"k": 1}) + "\n"
-            + line(event_id="d") + "\n").encode()
+    data = (
+        line(event_id="a")
+        + "\r"
+        + line(event_id="b")
+        + "\n\n"
+        + line(event_id="c", zeta={"k": 1})
+        + "\n"
+        + line(event_id="d")
+        + "\n"
+    ).encode()
     frame = rows_of(chunks_of(tmp_path, data))
     assert frame.select("event_id", "line_number", "attributes").rows() == [
-        ("c", 3, '{"zeta":{"k":1}}'), ("d", 4, None)]
+        ("c", 3, '{"zeta":{"k":1}}'),
+        ("d", 4, None),
+    ]
 
 
 def test_u2028_and_a_cr_inside_a_string_are_data(tmp_path):
@@ -106,9 +126,20 @@ def test_u2028_and_a_cr_inside_a_string_are_data(tmp_path):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 300, 1 << 20])
 def test_both_paths_agree_with_the_line_by_line_reference(tmp_path, chunk_bytes):
-    lines = [line(event_id="a"), line(event_id="b", zeta={"y": 1, "x": "é"}, alpha=None), "", "null",
-             line(event_id="c", region=None), '{"event_id": "a",', line(event_id=7), "  " + line(event_id="d"),
-             line(event_id="e") + "  ", line(event_id="f", region=3), "[1, 2]", line(event_id="g")]
+    lines = [
+        line(event_id="a"),
+        line(event_id="b", zeta={"y": 1, "x": "é"}, alpha=None),
+        "",
+        "null",
+        line(event_id="c", region=None),
+        '{"event_id": "a",',
+        line(event_id=7),
+        "  " + line(event_id="d"),
+        line(event_id="e") + "  ",
+        line(event_id="f", region=3),
+        "[1, 2]",
+        line(event_id="g"),
+    ]
     data = ("\n".join(lines) + "\n").encode()
     chunks = chunks_of(tmp_path, data, chunk_bytes=chunk_bytes)
     rows, rejected, blank = reference(data)
@@ -144,14 +175,20 @@ def test_a_bare_null_is_malformed_whatever_else_the_file_holds(tmp_path):
 
 
 def test_duplicate_keys_are_malformed_and_name_the_key(tmp_path):
-    data = ('{"event_id": "a", "organization_id": "acme", "organization_id": "evil"}\n'
-            + line(event_id="b", meta={"k": 1}).replace('"k": 1', '"k": 1, "k": 0') + "\n"
-            + '{"event_id": "c", "event\\u005fid": "d"}\n').encode()
+    data = (
+        '{"event_id": "a", "organization_id": "acme", "organization_id": "evil"}\n'
+        + line(event_id="b", meta={"k": 1}).replace('"k": 1', '"k": 1, "k": 0')
+        + "\n"
+        + '{"event_id": "c", "event\\u005fid": "d"}\n'
+    ).encode()
     (chunk,) = chunks_of(tmp_path, data)
     assert chunk.rows.is_empty()
     assert chunk.rejected["reason"].to_list() == ["malformed_json"] * 3
-    assert chunk.rejected["detail"].to_list() == ["duplicate key 'organization_id'", "duplicate key 'k'",
-                                                  "duplicate key 'event_id'"]
+    assert chunk.rejected["detail"].to_list() == [
+        "duplicate key 'organization_id'",
+        "duplicate key 'k'",
+        "duplicate key 'event_id'",
+    ]
 
 
 @pytest.mark.parametrize("value, kind", [(123, "number"), (True, "boolean"), ({"a": 1}, "object"), ([1], "array")])
@@ -159,7 +196,10 @@ def test_duplicate_keys_are_malformed_and_name_the_key(tmp_path):
 def test_required_fields_must_be_strings(tmp_path, field, value, kind):
     (chunk,) = chunks_of(tmp_path, (line(**{field: value}) + "\n").encode())
     assert chunk.rows.is_empty()
-    assert chunk.rejected.select("reason", "detail").row(0) == ("invalid_type", f"{field} is a JSON {kind}, not a string")
+    assert chunk.rejected.select("reason", "detail").row(0) == (
+        "invalid_type",
+        f"{field} is a JSON {kind}, not a string",
+    )
 
 
 def test_optional_fields_of_other_types_keep_their_json_text(tmp_path):
@@ -168,6 +208,7 @@ def test_optional_fields_of_other_types_keep_their_json_text(tmp_path):
 
 
 # --- limits ---------------------------------------------------------------------------------------
+
 
 def test_depth_limit_is_exact_and_ignores_brackets_in_strings(tmp_path):
     limits = Limits(depth=5)
@@ -215,8 +256,12 @@ def test_file_limit_counts_decompressed_bytes_and_keeps_the_lines_before_it(tmp_
 
 
 def test_limits_from_the_environment():
-    env = {"AUDIT_MAX_LINE_BYTES": "2048", "AUDIT_MAX_DEPTH": "8", "AUDIT_MAX_FILE_BYTES": "1000000",
-           "AUDIT_MAX_FIELD_BYTES_RESOURCE": "100"}
+    env = {
+        "AUDIT_MAX_LINE_BYTES": "2048",
+        "AUDIT_MAX_DEPTH": "8",
+        "AUDIT_MAX_FILE_BYTES": "1000000",
+        "AUDIT_MAX_FIELD_BYTES_RESOURCE": "100",
+    }
     limits = Limits.from_env(env)
     assert (limits.line_bytes, limits.depth, limits.file_bytes) == (2048, 8, 1000000)
     assert limits.field_bytes["resource"] == 100 and limits.field_bytes["user_agent"] == 8192
@@ -229,12 +274,13 @@ def test_limits_from_the_environment():
 
 # --- chunks ---------------------------------------------------------------------------------------
 
+
 def test_chunks_cover_every_line_once_and_resume_after_a_line(tmp_path):
     lines = [line(event_id=str(i)) if i % 7 else "not json" for i in range(1, 201)]
     data = ("\r\n".join(lines)).encode()  # no newline at the end
     chunks = chunks_of(tmp_path, data, chunk_bytes=2000)
     assert len(chunks) > 5 and chunks[0].first_line == 1 and chunks[-1].last_line == 200
-    assert all(b.first_line == a.last_line + 1 for a, b in zip(chunks, chunks[1:]))
+    assert all(b.first_line == a.last_line + 1 for a, b in itertools.pairwise(chunks))
     assert [c.done for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert sum(c.nbytes for c in chunks) == len(data)
     for c in chunks:
@@ -289,10 +335,27 @@ def test_storage_errors_propagate_instead_of_quarantining(s3_env, s3_prefix):
 
 # --- discovery ------------------------------------------------------------------------------------
 
+
 def test_discover_suffixes_hidden_paths_and_symlinks(tmp_path):
-    for name in ["2026/11/25/10/a.jsonl", "b.json", "c.ndjson", "d.JSONL", "e.json.gz", "f.ndjson.gz", "g.jsonl.gz",
-                 "h.Json.GZ", "skip.txt", "skip.jsonl.bak", "skip.gz", ".hidden.jsonl", "_marker.jsonl",
-                 ".tmp/x.jsonl", ".tmp/y.jsonl", "_staging/deeper/z.jsonl", "ok/.partial.jsonl"]:
+    for name in [
+        "2026/11/25/10/a.jsonl",
+        "b.json",
+        "c.ndjson",
+        "d.JSONL",
+        "e.json.gz",
+        "f.ndjson.gz",
+        "g.jsonl.gz",
+        "h.Json.GZ",
+        "skip.txt",
+        "skip.jsonl.bak",
+        "skip.gz",
+        ".hidden.jsonl",
+        "_marker.jsonl",
+        ".tmp/x.jsonl",
+        ".tmp/y.jsonl",
+        "_staging/deeper/z.jsonl",
+        "ok/.partial.jsonl",
+    ]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}\n")
     (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "missing.jsonl")
@@ -300,8 +363,16 @@ def test_discover_suffixes_hidden_paths_and_symlinks(tmp_path):
     (tmp_path / "linked-dir").symlink_to(tmp_path / "2026")
     found = discover(Root.open(str(tmp_path)))
     assert isinstance(found, Discovery)
-    assert [f.path for f in found.files] == ["2026/11/25/10/a.jsonl", "b.json", "c.ndjson", "d.JSONL", "e.json.gz",
-                                             "f.ndjson.gz", "g.jsonl.gz", "h.Json.GZ"]
+    assert [f.path for f in found.files] == [
+        "2026/11/25/10/a.jsonl",
+        "b.json",
+        "c.ndjson",
+        "d.JSONL",
+        "e.json.gz",
+        "f.ndjson.gz",
+        "g.jsonl.gz",
+        "h.Json.GZ",
+    ]
     assert found.skipped == {"suffix": 3, "hidden": 6, "symlink": 3}
 
 
@@ -331,5 +402,3 @@ def test_signature_and_arrival_time(tmp_path):
     write_lines(path, [event(), event(event_id="evt-2")])
     (after,) = discover(root).files
     assert isinstance(before, RawFile) and before.signature != after.signature
-
-

@@ -28,16 +28,23 @@ def _lake(lake: str) -> pl.DataFrame:
 
 def test_future_and_unknown_action_lines_replay_once_when_they_pass(roots, now, monkeypatch):
     early = now + timedelta(minutes=20)  # a producer clock 20 minutes ahead
-    write_lines(Path(roots["raw"]) / "a.jsonl", [
-        event(event_id="ok", event_time=iso(now - timedelta(hours=1))),
-        event(event_id="ahead", event_time=iso(early)),
-        event(event_id="new-action", action="ShareNotebook", event_time=iso(now - timedelta(hours=2))),
-        event(event_id="old", event_time=iso(now - timedelta(days=120))),
-        "{broken",
-    ])
+    write_lines(
+        Path(roots["raw"]) / "a.jsonl",
+        [
+            event(event_id="ok", event_time=iso(now - timedelta(hours=1))),
+            event(event_id="ahead", event_time=iso(early)),
+            event(event_id="new-action", action="ShareNotebook", event_time=iso(now - timedelta(hours=2))),
+            event(event_id="old", event_time=iso(now - timedelta(days=120))),
+            "{broken",
+        ],
+    )
     first = ingest(roots["raw"], roots["lake"], now=now)
-    assert first.quarantined == {"malformed_json": 1, "unknown_action": 1, "outside_retention": 1,
-                                 "future_timestamp": 1}
+    assert first.quarantined == {
+        "malformed_json": 1,
+        "unknown_action": 1,
+        "outside_retention": 1,
+        "future_timestamp": 1,
+    }
 
     # too early: the future line still fails and is marked; nothing enters the lake
     too_soon = replay(roots["lake"], reasons=["future_timestamp"], now=now)
@@ -60,8 +67,12 @@ def test_future_and_unknown_action_lines_replay_once_when_they_pass(roots, now, 
     records = _records(roots["lake"])
     assert records.height == 4  # records stay, marked with what happened
     outcome = dict(records.select("reason", "replay_outcome").iter_rows())
-    assert outcome == {"malformed_json": "quarantined", "unknown_action": "ingested",
-                       "future_timestamp": "ingested", "outside_retention": None}
+    assert outcome == {
+        "malformed_json": "quarantined",
+        "unknown_action": "ingested",
+        "future_timestamp": "ingested",
+        "outside_retention": None,
+    }
 
 
 def test_a_future_line_replayed_after_its_time_has_come_enters_the_lake(roots, now):
@@ -100,9 +111,10 @@ def test_replay_on_s3(s3_prefix, now):
     from include.audit.generate import generate
 
     generate(raw, events=50, days=1, organizations=1, now=now)
-    Root.open(raw).write_bytes(Root.open(raw).join("late.jsonl"),
-                               (__import__("json").dumps(event(event_id="x", event_time=iso(now + timedelta(minutes=20))))
-                                + "\n").encode())
+    Root.open(raw).write_bytes(
+        Root.open(raw).join("late.jsonl"),
+        (__import__("json").dumps(event(event_id="x", event_time=iso(now + timedelta(minutes=20)))) + "\n").encode(),
+    )
     ingest(raw, lake, now=now)
     result = replay(lake, reasons=["future_timestamp"], now=now + timedelta(hours=1))
     assert result["ingested"] == 1 and replay(lake, now=now + timedelta(hours=1))["records"] == 0

@@ -18,11 +18,14 @@ def test_expired_dates_is_strictly_more_than_the_window():
 
 
 def lake_with_two_days(roots, now):
-    write_lines(Path(roots["raw"]) / "a.jsonl", [
-        event(event_id="old-a", event_time="2026-11-20T10:00:00Z"),
-        event(event_id="old-b", event_time="2026-11-20T11:00:00Z", organization_id="globex"),
-        event(event_id="new", event_time="2026-11-25T10:00:00Z"),
-    ])
+    write_lines(
+        Path(roots["raw"]) / "a.jsonl",
+        [
+            event(event_id="old-a", event_time="2026-11-20T10:00:00Z"),
+            event(event_id="old-b", event_time="2026-11-20T11:00:00Z", organization_id="globex"),
+            event(event_id="new", event_time="2026-11-25T10:00:00Z"),
+        ],
+    )
     ingest(roots["raw"], roots["lake"], now=now)
     return Root.open(roots["lake"])
 

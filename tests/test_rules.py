@@ -30,8 +30,16 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def routed(*events: dict, now: datetime = NOW) -> pl.DataFrame:
-    rows = [{**{c: None for c in PARSED_SCHEMA}, **e, "attributes": None, "source_file": "f", "line_number": i,
-             } for i, e in enumerate(events, 1)]
+    rows = [
+        {
+            **{c: None for c in PARSED_SCHEMA},
+            **e,
+            "attributes": None,
+            "source_file": "f",
+            "line_number": i,
+        }
+        for i, e in enumerate(events, 1)
+    ]
     return route(pl.DataFrame(rows, schema=PARSED_SCHEMA), Window(now))
 
 
@@ -65,43 +73,84 @@ def test_unknown_action(action):
     assert reason_of(action=action) == "unknown_action"
 
 
-@pytest.mark.parametrize("value", [
-    "2026-11-25", "2026-11-25T10:00:00", "2026-11-25 10:00:00Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
-    "2026-11-25T10:00:00.1234567Z", "2026-11-25T10:00:00+0100", "yesterday", "1764064800",
-    "２０２６-11-25T10:00:00Z",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-25",
+        "2026-11-25T10:00:00",
+        "2026-11-25 10:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-11-25T10:00:00.1234567Z",
+        "2026-11-25T10:00:00+0100",
+        "yesterday",
+        "1764064800",
+        "２０２６-11-25T10:00:00Z",
+    ],
+)
 def test_invalid_timestamp(value):
     assert reason_of(event_time=value) == "invalid_timestamp"
 
 
-@pytest.mark.parametrize("value, expected_utc", [
-    ("2026-11-25T10:00:00Z", datetime(2026, 11, 25, 10, tzinfo=UTC)),
-    ("2026-11-25T10:00:00.5+05:30", datetime(2026, 11, 25, 4, 30, 0, 500000, tzinfo=UTC)),
-    ("2026-11-25T23:30:00-02:00", datetime(2026, 11, 26, 1, 30, tzinfo=UTC)),  # next UTC day
-    ("2026-11-26T00:30:00+01:00", datetime(2026, 11, 25, 23, 30, tzinfo=UTC)),  # previous UTC day
-    ("2026-11-25T10:00:00.123456Z", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "value, expected_utc",
+    [
+        ("2026-11-25T10:00:00Z", datetime(2026, 11, 25, 10, tzinfo=UTC)),
+        ("2026-11-25T10:00:00.5+05:30", datetime(2026, 11, 25, 4, 30, 0, 500000, tzinfo=UTC)),
+        ("2026-11-25T23:30:00-02:00", datetime(2026, 11, 26, 1, 30, tzinfo=UTC)),  # next UTC day
+        ("2026-11-26T00:30:00+01:00", datetime(2026, 11, 25, 23, 30, tzinfo=UTC)),  # previous UTC day
+        ("2026-11-25T10:00:00.123456Z", datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)),
+    ],
+)
 def test_timestamps_become_utc_and_partition_by_utc_date(value, expected_utc):
     frame = normalize(routed(event(event_time=value)))
     assert frame["event_time"][0] == expected_utc
     assert frame["event_time"].dt.date()[0] == expected_utc.date()
 
 
-@pytest.mark.parametrize("org, ok", [
-    ("acme", True), ("A", True), ("0rg_1-x", True), ("a" * 64, True),
-    ("a" * 65, False), ("-acme", False), ("_acme", False), ("../etc", False), ("acme corp", False),
-    ("acme/x", False), ("acmé", False), ("acme\n", False),
-])
+@pytest.mark.parametrize(
+    "org, ok",
+    [
+        ("acme", True),
+        ("A", True),
+        ("0rg_1-x", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("-acme", False),
+        ("_acme", False),
+        ("../etc", False),
+        ("acme corp", False),
+        ("acme/x", False),
+        ("acmé", False),
+        ("acme\n", False),
+    ],
+)
 def test_organization_id(org, ok):
     assert reason_of(organization_id=org) == (None if ok else "invalid_organization_id")
 
 
-@pytest.mark.parametrize("ip, ok", [
-    ("203.0.113.7", True), ("0.0.0.0", True), ("255.255.255.255", True), ("2001:db8::1", True), ("::", True),
-    ("::1", True), ("::ffff:192.0.2.1", True), ("2001:0db8:0000:0000:0000:ff00:0042:8329", True),
-    ("256.1.1.1", False), ("1.2.3", False), ("01.2.3.4", False), ("1.2.3.4.5", False), ("2001:db8::g", False),
-    ("1::2::3", False), ("1:2:3:4:5:6:7:8:9", False), ("not-an-ip", False), (" 1.2.3.4", False),
-])
+@pytest.mark.parametrize(
+    "ip, ok",
+    [
+        ("203.0.113.7", True),
+        ("0.0.0.0", True),
+        ("255.255.255.255", True),
+        ("2001:db8::1", True),
+        ("::", True),
+        ("::1", True),
+        ("::ffff:192.0.2.1", True),
+        ("2001:0db8:0000:0000:0000:ff00:0042:8329", True),
+        ("256.1.1.1", False),
+        ("1.2.3", False),
+        ("01.2.3.4", False),
+        ("1.2.3.4.5", False),
+        ("2001:db8::g", False),
+        ("1::2::3", False),
+        ("1:2:3:4:5:6:7:8:9", False),
+        ("not-an-ip", False),
+        (" 1.2.3.4", False),
+    ],
+)
 def test_ip_address(ip, ok):
     assert reason_of(ip_address=ip) == (None if ok else "invalid_ip")
 
@@ -115,10 +164,18 @@ def test_ip_pattern_agrees_with_the_standard_library_on_random_addresses():
     assert pl.Series(values).str.contains(IP_PATTERN).all()
 
 
-@pytest.mark.parametrize("email, ok", [
-    ("alice@acme.com", True), ("a@b", True), ("alice", False), ("alice@@acme.com", False), ("@acme.com", False),
-    ("alice@", False), ("a@b@c", False),
-])
+@pytest.mark.parametrize(
+    "email, ok",
+    [
+        ("alice@acme.com", True),
+        ("a@b", True),
+        ("alice", False),
+        ("alice@@acme.com", False),
+        ("@acme.com", False),
+        ("alice@", False),
+        ("a@b@c", False),
+    ],
+)
 def test_email(email, ok):
     assert reason_of(user_email=email) == (None if ok else "invalid_email")
     assert bool(re.match(EMAIL_PATTERN, email)) == ok
@@ -149,10 +206,24 @@ def test_first_broken_rule_wins():
 
 
 def test_reasons_are_in_the_documented_order():
-    assert REASONS == ("line_too_large", "too_deeply_nested", "malformed_json", "invalid_type", "missing_field",
-                       "field_too_large", "unknown_action", "invalid_timestamp", "invalid_organization_id",
-                       "invalid_ip", "invalid_email", "outside_retention", "future_timestamp",
-                       "conflicting_duplicate", "file_too_large", "unreadable_file")
+    assert REASONS == (
+        "line_too_large",
+        "too_deeply_nested",
+        "malformed_json",
+        "invalid_type",
+        "missing_field",
+        "field_too_large",
+        "unknown_action",
+        "invalid_timestamp",
+        "invalid_organization_id",
+        "invalid_ip",
+        "invalid_email",
+        "outside_retention",
+        "future_timestamp",
+        "conflicting_duplicate",
+        "file_too_large",
+        "unreadable_file",
+    )
 
 
 def test_readme_lists_the_reasons_in_precedence_order():
@@ -173,8 +244,9 @@ def test_whitespace_inside_a_value_is_kept():
     assert reason_of(event_id=" e 1 ") is None
 
 
-@pytest.mark.parametrize("field, limit", [("resource", 8192), ("user_agent", 8192), ("event_id", 256),
-                                          ("user_email", 256), ("region", 256)])
+@pytest.mark.parametrize(
+    "field, limit", [("resource", 8192), ("user_agent", 8192), ("event_id", 256), ("user_email", 256), ("region", 256)]
+)
 def test_field_too_large_at_its_byte_limit(field, limit):
     at_limit = "a@" + "b" * (limit - 2) if field == "user_email" else "x" * limit
     assert reason_of(**{field: at_limit}) is None
@@ -185,7 +257,9 @@ def test_field_too_large_at_its_byte_limit(field, limit):
 
 def test_field_size_counts_utf8_bytes_and_follows_the_window():
     assert reason_of(resource="é" * 4097) == "field_too_large"  # 8,194 bytes, 4,097 characters
-    frame = route(routed(event(resource="x" * 20)).select(list(PARSED_SCHEMA)), Window(NOW, field_bytes={"resource": 10}))
+    frame = route(
+        routed(event(resource="x" * 20)).select(list(PARSED_SCHEMA)), Window(NOW, field_bytes={"resource": 10})
+    )
     assert frame["reason"][0] == "field_too_large"
 
 
@@ -194,8 +268,16 @@ def test_field_too_large_comes_after_missing_field_and_before_the_formats():
     assert reason_of(action="x" * 300) == "field_too_large"
 
 
-@pytest.mark.parametrize("value", ["2026-11-25T23:59:60Z", "2026-11-25T23:59:60.5Z", "2026-12-31T23:59:60+00:00",
-                                   "2026-11-25T24:00:00Z", "2026-11-25T10:60:00Z"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-25T23:59:60Z",
+        "2026-11-25T23:59:60.5Z",
+        "2026-12-31T23:59:60+00:00",
+        "2026-11-25T24:00:00Z",
+        "2026-11-25T10:60:00Z",
+    ],
+)
 def test_leap_seconds_and_out_of_range_clock_fields_are_invalid(value):
     assert reason_of(event_time=value) == "invalid_timestamp"
 
@@ -215,12 +297,24 @@ def test_ge_suite_is_generated_from_the_same_rules():
     window = Window(NOW)
     suite = expectations(window)
     kinds = {type(e).__name__ for e in suite}
-    assert {"ExpectColumnValuesToBeInSet", "ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToMatchRegex",
-            "ExpectColumnValuesToBeUnique", "ExpectColumnMinToBeBetween", "ExpectColumnMaxToBeBetween"} <= kinds
-    regexes = {e.column: e.regex for e in suite
-               if type(e).__name__ == "ExpectColumnValuesToMatchRegex" and e.regex != NOT_BLANK_PATTERN}
-    assert regexes == {"organization_id": ORGANIZATION_ID_PATTERN, "ip_address": IP_PATTERN,
-                       "user_email": EMAIL_PATTERN}
+    assert {
+        "ExpectColumnValuesToBeInSet",
+        "ExpectColumnValuesToNotBeNull",
+        "ExpectColumnValuesToMatchRegex",
+        "ExpectColumnValuesToBeUnique",
+        "ExpectColumnMinToBeBetween",
+        "ExpectColumnMaxToBeBetween",
+    } <= kinds
+    regexes = {
+        e.column: e.regex
+        for e in suite
+        if type(e).__name__ == "ExpectColumnValuesToMatchRegex" and e.regex != NOT_BLANK_PATTERN
+    }
+    assert regexes == {
+        "organization_id": ORGANIZATION_ID_PATTERN,
+        "ip_address": IP_PATTERN,
+        "user_email": EMAIL_PATTERN,
+    }
     assert [r.reason for r in RULES][-1] == "conflicting_duplicate"
 
 

@@ -49,8 +49,13 @@ class Stack:
     @property
     def s3_env(self) -> dict[str, str]:
         """The standard variables a command-line user sets to reach this S3 server."""
-        return {**os.environ, "AWS_ENDPOINT_URL": self.info["s3_endpoint"], "AWS_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": self.secrets["s3_key"], "AWS_SECRET_ACCESS_KEY": self.secrets["s3_secret"]}
+        return {
+            **os.environ,
+            "AWS_ENDPOINT_URL": self.info["s3_endpoint"],
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": self.secrets["s3_key"],
+            "AWS_SECRET_ACCESS_KEY": self.secrets["s3_secret"],
+        }
 
     def root(self, name: str) -> str:
         """The stack's ``raw``, ``lake`` or ``export`` root URL."""
@@ -58,27 +63,41 @@ class Stack:
 
     def cli(self, *args: str) -> dict:
         """Run ``python -m include.audit`` against the stack's buckets; its JSON result."""
-        result = subprocess.run([sys.executable, "-m", "include.audit", *args], env=self.s3_env, cwd=REPO,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "include.audit", *args],
+            env=self.s3_env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
     def s3(self):
         import s3fs
 
-        return s3fs.S3FileSystem(key=self.secrets["s3_key"], secret=self.secrets["s3_secret"],
-                                 endpoint_url=self.info["s3_endpoint"], skip_instance_cache=True)
+        return s3fs.S3FileSystem(
+            key=self.secrets["s3_key"],
+            secret=self.secrets["s3_secret"],
+            endpoint_url=self.info["s3_endpoint"],
+            skip_instance_cache=True,
+        )
 
     def task_logs(self, run_id: str) -> str:
         """The end of every task log of ``run_id``, for a failure message."""
         logs = sorted((self.state / "airflow" / "logs").rglob("*.log"))
-        return "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
-                         for p in logs if f"run_id={run_id}" in str(p))
+        return "\n".join(
+            f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+            for p in logs
+            if f"run_id={run_id}" in str(p)
+        )
 
 
 def run_stack(command: str, state: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([*STACK, command, "--state-dir", str(state)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [*STACK, command, "--state-dir", str(state)], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +190,14 @@ def ingested(stack: Stack, api: Api) -> dict:
     api.wait_until_parsed("audit_ingest")
     outputs = []
     for command in commands:
-        done = subprocess.run(["bash", "-c", f"{setup}\n{command}"], cwd=REPO, capture_output=True, text=True,
-                              timeout=300, env={k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AUDIT_", "AWS_"))})
+        done = subprocess.run(
+            ["bash", "-c", f"{setup}\n{command}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AUDIT_", "AWS_"))},
+        )
         assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
         outputs.append(done.stdout)
         if "dags trigger audit_ingest" in command:  # the walkthrough's "until its state is success"
@@ -216,8 +241,11 @@ def process_group(pid: int) -> int | None:
 
 def test_every_server_of_the_stack_listens_on_loopback_only(stack: Stack) -> None:
     groups = {service["pid"]: name for name, service in stack.info["services"].items()}
-    listening = {(groups[group], conn.laddr.ip, conn.laddr.port) for conn in psutil.net_connections("inet")
-                 if conn.status == psutil.CONN_LISTEN and conn.pid and (group := process_group(conn.pid)) in groups}
+    listening = {
+        (groups[group], conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections("inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid and (group := process_group(conn.pid)) in groups
+    }
     assert {"airflow-apiserver", "seaweedfs", "redis", "postgres"} <= {name for name, _, _ in listening}
     assert all(ip == "127.0.0.1" for _, ip, _ in listening), sorted(listening)
 
@@ -245,8 +273,9 @@ def test_daily_export_run_writes_one_csv_per_organization_to_s3(stack: Stack, ap
     assert rows == ingested["status"]["events_per_date"][f"{day:%Y-%m-%d}"]
 
 
-def test_on_demand_export_run_writes_what_the_command_line_writes(stack: Stack, api: Api, ingested: dict,
-                                                                   tmp_path: Path) -> None:
+def test_on_demand_export_run_writes_what_the_command_line_writes(
+    stack: Stack, api: Api, ingested: dict, tmp_path: Path
+) -> None:
     day, org = export_day(), organization_ids(ORGS)[0]
     conf = {"organization": org, "start": f"{day:%Y-%m-%d}T00:00:00Z", "end": f"{day:%Y-%m-%d}T23:59:59.999999Z"}
     run_id = api.trigger("audit_export_on_demand", conf=conf)
@@ -258,8 +287,19 @@ def test_on_demand_export_run_writes_what_the_command_line_writes(stack: Stack, 
     assert header == EXPECTED_HEADER
     assert len(body) == result["rows"] > 0 and {row[1] for row in body} == {org}
     expected = tmp_path / "expected.csv"
-    stack.cli("export", "--lake-root", stack.root("lake"), "--org", org, "--start", conf["start"],
-              "--end", conf["end"], "--out", str(expected))
+    stack.cli(
+        "export",
+        "--lake-root",
+        stack.root("lake"),
+        "--org",
+        org,
+        "--start",
+        conf["start"],
+        "--end",
+        conf["end"],
+        "--out",
+        str(expected),
+    )
     assert fs.cat_file(result["path"]) == expected.read_bytes()
 
 

@@ -30,14 +30,33 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "include.audit", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "include.audit", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 def _generate(capsys, storage: Storage, events: int) -> dict:
     """Plain JSON Lines (so --batch-mb 1 makes several batches); returns the generator's expectations."""
-    code, expected, err = run_cli(capsys, "generate", "--raw-root", storage.raw, "--events", str(events), "--days",
-                                  "4", "--orgs", "5", "--now", NOW_ARG, "--no-gzip")
+    code, expected, err = run_cli(
+        capsys,
+        "generate",
+        "--raw-root",
+        storage.raw,
+        "--events",
+        str(events),
+        "--days",
+        "4",
+        "--orgs",
+        "5",
+        "--now",
+        NOW_ARG,
+        "--no-gzip",
+    )
     assert code == 0, err
     return expected
 
@@ -47,8 +66,13 @@ def _ingest_args(storage: Storage) -> list[str]:
 
 
 def _committed_batches(server: SeaweedS3, lake: str) -> int:
-    fs = s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, endpoint_url=server.endpoint, skip_instance_cache=True,
-                           config_kwargs={"retries": {"max_attempts": 1}})
+    fs = s3fs.S3FileSystem(
+        key=ACCESS_KEY,
+        secret=SECRET_KEY,
+        endpoint_url=server.endpoint,
+        skip_instance_cache=True,
+        config_kwargs={"retries": {"max_attempts": 1}},
+    )
     try:
         log = fs.find(f"{lake.removeprefix('s3://')}/quarantine/_delta_log")
         return sum(1 for p in log if re.fullmatch(r"\d{20}\.json", p.rsplit("/", 1)[-1])) - 1  # 0 creates it

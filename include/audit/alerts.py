@@ -31,8 +31,9 @@ def conn_id() -> str:
     return os.environ.get(CONN_ID_VARIABLE) or DEFAULT_CONN_ID
 
 
-def webhook_url(conn_type: str | None, host: str | None, schema: str | None, port: int | None,
-                extra: Mapping[str, Any]) -> str | None:
+def webhook_url(
+    conn_type: str | None, host: str | None, schema: str | None, port: int | None, extra: Mapping[str, Any]
+) -> str | None:
     """The URL a connection names: a full URL as host, or scheme/host/port plus ``extra.endpoint``.
 
     ``http://h:p/path`` as a connection URI puts ``path`` in ``schema``; an ``http``/``https``
@@ -55,7 +56,7 @@ def one_line(error: object) -> str:
     """An error as one short line without secrets."""
     text = redact(f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error))
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS - 1] + "…"
+    return first if len(first) <= MAX_ERROR_CHARS else first[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -79,8 +80,7 @@ def failure_message(context: Mapping[str, Any]) -> str:
         task = f"{task}[{map_index}]"
     error = context.get("exception") or context.get("reason") or "no error recorded"
     log_url = _get(ti, "log_url") or "(no task log)"
-    return (f"[audit] {dag_id} failed: task {task} of run {run_id}: {one_line(error)}. "
-            f"Log: {log_url}")
+    return f"[audit] {dag_id} failed: task {task} of run {run_id}: {one_line(error)}. Log: {log_url}"
 
 
 def deadline_message(context: Mapping[str, Any], what: str, base_url: str) -> str:
@@ -89,8 +89,10 @@ def deadline_message(context: Mapping[str, Any], what: str, base_url: str) -> st
     dag_id, run_id = str(_get(run, "dag_id") or "?"), str(_get(run, "dag_run_id") or _get(run, "run_id") or "?")
     due = _get(context.get("deadline") or {}, "deadline_time")
     due_text = due.isoformat() if hasattr(due, "isoformat") else str(due or "?")
-    return (f"[audit] {dag_id} missed its deadline: {what} (due {due_text}, run {run_id}, "
-            f"state {_get(run, 'state') or '?'}). Logs: {run_url(base_url, dag_id, run_id)}")
+    return (
+        f"[audit] {dag_id} missed its deadline: {what} (due {due_text}, run {run_id}, "
+        f"state {_get(run, 'state') or '?'}). Logs: {run_url(base_url, dag_id, run_id)}"
+    )
 
 
 def ui_base_url() -> str:
@@ -145,5 +147,5 @@ class WebhookNotifier(BaseNotifier):
                 return
             post(url, text)
             log.info("Alert sent to connection %r", name)
-        except Exception as exc:  # noqa: BLE001 -- an alert must never fail or hide the task's outcome
+        except Exception as exc:
             log.warning("Could not send the alert: %s", one_line(exc))

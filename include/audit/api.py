@@ -119,8 +119,9 @@ def time_range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     return first, last
 
 
-def query_filter(organization_id: str, start: datetime, end: datetime, q: str | None,
-                 search: str | None = None) -> EventFilter:
+def query_filter(
+    organization_id: str, start: datetime, end: datetime, q: str | None, search: str | None = None
+) -> EventFilter:
     """The EventFilter for a request (searchTerm becomes a free-text term); a q error is a 400 naming its position."""
     try:
         query = parse(q)
@@ -129,8 +130,9 @@ def query_filter(organization_id: str, start: datetime, end: datetime, q: str | 
     return EventFilter(organization_id, start, end, query.with_fields(search, search_name="searchTerm"))
 
 
-def page_of_events(lake: Root, flt: EventFilter, page: int, size: int,
-                   budget: Budget | None = None) -> tuple[list[dict], int]:
+def page_of_events(
+    lake: Root, flt: EventFilter, page: int, size: int, budget: Budget | None = None
+) -> tuple[list[dict], int]:
     """One page of rows, newest first, and the total; reads one day at a time, keeping only the page."""
     offset, total, pieces = (page - 1) * size, 0, []
     for frame in iter_days(lake, flt, newest_first=True, budget=budget):
@@ -159,7 +161,7 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
 
     days = ar.day_files(ar.list_org(exports, organization_id), organization_id)
     dates = sorted((d for d, files in days.items() if any(f.is_manifest for f in files)), reverse=True)
-    shown = dates[(page - 1) * size: page * size]
+    shown = dates[(page - 1) * size : page * size]
     report = verify_organization(exports, organization_id, yesterday(), days=shown)
     codes: dict[date, set[str]] = {}
     for problem in report.problems:
@@ -171,16 +173,36 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
     for day in shown:
         versions = [ar.read_entry(exports, f.path) for f in days[day] if f.is_manifest]
         latest = versions[-1]
-        items.append({
-            "date": day.isoformat(), "version": latest["version"], "rows": latest["rows"], "bytes": latest["bytes"],
-            "sha256": latest["sha256"], "exportedAt": latest.get("created_at"),
-            "versions": [{"version": v["version"], "file": v["file"], "rows": v["rows"], "bytes": v["bytes"],
-                          "sha256": v["sha256"], "createdAt": v.get("created_at"), "signed": "signature" in v}
-                         for v in versions],
-            "verification": {"ok": not codes.get(day), "problems": sorted(codes.get(day, ()))},
-        })
-    return {"items": items, "total": len(dates), "page": page, "pageSize": size,
-            "missingDays": sorted(d.isoformat() for d, found in codes.items() if "missing_day" in found)}
+        items.append(
+            {
+                "date": day.isoformat(),
+                "version": latest["version"],
+                "rows": latest["rows"],
+                "bytes": latest["bytes"],
+                "sha256": latest["sha256"],
+                "exportedAt": latest.get("created_at"),
+                "versions": [
+                    {
+                        "version": v["version"],
+                        "file": v["file"],
+                        "rows": v["rows"],
+                        "bytes": v["bytes"],
+                        "sha256": v["sha256"],
+                        "createdAt": v.get("created_at"),
+                        "signed": "signature" in v,
+                    }
+                    for v in versions
+                ],
+                "verification": {"ok": not codes.get(day), "problems": sorted(codes.get(day, ()))},
+            }
+        )
+    return {
+        "items": items,
+        "total": len(dates),
+        "page": page,
+        "pageSize": size,
+        "missingDays": sorted(d.isoformat() for d, found in codes.items() if "missing_day" in found),
+    }
 
 
 def read_chunks(root: Root, path: str) -> Iterator[bytes]:
@@ -270,9 +292,15 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         return {"user": who.name, "admin": who.admin, "organizations": orgs}
 
     @app.get("/api/v1/events")
-    def events(organization: str = Depends(scope), startTime: str | None = None, endTime: str | None = None,
-               q: str | None = None, page: int = Query(1), pageSize: int = Query(25),
-               searchTerm: str | None = None) -> dict:
+    def events(
+        organization: str = Depends(scope),
+        startTime: str | None = None,
+        endTime: str | None = None,
+        q: str | None = None,
+        page: int = Query(1),
+        pageSize: int = Query(25),
+        searchTerm: str | None = None,
+    ) -> dict:
         """One page of the organization's events in [startTime, endTime] matching q (and searchTerm), newest first."""
         if pageSize not in PAGE_SIZES:
             raise BadInput(f"pageSize {pageSize} is not one of {', '.join(map(str, PAGE_SIZES))}")
@@ -284,23 +312,35 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         return {"items": items, "total": total, "page": page, "pageSize": pageSize}
 
     @app.get("/api/v1/audit-log/export")
-    def export(organization: str = Depends(scope), startTime: str | None = None, endTime: str | None = None,
-               searchTerm: str | None = None, q: str | None = None) -> StreamingResponse:
+    def export(
+        organization: str = Depends(scope),
+        startTime: str | None = None,
+        endTime: str | None = None,
+        searchTerm: str | None = None,
+        q: str | None = None,
+    ) -> StreamingResponse:
         """CSV in the daily-export format, streamed one day at a time."""
         start, end = time_range(startTime, endTime)
         flt = query_filter(organization, start, end, q, search=searchTerm)
         name = f"audit-log_{organization}_{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.csv"
         budget = Budget(seconds=EXPORT_SECONDS, rows=MAX_SCANNED_ROWS)  # past it, the stream ends unfinished
-        return StreamingResponse(csv_chunks(iter_days(lake_root(), flt, budget=budget)),
-                                 media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return StreamingResponse(
+            csv_chunks(iter_days(lake_root(), flt, budget=budget)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     def exports_root() -> Root:
         return open_root(roots().exports)
 
     @app.get("/api/v1/quarantine")
-    def quarantine_view(who: Caller = Depends(caller), since: str | None = None, reason: str | None = None,
-                        page: int = Query(1), pageSize: int = Query(25)) -> dict:
+    def quarantine_view(
+        who: Caller = Depends(caller),
+        since: str | None = None,
+        reason: str | None = None,
+        page: int = Query(1),
+        pageSize: int = Query(25),
+    ) -> dict:
         """Admins: quarantine counts by day and reason since ``since`` (default 7 days, at most the
         retention window), and a page of records, newest first, with the replay outcome."""
         from . import quarantine
@@ -321,8 +361,9 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         return quarantine.view(lake_root(), start, reason, page, pageSize)
 
     @app.get("/api/v1/archives")
-    def archives(request: Request, organization: str = Depends(scope), page: int = Query(1),
-                 pageSize: int = Query(25)) -> dict:
+    def archives(
+        request: Request, organization: str = Depends(scope), page: int = Query(1), pageSize: int = Query(25)
+    ) -> dict:
         """The organization's archived days, newest first, a page at a time: each day's versions (rows,
         SHA-256, download links for the CSV and its manifest) and its verification state."""
         if pageSize not in PAGE_SIZES:
@@ -345,8 +386,12 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         from .verify import verify_organization
 
         report = verify_organization(exports_root(), organization, yesterday())
-        return {"organizationId": organization, "through": yesterday().isoformat(), **report.as_dict(),
-                "problemLines": [p.line() for p in report.problems]}
+        return {
+            "organizationId": organization,
+            "through": yesterday().isoformat(),
+            **report.as_dict(),
+            "problemLines": [p.line() for p in report.problems],
+        }
 
     def archived_file(organization: str, day: str, version: int | None, manifest: bool) -> tuple[Root, str]:
         when = parse_date(day, "date")
@@ -360,19 +405,27 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         return exports, chosen[-1].path
 
     @app.get("/api/v1/archives/{day}", name="archive")
-    def archive(day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
-                ) -> StreamingResponse:
+    def archive(
+        day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
+    ) -> StreamingResponse:
         """One archived daily CSV (the latest version, or ``version``), byte for byte."""
         exports, path = archived_file(organization, day, version, manifest=False)
-        return StreamingResponse(read_chunks(exports, path), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'})
+        return StreamingResponse(
+            read_chunks(exports, path),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
+        )
 
     @app.get("/api/v1/archives/{day}/manifest")
-    def archive_manifest(day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
-                         ) -> StreamingResponse:
+    def archive_manifest(
+        day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
+    ) -> StreamingResponse:
         """The manifest of one archived version, byte for byte (its SHA-256 is what the chain links)."""
         exports, path = archived_file(organization, day, version, manifest=True)
-        return StreamingResponse(read_chunks(exports, path), media_type="application/json",
-                                 headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'})
+        return StreamingResponse(
+            read_chunks(exports, path),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
+        )
 
     return app

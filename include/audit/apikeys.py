@@ -83,8 +83,9 @@ def _write_record(lake: Root, record: dict) -> None:
         os.chmod(path, 0o600)
 
 
-def create_key(lake_url: str, organization_id: str, now: datetime | None = None,
-               expires: date | None = None) -> CreatedKey:
+def create_key(
+    lake_url: str, organization_id: str, now: datetime | None = None, expires: date | None = None
+) -> CreatedKey:
     """Make a key for ``organization_id`` and store its salted hash; ``expires``: last UTC day it works."""
     lake = Root.open(lake_url)
     validate_organization_id(organization_id)
@@ -92,14 +93,17 @@ def create_key(lake_url: str, organization_id: str, now: datetime | None = None,
     if expires is not None and day_end(expires) <= now:
         raise BadInput(f"--expires {expires.isoformat()} is in the past: the key would never work")
     key_id, secret, salt = secrets.token_hex(8), secrets.token_urlsafe(32), secrets.token_bytes(16)
-    _write_record(lake, {
-        "key_id": key_id,
-        "organization_id": organization_id,
-        "salt": salt.hex(),
-        "scrypt": hash_secret(secret, salt),
-        "created_at": now.isoformat(),
-        "expires_at": day_end(expires).isoformat() if expires else None,
-    })
+    _write_record(
+        lake,
+        {
+            "key_id": key_id,
+            "organization_id": organization_id,
+            "salt": salt.hex(),
+            "scrypt": hash_secret(secret, salt),
+            "created_at": now.isoformat(),
+            "expires_at": day_end(expires).isoformat() if expires else None,
+        },
+    )
     return CreatedKey(key_id, organization_id, f"{PREFIX}_{key_id}_{secret}")
 
 
@@ -162,8 +166,12 @@ class KeyVerifier:
     Thread-safe (the api-server verifies in its thread pool); memory is bounded by _MAX_TRACKED.
     """
 
-    def __init__(self, cache_seconds: float = CACHE_SECONDS, max_failures: int = MAX_FAILURES,
-                 window_seconds: float = FAILURE_WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        cache_seconds: float = CACHE_SECONDS,
+        max_failures: int = MAX_FAILURES,
+        window_seconds: float = FAILURE_WINDOW_SECONDS,
+    ) -> None:
         self.cache_seconds, self.max_failures, self.window_seconds = cache_seconds, max_failures, window_seconds
         self._verified: OrderedDict[bytes, tuple[str, float, datetime | None]] = OrderedDict()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
@@ -191,13 +199,17 @@ class KeyVerifier:
                 self._remember(self._failures, key_id, self._failures.get(key_id) or deque()).append(now)
             else:
                 expires = record.get("expires_at") if record else None
-                self._remember(self._verified, digest, (organization, now + self.cache_seconds,
-                                                        datetime.fromisoformat(expires) if expires else None))
+                self._remember(
+                    self._verified,
+                    digest,
+                    (organization, now + self.cache_seconds, datetime.fromisoformat(expires) if expires else None),
+                )
                 self._failures.pop(key_id, None)
         return organization
 
-    def _still_valid(self, lake: Root, key_id: str, digest: bytes,
-                     cached: tuple[str, float, datetime | None]) -> str | None:
+    def _still_valid(
+        self, lake: Root, key_id: str, digest: bytes, cached: tuple[str, float, datetime | None]
+    ) -> str | None:
         """A cached key's organization while its record exists (not revoked) and it has not expired."""
         organization, _, expires = cached
         if lake.exists(_record_path(lake, key_id)) and not (expires and expires <= datetime.now(UTC)):

@@ -56,6 +56,7 @@ def entry_bytes(entry: dict[str, Any]) -> bytes:
 
 # --- names ------------------------------------------------------------------------------------
 
+
 def base_name(organization_id: str, day: date) -> str:
     return f"audit-log_{organization_id}_{day.isoformat()}"
 
@@ -76,8 +77,10 @@ def day_dir(exports: Root, organization_id: str, day: date) -> str:
     return exports.join(organization_id, f"{day:%Y}", f"{day:%m}", f"{day:%d}")
 
 
-_VERSIONED = re.compile(r"audit-log_(?P<org>[A-Za-z0-9][A-Za-z0-9_-]{0,63})_(?P<date>\d{4}-\d{2}-\d{2})"
-                        r"(?:\.v(?P<version>[2-9]|[1-9]\d+))?\.(?P<kind>csv|manifest\.json)")
+_VERSIONED = re.compile(
+    r"audit-log_(?P<org>[A-Za-z0-9][A-Za-z0-9_-]{0,63})_(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:\.v(?P<version>[2-9]|[1-9]\d+))?\.(?P<kind>csv|manifest\.json)"
+)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def read_entry(exports: Root, path: str) -> dict[str, Any]:
 
 # --- the chain --------------------------------------------------------------------------------
 
+
 def _claim_path(exports: Root, organization_id: str, sequence: int) -> str:
     return exports.join(organization_id, CHAIN, f"{sequence:010d}{CLAIM_SUFFIX}")
 
@@ -163,8 +167,9 @@ def _head(exports: Root, organization_id: str) -> tuple[int, str | None]:
     return head, sha256_hex(body)
 
 
-def append(exports: Root, organization_id: str, path: str, entry: dict[str, Any],
-           now: datetime | None = None) -> dict[str, Any]:
+def append(
+    exports: Root, organization_id: str, path: str, entry: dict[str, Any], now: datetime | None = None
+) -> dict[str, Any]:
     """Add ``entry`` at ``path`` (unique to this writer) as the organization's next chain entry.
 
     Sets ``sequence``, ``previous_sha256`` and ``created_at``, signs it when a key is configured,
@@ -177,8 +182,13 @@ def append(exports: Root, organization_id: str, path: str, entry: dict[str, Any]
         raise FileExistsError(f"{exports.display(path)} already exists: chain entries are never rewritten")
     for _ in range(MAX_CLAIM_ATTEMPTS):
         head, previous = _head(exports, organization_id)
-        full = {**entry, "organization_id": organization_id, "sequence": head + 1, "previous_sha256": previous,
-                "created_at": utc_stamp(now)}
+        full = {
+            **entry,
+            "organization_id": organization_id,
+            "sequence": head + 1,
+            "previous_sha256": previous,
+            "created_at": utc_stamp(now),
+        }
         if key is not None:
             full = sign(full, key)
         body = entry_bytes(full)
@@ -196,4 +206,3 @@ def unique_suffix(now: datetime | None = None) -> str:
 def safe_name(text: str) -> str:
     """``text`` as a file-name part: anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``-``."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", text).strip(".-") or "run"
-

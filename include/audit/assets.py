@@ -17,8 +17,17 @@ EVENTS_ASSET = "audit_events"
 ARCHIVE_ASSET = "audit_archive"
 
 # Summary keys copied as they are into the asset event's extra (counts and freshness only).
-_EXTRA_KEYS = ("files", "lines", "ingested", "duplicates", "quarantined", "quarantined_total",
-               "skipped_files", "max_event_time", "lag_seconds")
+_EXTRA_KEYS = (
+    "files",
+    "lines",
+    "ingested",
+    "duplicates",
+    "quarantined",
+    "quarantined_total",
+    "skipped_files",
+    "max_event_time",
+    "lag_seconds",
+)
 
 
 def asset_uri(url: str, *parts: str) -> str:

@@ -59,15 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     def roots(p: argparse.ArgumentParser, *names: str) -> None:
         for name in names:
-            p.add_argument(f"--{name}-root", default=None, help=f"default: $AUDIT_{name.upper()}_ROOT or "
-                           f"{config.DEFAULTS[f'AUDIT_{name.upper()}_ROOT']}")
+            p.add_argument(
+                f"--{name}-root",
+                default=None,
+                help=f"default: $AUDIT_{name.upper()}_ROOT or {config.DEFAULTS[f'AUDIT_{name.upper()}_ROOT']}",
+            )
 
     p = sub.add_parser("ingest", help="load new raw files into the lake")
     roots(p, "raw", "lake")
     p.add_argument("--now", help="ingest time (ISO 8601 with timezone); default: the current time")
     p.add_argument("--days", type=_positive, default=90, help="retention days (older events are quarantined)")
-    p.add_argument("--batch-mb", type=_positive, default=config.DEFAULT_BATCH_MB,
-                   help=f"decompressed raw megabytes per committed batch (bounds memory; default {config.DEFAULT_BATCH_MB})")
+    p.add_argument(
+        "--batch-mb",
+        type=_positive,
+        default=config.DEFAULT_BATCH_MB,
+        help=f"decompressed raw megabytes per committed batch (bounds memory; default {config.DEFAULT_BATCH_MB})",
+    )
 
     p = sub.add_parser("export-daily", help="write each organization's CSV for one UTC date")
     roots(p, "lake", "export")
@@ -82,10 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True, help="ISO 8601 with timezone, inclusive")
     p.add_argument("--search", help="case-insensitive substring of any exported column (a free-text term)")
     p.add_argument("--user", action="append", default=[], help="only this user email (repeatable; user: terms)")
-    p.add_argument("--action", nargs="+", action="extend", default=[],
-                   help="only these catalog actions (action: terms)")
-    p.add_argument("--query", help='filter language, e.g. \'action:CreateJobRun -user:bot@acme.com\' (README); '
-                   "at most 1,024 characters and 32 terms")
+    p.add_argument(
+        "--action", nargs="+", action="extend", default=[], help="only these catalog actions (action: terms)"
+    )
+    p.add_argument(
+        "--query",
+        help="filter language, e.g. 'action:CreateJobRun -user:bot@acme.com' (README); "
+        "at most 1,024 characters and 32 terms",
+    )
     p.add_argument("--out", required=True, help="output CSV path or URL")
 
     p = sub.add_parser("retain", help="drop partitions older than the retention window, once exported")
@@ -103,10 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument("--hours", type=_positive, default=7 * 24, help="keep unreferenced files this long (default 168)")
 
-    p = sub.add_parser("replay", help="re-run quarantined lines through the current rules; those that pass enter the lake")
+    p = sub.add_parser(
+        "replay", help="re-run quarantined lines through the current rules; those that pass enter the lake"
+    )
     roots(p, "lake")
-    p.add_argument("--reason", nargs="+", action="extend", default=None,
-                   help="only these reasons (default: every reason that can replay)")
+    p.add_argument(
+        "--reason",
+        nargs="+",
+        action="extend",
+        default=None,
+        help="only these reasons (default: every reason that can replay)",
+    )
     p.add_argument("--since", help="only records quarantined on or after this date (YYYY-MM-DD)")
     p.add_argument("--now", help="replay time (ISO 8601 with timezone); default: the current time")
     p.add_argument("--days", type=_positive, default=90, help="retention days (as for ingest)")
@@ -127,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument("--key-id", required=True, help="the key's id, as `api-key list` shows it")
 
-    p = sub.add_parser("status", help="events per date, quarantine per reason, freshness, export health per organization")
+    p = sub.add_parser(
+        "status", help="events per date, quarantine per reason, freshness, export health per organization"
+    )
     roots(p, "lake", "export", "raw")
 
     p = sub.add_parser("signing-key", help="Ed25519 keys that sign the archive's manifests and receipts")
@@ -148,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check the archive offline: chain, hashes, rows, days, signatures")
     roots(p, "export")
     p.add_argument("--org", help="only this organization")
-    p.add_argument("--through", help="YYYY-MM-DD (UTC): every day through this one must be archived; "
-                   "default: yesterday")
+    p.add_argument(
+        "--through", help="YYYY-MM-DD (UTC): every day through this one must be archived; default: yesterday"
+    )
     p.add_argument("--public-key", help="PEM public key: every manifest and receipt must carry its signature")
 
     p = sub.add_parser("generate", help="write seeded synthetic raw event files")
@@ -174,32 +195,53 @@ def run(args: argparse.Namespace) -> Any:
         from .ingest import ingest
 
         now = _now(args.now)  # every value is checked before any root is touched
-        return ingest(existing("AUDIT_RAW_ROOT", args.raw_root), root("AUDIT_LAKE_ROOT", args.lake_root),
-                      now=now, retention_days=args.days, batch_bytes=args.batch_mb << 20).as_dict()
+        return ingest(
+            existing("AUDIT_RAW_ROOT", args.raw_root),
+            root("AUDIT_LAKE_ROOT", args.lake_root),
+            now=now,
+            retention_days=args.days,
+            batch_bytes=args.batch_mb << 20,
+        ).as_dict()
     if args.command == "export-daily":
         from .exports import export_daily
 
         day = parse_date(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
-        results = export_daily(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
-                               day, orgs, force=args.force)
-        return {"date": day.isoformat(), "files": [asdict(r) for r in results],
-                "rows": sum(r.rows for r in results)}
+        results = export_daily(
+            existing("AUDIT_LAKE_ROOT", args.lake_root),
+            root("AUDIT_EXPORT_ROOT", args.export_root),
+            day,
+            orgs,
+            force=args.force,
+        )
+        return {"date": day.isoformat(), "files": [asdict(r) for r in results], "rows": sum(r.rows for r in results)}
     if args.command == "export":
         from .exports import export_filtered
         from .filters import parse
         from .query import EventFilter
 
-        flt = EventFilter.from_fields(validate_organization_id(args.org), parse_time(args.start, "--start"),
-                                      parse_time(args.end, "--end"), parse(args.query), search=args.search,
-                                      users=args.user, actions=args.action)
+        flt = EventFilter.from_fields(
+            validate_organization_id(args.org),
+            parse_time(args.start, "--start"),
+            parse_time(args.end, "--end"),
+            parse(args.query),
+            search=args.search,
+            users=args.user,
+            actions=args.action,
+        )
         return asdict(export_filtered(existing("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
     if args.command == "retain":
         from .retention import retain
 
         today = parse_date(args.today, "--today")
-        return retain(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
-                      today, args.days, force=args.force, dry_run=args.dry_run).as_dict()
+        return retain(
+            existing("AUDIT_LAKE_ROOT", args.lake_root),
+            root("AUDIT_EXPORT_ROOT", args.export_root),
+            today,
+            args.days,
+            force=args.force,
+            dry_run=args.dry_run,
+        ).as_dict()
     if args.command == "compact":
         from .maintenance import compact
 
@@ -214,8 +256,14 @@ def run(args: argparse.Namespace) -> Any:
 
         since = parse_date(args.since, "--since") if args.since else None
         reasons = replayable(args.reason)
-        return replay(existing("AUDIT_LAKE_ROOT", args.lake_root), reasons=reasons, since=since,
-                      now=_now(args.now), dry_run=args.dry_run, retention_days=args.days)
+        return replay(
+            existing("AUDIT_LAKE_ROOT", args.lake_root),
+            reasons=reasons,
+            since=since,
+            now=_now(args.now),
+            dry_run=args.dry_run,
+            retention_days=args.days,
+        )
     if args.command == "migrate":
         from .migrate import migrate
 
@@ -225,15 +273,27 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "generate":
         from .generate import generate
 
-        return generate(root("AUDIT_RAW_ROOT", args.raw_root), events=args.events, days=args.days,
-                        organizations=args.orgs, users_per_org=args.users_per_org, bad_share=args.bad_share,
-                        redelivery_share=args.redelivery_share, producers=args.producers, now=_now(args.now),
-                        seed=args.seed, compress=not args.no_gzip).as_dict()
+        return generate(
+            root("AUDIT_RAW_ROOT", args.raw_root),
+            events=args.events,
+            days=args.days,
+            organizations=args.orgs,
+            users_per_org=args.users_per_org,
+            bad_share=args.bad_share,
+            redelivery_share=args.redelivery_share,
+            producers=args.producers,
+            now=_now(args.now),
+            seed=args.seed,
+            compress=not args.no_gzip,
+        ).as_dict()
     if args.command == "status":
         from .status import lake_status
 
-        return lake_status(existing("AUDIT_LAKE_ROOT", args.lake_root), root("AUDIT_EXPORT_ROOT", args.export_root),
-                           root("AUDIT_RAW_ROOT", args.raw_root))
+        return lake_status(
+            existing("AUDIT_LAKE_ROOT", args.lake_root),
+            root("AUDIT_EXPORT_ROOT", args.export_root),
+            root("AUDIT_RAW_ROOT", args.raw_root),
+        )
     if args.command == "api-key":
         return _api_key(args, existing("AUDIT_LAKE_ROOT", args.lake_root))
     raise BadInput(f"unknown command {args.command!r}")
@@ -249,8 +309,11 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
         return apikeys.revoke_key(lake, args.key_id)
     expires = parse_date(args.expires, "--expires") if args.expires else None
     created = apikeys.create_key(lake, validate_organization_id(args.org), expires=expires)
-    return {"key_id": created.key_id, "organization_id": created.organization_id,
-            "expires_at": expires and expires.isoformat()}, created.key
+    return {
+        "key_id": created.key_id,
+        "organization_id": created.organization_id,
+        "expires_at": expires and expires.isoformat(),
+    }, created.key
 
 
 def _archive_command(args: argparse.Namespace) -> Any:
@@ -288,7 +351,9 @@ def _archive_command(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.verbose:  # our progress, not the INFO chatter of every library (Great Expectations logs ~200 lines)
         logging.getLogger(__package__).setLevel(logging.INFO)
     try:

@@ -75,10 +75,12 @@ def airflow_storage() -> Iterator[None]:
 
 def uses_airflow_storage(func: F) -> F:
     """Decorate a task function so its roots reach object storage with the Airflow connection."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with airflow_storage():
             return func(*args, **kwargs)
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -93,4 +95,3 @@ def open_root(url: str) -> storage.Root:
         return storage.Root.open(url)
     storage.add_secrets(secrets_of(options))
     return storage.Root.open(url, **options)
-

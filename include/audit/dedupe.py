@@ -55,17 +55,22 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
     batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
     lake_ref = known.select("event_id", _lake_ref="content")
     rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(
-        batch_ref, on="event_id", how="left", maintain_order="left")
+        batch_ref, on="event_id", how="left", maintain_order="left"
+    )
     in_lake = pl.col("_lake_ref").is_not_null()
-    same = pl.when(in_lake).then(pl.col("_hash") == pl.col("_lake_ref")).otherwise(
-        pl.col("_hash") == pl.col("_batch_ref"))
+    same = (
+        pl.when(in_lake).then(pl.col("_hash") == pl.col("_lake_ref")).otherwise(pl.col("_hash") == pl.col("_batch_ref"))
+    )
     new = ~in_lake & pl.col("_first")
     rows = rows.with_columns(_new=new, _dup=~new & same)
     accepted = rows.filter("_new")
     conflicts = rows.filter(~pl.col("_new") & ~pl.col("_dup")).with_columns(
         reason=pl.lit(CONFLICTING_DUPLICATE),
-        detail=pl.format("event_id '{}' was already {} with different content", pl.col("event_id"),
-                         pl.when(in_lake).then(pl.lit("in the lake")).otherwise(pl.lit("earlier in the batch"))),
+        detail=pl.format(
+            "event_id '{}' was already {} with different content",
+            pl.col("event_id"),
+            pl.when(in_lake).then(pl.lit("in the lake")).otherwise(pl.lit("earlier in the batch")),
+        ),
     )
     helpers = ["_hash", "_first", "_lake_ref", "_batch_ref", "_new", "_dup"]
     return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
@@ -124,7 +129,9 @@ class EventIndex:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             current = self.days.get(day, DayIndex(0, pl.Series("h", [], pl.UInt64)))
-            self.days[day] = DayIndex(current.rows + part.height, pl.concat([current.hashes, id_hash(part["event_id"])]))
+            self.days[day] = DayIndex(
+                current.rows + part.height, pl.concat([current.hashes, id_hash(part["event_id"])])
+            )
             self._save_day(day)
 
     def consolidate(self, table: Any) -> int:
@@ -159,11 +166,19 @@ def _read(lake: Root, path: str) -> dict[date, DayIndex]:
 
 
 def _write(lake: Root, path: str, days: dict[date, DayIndex]) -> None:
-    frame = pl.concat([pl.DataFrame({"h": i.hashes}).select(event_date=pl.lit(d, pl.Date), h="h")
-                       for d, i in sorted(days.items())]) if days else pl.DataFrame(
-        schema={"event_date": pl.Date(), "h": pl.UInt64()})
-    table = frame.to_arrow().replace_schema_metadata({
-        "rows": json.dumps({d.isoformat(): i.rows for d, i in days.items()}), "hash": HASH_FUNCTION})
+    frame = (
+        pl.concat(
+            [
+                pl.DataFrame({"h": i.hashes}).select(event_date=pl.lit(d, pl.Date), h="h")
+                for d, i in sorted(days.items())
+            ]
+        )
+        if days
+        else pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64()})
+    )
+    table = frame.to_arrow().replace_schema_metadata(
+        {"rows": json.dumps({d.isoformat(): i.rows for d, i in days.items()}), "hash": HASH_FUNCTION}
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     lake.write_bytes(path, buffer.getvalue())

@@ -7,10 +7,11 @@ Rules are ordered: a bad row is quarantined with the reason of the first rule it
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -22,17 +23,24 @@ if TYPE_CHECKING:  # great_expectations is imported lazily: it costs seconds
 # --- raw input contract ---------------------------------------------------------------------
 
 REQUIRED_FIELDS: tuple[str, ...] = (
-    "event_id", "event_time", "organization_id", "user_email", "action", "ip_address",
+    "event_id",
+    "event_time",
+    "organization_id",
+    "user_email",
+    "action",
+    "ip_address",
 )
 OPTIONAL_FIELDS: tuple[str, ...] = ("resource", "user_agent", "region")
 EVENT_FIELDS: tuple[str, ...] = REQUIRED_FIELDS + OPTIONAL_FIELDS
 """The named fields of a raw event; any other field is kept in ``attributes``."""
 
-FIELD_BYTES: Mapping[str, int] = MappingProxyType({
-    **{f: 256 for f in EVENT_FIELDS},
-    "resource": 8 * 1024,
-    "user_agent": 8 * 1024,
-})
+FIELD_BYTES: Mapping[str, int] = MappingProxyType(
+    {
+        **{f: 256 for f in EVENT_FIELDS},
+        "resource": 8 * 1024,
+        "user_agent": 8 * 1024,
+    }
+)
 """Default maximum UTF-8 size of each named field (``field_too_large`` beyond it): a platform's ids,
 emails, addresses and actions are short; a resource path or a user agent may be long, but not unbounded."""
 
@@ -94,10 +102,28 @@ TIMESTAMP_PATTERN = (  # seconds stop at 59: a leap second (:60) would silently 
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
 )
-WHITESPACE = "".join(map(chr, (
-    0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
-    0x205F, 0x3000,
-)))
+WHITESPACE = "".join(
+    map(
+        chr,
+        (
+            0x09,
+            0x0A,
+            0x0B,
+            0x0C,
+            0x0D,
+            0x20,
+            0x85,
+            0xA0,
+            0x1680,
+            *range(0x2000, 0x200B),
+            0x2028,
+            0x2029,
+            0x202F,
+            0x205F,
+            0x3000,
+        ),
+    )
+)
 """Unicode's White_Space characters, listed so that polars (Rust) and Great Expectations (Python) agree."""
 NOT_BLANK_PATTERN = f"[^{WHITESPACE}]"
 """A value holds something besides whitespace (a whitespace-only required field is missing)."""
@@ -195,24 +221,35 @@ class FieldSize(Rule):
     columns: tuple[str, ...] = EVENT_FIELDS
 
     def _too_large(self, window: Window) -> list[tuple[str, pl.Expr]]:
-        return [(c, (pl.col(c).str.len_bytes() > window.field_bytes[c]).fill_null(False)) for c in self.columns
-                if c in window.field_bytes]  # a null field is not too large (Required says if it is missing)
+        return [
+            (c, (pl.col(c).str.len_bytes() > window.field_bytes[c]).fill_null(False))
+            for c in self.columns
+            if c in window.field_bytes
+        ]  # a null field is not too large (Required says if it is missing)
 
     def violated(self, window: Window) -> pl.Expr:
         return pl.any_horizontal(broken for _, broken in self._too_large(window))
 
     def detail(self, window: Window) -> pl.Expr:
-        parts = [pl.when(broken).then(pl.format(
-            "{} is {} bytes (limit {})", pl.lit(c), pl.col(c).str.len_bytes(), pl.lit(window.field_bytes[c])))
-            for c, broken in self._too_large(window)]
+        parts = [
+            pl.when(broken).then(
+                pl.format(
+                    "{} is {} bytes (limit {})", pl.lit(c), pl.col(c).str.len_bytes(), pl.lit(window.field_bytes[c])
+                )
+            )
+            for c, broken in self._too_large(window)
+        ]
         return pl.concat_str(parts, separator=", ", ignore_nulls=True)
 
     def expectations(self, window: Window) -> list[Expectation]:
         import great_expectations.expectations as gxe
 
         # GE counts characters, never more than bytes: a row within the byte limit always passes
-        return [gxe.ExpectColumnValueLengthsToBeBetween(column=c, max_value=window.field_bytes[c])
-                for c in self.columns if c in window.field_bytes]
+        return [
+            gxe.ExpectColumnValueLengthsToBeBetween(column=c, max_value=window.field_bytes[c])
+            for c in self.columns
+            if c in window.field_bytes
+        ]
 
 
 @dataclass(frozen=True)
@@ -350,7 +387,9 @@ RULES: tuple[Rule, ...] = (
     InCatalog("unknown_action"),
     Timestamp("invalid_timestamp"),
     Pattern(
-        "invalid_organization_id", "organization_id", ORGANIZATION_ID_PATTERN,
+        "invalid_organization_id",
+        "organization_id",
+        ORGANIZATION_ID_PATTERN,
         "1-64 letters, digits, '_' or '-' starting with a letter or digit",
     ),
     Pattern("invalid_ip", "ip_address", IP_PATTERN, "an IPv4 or IPv6 address"),
@@ -409,4 +448,3 @@ def normalize(valid: pl.DataFrame) -> pl.DataFrame:
 def event_date(time: pl.Expr = pl.col("event_time")) -> pl.Expr:
     """The UTC date an event belongs to (its partition)."""
     return time.dt.date().alias("event_date")
-

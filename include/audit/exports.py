@@ -12,9 +12,9 @@ import hashlib
 import logging
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Iterable, Iterator
 
 import polars as pl
 
@@ -29,8 +29,10 @@ from .storage import SPOOL_BYTES, Root
 log = logging.getLogger(__name__)
 
 HEADER = ",".join(ROW_COLUMNS)
-FORMULA_START = (r"^(?:[\s\x{200B}-\x{200D}\x{2060}\x{FEFF}]*[=+\-@\x{FF1D}\x{FF0B}\x{FF0D}\x{FF20}"
-                 r"\x{FE62}\x{FE63}\x{FE66}\x{FE6B}]|[\x00\t\r\n])")
+FORMULA_START = (
+    r"^(?:[\s\x{200B}-\x{200D}\x{2060}\x{FEFF}]*[=+\-@\x{FF1D}\x{FF0B}\x{FF0D}\x{FF20}"
+    r"\x{FE62}\x{FE63}\x{FE66}\x{FE6B}]|[\x00\t\r\n])"
+)
 """A cell a spreadsheet could run as a formula (OWASP "CSV Injection", ASVS 5.0 1.2.10): one that starts
 with = + - @ (or their fullwidth and small forms) after any leading whitespace (Unicode spaces such as
 NBSP and U+3000, zero-width spaces, the BOM), or that starts with NUL, tab, CR or LF."""
@@ -41,7 +43,8 @@ def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     """Prefix ``'`` to text cells matching FORMULA_START; every other cell stays byte for byte."""
     return frame.with_columns(
         pl.when(pl.col(c).str.contains(FORMULA_START)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
-        for c, dtype in frame.schema.items() if dtype == pl.String
+        for c, dtype in frame.schema.items()
+        if dtype == pl.String
     )
 
 
@@ -99,13 +102,29 @@ def export_status(lake: Root, exports: Root, day: date, organization_id: str) ->
 
 def _result(exports: Root, manifest_path: str, manifest: dict, skipped: bool) -> ExportResult:
     csv_path = exports.join(manifest_path.rsplit("/", 1)[0], manifest["file"])
-    return ExportResult(manifest["organization_id"], manifest["date"], exports.display(csv_path), manifest["rows"],
-                        manifest["bytes"], skipped, manifest["version"], manifest["sha256"],
-                        exports.display(manifest_path))
+    return ExportResult(
+        manifest["organization_id"],
+        manifest["date"],
+        exports.display(csv_path),
+        manifest["rows"],
+        manifest["bytes"],
+        skipped,
+        manifest["version"],
+        manifest["sha256"],
+        exports.display(manifest_path),
+    )
 
 
-def export_partition(lake: Root, exports: Root, day: date, organization_id: str, live_rows: int,
-                     query: Query | None = None, force: bool = False, now: datetime | None = None) -> ExportResult:
+def export_partition(
+    lake: Root,
+    exports: Root,
+    day: date,
+    organization_id: str,
+    live_rows: int,
+    query: Query | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> ExportResult:
     """Archive one organization's ``day``: a new version when the partition gained rows since the latest one.
 
     An unchanged day writes nothing and returns the existing version (also with ``force`` when the
@@ -129,25 +148,33 @@ def export_partition(lake: Root, exports: Root, day: date, organization_id: str,
         existing = exports.read_bytes(daily_path(exports, organization_id, day, version))
         if ar.sha256_hex(existing) == digest:  # a concurrent export of the same rows won the name
             path = daily_path(exports, organization_id, day, version)
-            return ExportResult(organization_id, day.isoformat(), exports.display(path), frame.height, len(body),
-                                True, version, digest)
+            return ExportResult(
+                organization_id, day.isoformat(), exports.display(path), frame.height, len(body), True, version, digest
+            )
         version += 1
-    manifest_path = exports.join(ar.day_dir(exports, organization_id, day),
-                                 ar.manifest_name(organization_id, day, version))
-    manifest = ar.append(exports, organization_id, manifest_path, {
-        "kind": "export",
-        "date": day.isoformat(),
-        "version": version,
-        "file": ar.csv_name(organization_id, day, version),
-        "sha256": digest,
-        "bytes": len(body),
-        "rows": frame.height,
-        "first_event_time": times[0] if len(times) else None,
-        "last_event_time": times[-1] if len(times) else None,
-        "supersedes": ar.csv_name(organization_id, day, version - 1) if version >= 2 else None,
-        "source_rows": source_rows,
-        "filter": query.text,
-    }, now)
+    manifest_path = exports.join(
+        ar.day_dir(exports, organization_id, day), ar.manifest_name(organization_id, day, version)
+    )
+    manifest = ar.append(
+        exports,
+        organization_id,
+        manifest_path,
+        {
+            "kind": "export",
+            "date": day.isoformat(),
+            "version": version,
+            "file": ar.csv_name(organization_id, day, version),
+            "sha256": digest,
+            "bytes": len(body),
+            "rows": frame.height,
+            "first_event_time": times[0] if len(times) else None,
+            "last_event_time": times[-1] if len(times) else None,
+            "supersedes": ar.csv_name(organization_id, day, version - 1) if version >= 2 else None,
+            "source_rows": source_rows,
+            "filter": query.text,
+        },
+        now,
+    )
     log.info("archived %s %s v%d: %d rows", organization_id, day, version, frame.height)
     return _result(exports, manifest_path, manifest, skipped=False)
 
@@ -159,9 +186,15 @@ def active_organizations(lake: Root, day: date, days: int = RETENTION_DAYS) -> l
     return sorted({org for d in window for org in lk.organizations(lake, d)})
 
 
-def export_daily(lake_url: str, export_url: str, day: date, organizations: Iterable[str] | None = None,
-                 force: bool = False, filters_path: str | None = None, days: int = RETENTION_DAYS
-                 ) -> list[ExportResult]:
+def export_daily(
+    lake_url: str,
+    export_url: str,
+    day: date,
+    organizations: Iterable[str] | None = None,
+    force: bool = False,
+    filters_path: str | None = None,
+    days: int = RETENTION_DAYS,
+) -> list[ExportResult]:
     """Archive ``day`` for every organization active in the retention window (or the given ones).
 
     Each organization's rows are those its query keeps in the filters file (``filters_path``, else
@@ -171,8 +204,18 @@ def export_daily(lake_url: str, export_url: str, day: date, organizations: Itera
     orgs = list(organizations) if organizations is not None else active_organizations(lake, day, days)
     filters = load_export_filters(filters_path)
     counts = lk.partition_row_counts(lake, [day])
-    return [export_partition(lake, exports, day, validate_organization_id(org), counts.get((day, org), 0),
-                             export_filter_for(filters, org), force) for org in orgs]
+    return [
+        export_partition(
+            lake,
+            exports,
+            day,
+            validate_organization_id(org),
+            counts.get((day, org), 0),
+            export_filter_for(filters, org),
+            force,
+        )
+        for org in orgs
+    ]
 
 
 def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETENTION_DAYS) -> list[tuple[date, str]]:
@@ -225,5 +268,6 @@ def export_filtered(lake_url: str, flt: EventFilter, out_url: str, never_overwri
             if ar.sha256_hex(out.read_bytes(path)) == digest.hexdigest():
                 break
             version += 1
-    return ExportResult(flt.organization_id, span, out.display(path), counted["rows"], size, version=version,
-                        sha256=digest.hexdigest())
+    return ExportResult(
+        flt.organization_id, span, out.display(path), counted["rows"], size, version=version, sha256=digest.hexdigest()
+    )

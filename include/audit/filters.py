@@ -107,8 +107,13 @@ class Query:
                 upper = high if upper is None or (high is not None and high < upper) else upper
         return lower, upper
 
-    def with_fields(self, search: str | None = None, users: Iterable[str] = (),
-                    actions: Iterable[str] = (), search_name: str = "search") -> Query:
+    def with_fields(
+        self,
+        search: str | None = None,
+        users: Iterable[str] = (),
+        actions: Iterable[str] = (),
+        search_name: str = "search",
+    ) -> Query:
         """This query plus the convenience fields of the CLI, trigger form and API, as the terms they mean.
 
         ``search`` is one free-text term (its whole text, spaces included), each user a ``user:`` term
@@ -129,8 +134,9 @@ class Query:
             except QueryError as exc:
                 raise BadInput(f"{label}: {exc.reason}") from None
         if len(terms) > MAX_TERMS:
-            raise BadInput(f"the filter has {len(terms)} terms with its search, user and action fields: "
-                           f"at most {MAX_TERMS}")
+            raise BadInput(
+                f"the filter has {len(terms)} terms with its search, user and action fields: at most {MAX_TERMS}"
+            )
         return Query(self.text, tuple(terms))
 
 
@@ -145,9 +151,16 @@ _PREPARED: dict[str, pl.Expr] = {
     "__region": pl.col("region").str.to_lowercase(),
     "__ip": pl.col("ip_address").str.to_lowercase(),
 }
-_NEEDS: dict[str, tuple[str, ...]] = {"text": ("__text",), "user": ("__user",), "resource": ("__resource",),
-                                      "region": ("__region",), "ip": ("__ip",), "action": (), "type": (),
-                                      "created": ()}
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "text": ("__text",),
+    "user": ("__user",),
+    "resource": ("__resource",),
+    "region": ("__region",),
+    "ip": ("__ip",),
+    "action": (),
+    "type": (),
+    "created": (),
+}
 _EQUALS: dict[str, Callable[[Mapping[str, pl.Expr]], pl.Expr]] = {
     "action": lambda cols: pl.col("action"),
     "type": lambda cols: pl.col("action_type"),
@@ -226,7 +239,7 @@ def _created_range(term: Term) -> tuple[datetime | None, datetime | None]:
     value = term.value
     for operator in (">=", "<=", ">", "<"):
         if value.startswith(operator):
-            return _COMPARISONS[operator](value[len(operator):], term)
+            return _COMPARISONS[operator](value[len(operator) :], term)
     if ".." in value:
         first, _, last = value.partition("..")
         low = None if first == "*" else _moment(first, term, False)
@@ -239,12 +252,13 @@ def _created_range(term: Term) -> tuple[datetime | None, datetime | None]:
 
 # --- parsing ----------------------------------------------------------------------------------
 
+
 def _read_quoted(text: str, index: int) -> tuple[str, int]:
     """The text inside the quote opening at ``index``, and the index after the closing quote."""
     end = text.find('"', index + 1)
     if end < 0:
-        raise QueryError("unterminated quote: add the closing \"", index + 1)
-    return text[index + 1:end], end + 1
+        raise QueryError('unterminated quote: add the closing "', index + 1)
+    return text[index + 1 : end], end + 1
 
 
 def _read_word(text: str, index: int) -> tuple[str, int]:
@@ -271,16 +285,25 @@ def _canonical(term: Term) -> Term:
     if catalog is not None:
         known = {name.lower(): name for name in catalog}
         if term.value.lower() not in known:
-            raise QueryError(f"unknown {term.field} {term.value!r}: use a catalog name, e.g. "
-                             f"{term.field}:{_EXAMPLES[term.field]}", term.position)
+            raise QueryError(
+                f"unknown {term.field} {term.value!r}: use a catalog name, e.g. {term.field}:{_EXAMPLES[term.field]}",
+                term.position,
+            )
         return Term(term.field, known[term.value.lower()], term.negated, term.position)
     if term.field == "created":
         _created_range(term)
     return term
 
 
-_EXAMPLES = {"action": "CreateJobRun", "type": '"File modifications"', "user": "alice@acme.com",
-             "resource": "s3://bucket", "region": "aws-us-west-2", "ip": "203.0.113.7", "created": ">=2026-11-01"}
+_EXAMPLES = {
+    "action": "CreateJobRun",
+    "type": '"File modifications"',
+    "user": "alice@acme.com",
+    "resource": "s3://bucket",
+    "region": "aws-us-west-2",
+    "ip": "203.0.113.7",
+    "created": ">=2026-11-01",
+}
 
 
 def _term_at(text: str, index: int) -> tuple[Term, int]:
@@ -299,9 +322,11 @@ def _term_at(text: str, index: int) -> tuple[Term, int]:
         return Term("text", word, negated, start + 1), end
     field = name.lower()
     if field not in QUALIFIERS:
-        raise QueryError(f"unknown qualifier {name + ':'!r}: use one of "
-                         f"{', '.join(q + ':' for q in QUALIFIERS)}, or quote the text to search for it",
-                         start + 1)
+        raise QueryError(
+            f"unknown qualifier {name + ':'!r}: use one of "
+            f"{', '.join(q + ':' for q in QUALIFIERS)}, or quote the text to search for it",
+            start + 1,
+        )
     return _canonical(Term(field, value, negated, start + 1)), end
 
 

@@ -26,14 +26,64 @@ USER_AGENTS = (
     "wherobots-cli/1.4.2 (linux; python 3.11)",
     "aws-sdk-go-v2/1.30.3 os/linux lang/go#1.22",
 )
-FIRST = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar",
-         "peggy", "rupert", "sybil", "trent", "victor", "walter", "yasmin", "zoe")
+FIRST = (
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "oscar",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "yasmin",
+    "zoe",
+)
 LAST = ("smith", "jones", "garcia", "chen", "okafor", "müller", "rossi", "tanaka", "novak", "silva")
-WORDS = ("acme", "globex", "initech", "umbrella", "stark", "wayne", "hooli", "soylent", "tyrell", "cyberdyne",
-         "aperture", "vandelay", "wonka", "gringotts", "oceanic", "duff", "monarch", "nakatomi", "zorg", "vehement")
+WORDS = (
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "stark",
+    "wayne",
+    "hooli",
+    "soylent",
+    "tyrell",
+    "cyberdyne",
+    "aperture",
+    "vandelay",
+    "wonka",
+    "gringotts",
+    "oceanic",
+    "duff",
+    "monarch",
+    "nakatomi",
+    "zorg",
+    "vehement",
+)
 
-BAD_KINDS = ("malformed_json", "missing_field", "unknown_action", "invalid_timestamp", "invalid_organization_id",
-             "invalid_ip", "invalid_email", "outside_retention", "future_timestamp", "conflicting_duplicate")
+BAD_KINDS = (
+    "malformed_json",
+    "missing_field",
+    "unknown_action",
+    "invalid_timestamp",
+    "invalid_organization_id",
+    "invalid_ip",
+    "invalid_email",
+    "outside_retention",
+    "future_timestamp",
+    "conflicting_duplicate",
+)
 
 
 @dataclass
@@ -48,8 +98,14 @@ class Expected:
     per_partition: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
-        return {"valid_events": self.valid_events, "redeliveries": self.redeliveries, "bad": dict(self.bad),
-                "files": self.files, "lines": self.lines, "partitions": len(self.per_partition)}
+        return {
+            "valid_events": self.valid_events,
+            "redeliveries": self.redeliveries,
+            "bad": dict(self.bad),
+            "files": self.files,
+            "lines": self.lines,
+            "partitions": len(self.per_partition),
+        }
 
 
 def organization_ids(count: int) -> list[str]:
@@ -59,8 +115,12 @@ def organization_ids(count: int) -> list[str]:
 def _ip(rng: random.Random) -> str:
     if rng.random() < 0.2:
         return "2001:db8:%x:%x::%x" % (rng.randrange(65536), rng.randrange(65536), rng.randrange(1, 65536))
-    return "%d.%d.%d.%d" % (rng.choice((198, 203, 100, 34, 52)), rng.randrange(256), rng.randrange(256),
-                            rng.randrange(1, 255))
+    return "%d.%d.%d.%d" % (
+        rng.choice((198, 203, 100, 34, 52)),
+        rng.randrange(256),
+        rng.randrange(256),
+        rng.randrange(1, 255),
+    )
 
 
 def _resource(rng: random.Random, action: str, org: str) -> str:
@@ -70,7 +130,9 @@ def _resource(rng: random.Random, action: str, org: str) -> str:
     if kind == "Job Run":
         return f"job-run/{uuid.UUID(int=rng.getrandbits(128))}"
     if kind in ("Managed Catalog", "Foreign Catalog"):
-        return f"{org.replace('-', '_')}.{rng.choice(('sales', 'geo', 'ops'))}.{rng.choice(('roads', 'parcels', 'trips'))}"
+        return (
+            f"{org.replace('-', '_')}.{rng.choice(('sales', 'geo', 'ops'))}.{rng.choice(('roads', 'parcels', 'trips'))}"
+        )
     if kind == "Credential":
         return f"api-key/{rng.getrandbits(40):010x}"
     return "" if rng.random() < 0.3 else f"{kind.lower().replace(' ', '-')}/{rng.randrange(1000)}"
@@ -100,7 +162,7 @@ def _event(rng: random.Random, t: datetime, org: str, users: list[str]) -> dict:
     if rng.random() < 0.1:
         event["request_id"] = f"req-{rng.getrandbits(48):012x}"
     if rng.random() < 0.02:
-        event["resource"] = rng.choice(("=HYPERLINK(\"http://evil\")", "-cmd", "notes, \"quoted\"\nnext line"))
+        event["resource"] = rng.choice(('=HYPERLINK("http://evil")', "-cmd", 'notes, "quoted"\nnext line'))
     return event
 
 
@@ -109,13 +171,15 @@ def _corrupt(kind: str, event: dict, rng: random.Random, now: datetime, retentio
     if kind == "malformed_json":
         return json.dumps(bad)[: rng.randrange(5, 40)]
     if kind == "missing_field":
-        bad[rng.choice(("event_id", "event_time", "organization_id", "user_email", "action", "ip_address"))] = \
+        bad[rng.choice(("event_id", "event_time", "organization_id", "user_email", "action", "ip_address"))] = (
             rng.choice((None, ""))
+        )
     elif kind == "unknown_action":
         bad["action"] = rng.choice(("DeleteEverything", "createjobrun", "CreateJobRun "))
     elif kind == "invalid_timestamp":
-        bad["event_time"] = rng.choice(("2026-13-01T00:00:00Z", "2026-11-01 10:00:00", "yesterday",
-                                        event["event_time"][:19]))
+        bad["event_time"] = rng.choice(
+            ("2026-13-01T00:00:00Z", "2026-11-01 10:00:00", "yesterday", event["event_time"][:19])
+        )
     elif kind == "invalid_organization_id":
         bad["organization_id"] = rng.choice(("../etc", "acme corp", "-acme", "a" * 65))
     elif kind == "invalid_ip":
@@ -129,10 +193,20 @@ def _corrupt(kind: str, event: dict, rng: random.Random, now: datetime, retentio
     return bad
 
 
-def generate(raw_url: str, events: int = 10_000, days: int = 7, organizations: int = 20,
-             users_per_org: int = 8, bad_share: float = 0.002, redelivery_share: float = 0.01,
-             producers: int = 2, now: datetime | None = None, seed: int = 7, retention_days: int = 90,
-             compress: bool = True) -> Expected:
+def generate(
+    raw_url: str,
+    events: int = 10_000,
+    days: int = 7,
+    organizations: int = 20,
+    users_per_org: int = 8,
+    bad_share: float = 0.002,
+    redelivery_share: float = 0.01,
+    producers: int = 2,
+    now: datetime | None = None,
+    seed: int = 7,
+    retention_days: int = 90,
+    compress: bool = True,
+) -> Expected:
     """Write ``events`` valid events spread over the ``days`` days before ``now``, plus bad lines.
 
     ``bad_share`` of each bad kind (relative to ``events``) and ``redelivery_share`` identical
@@ -142,8 +216,7 @@ def generate(raw_url: str, events: int = 10_000, days: int = 7, organizations: i
     now = (now or datetime.now(UTC)).astimezone(UTC)
     start = now - timedelta(days=days)
     orgs = organization_ids(organizations)
-    users = {o: [f"{rng.choice(FIRST)}.{rng.choice(LAST)}@{o}.example.com" for _ in range(users_per_org)]
-             for o in orgs}
+    users = {o: [f"{rng.choice(FIRST)}.{rng.choice(LAST)}@{o}.example.com" for _ in range(users_per_org)] for o in orgs}
     weights = [1.0 / (i + 1) ** 0.8 for i in range(len(orgs))]  # a few big organizations, a long tail
     span = (now - timedelta(minutes=1) - start).total_seconds()
     files: dict[str, list[str]] = defaultdict(list)
@@ -162,14 +235,21 @@ def generate(raw_url: str, events: int = 10_000, days: int = 7, organizations: i
         for _ in range(round(events * bad_share)):
             source = rng.choice(valid)
             if kind == "conflicting_duplicate":
-                line = json.dumps({**source, "action": "DeleteUser" if source["action"] != "DeleteUser"
-                                   else "InviteUser", "resource": "tampered"})
+                line = json.dumps(
+                    {
+                        **source,
+                        "action": "DeleteUser" if source["action"] != "DeleteUser" else "InviteUser",
+                        "resource": "tampered",
+                    }
+                )
                 files[late].append(line)
             else:
-                bad = _corrupt(kind, {**source, "event_id": str(uuid.UUID(int=rng.getrandbits(128)))},
-                               rng, now, retention_days)
+                bad = _corrupt(
+                    kind, {**source, "event_id": str(uuid.UUID(int=rng.getrandbits(128)))}, rng, now, retention_days
+                )
                 files[late if kind != "malformed_json" else f"{now:%Y/%m/%d/%H}/producer-bad"].append(
-                    bad if isinstance(bad, str) else json.dumps(bad))
+                    bad if isinstance(bad, str) else json.dumps(bad)
+                )
             expected.bad[kind] += 1
     for _ in range(round(events * redelivery_share)):
         files[late].append(json.dumps(rng.choice(valid), ensure_ascii=False))

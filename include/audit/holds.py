@@ -47,16 +47,22 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-def place(export_url: str, organization_id: str, reason: str, until: date | None = None,
-          now: datetime | None = None) -> dict[str, Any]:
+def place(
+    export_url: str, organization_id: str, reason: str, until: date | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Record a legal hold on the organization (a new entry in its chain)."""
     validate_organization_id(organization_id)
     if not reason.strip():
         raise BadInput("--reason is required: say why the data is held")
     exports = Root.open(export_url)
     path = exports.join(organization_id, ar.HOLDS, f"{ar.unique_suffix(now)}_hold.json")
-    return ar.append(exports, organization_id, path, {
-        "kind": "hold", "reason": reason.strip(), "until": until.isoformat() if until else None, "by": who()}, now)
+    return ar.append(
+        exports,
+        organization_id,
+        path,
+        {"kind": "hold", "reason": reason.strip(), "until": until.isoformat() if until else None, "by": who()},
+        now,
+    )
 
 
 def release(export_url: str, organization_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -67,8 +73,9 @@ def release(export_url: str, organization_id: str, now: datetime | None = None) 
     if held is None:
         raise BadInput(f"{organization_id} has no legal hold in force")
     path = exports.join(organization_id, ar.HOLDS, f"{ar.unique_suffix(now)}_release.json")
-    return ar.append(exports, organization_id, path, {
-        "kind": "release", "reason": held.get("reason"), "by": who()}, now)
+    return ar.append(
+        exports, organization_id, path, {"kind": "release", "reason": held.get("reason"), "by": who()}, now
+    )
 
 
 def list_holds(export_url: str, today: date | None = None) -> list[dict[str, Any]]:

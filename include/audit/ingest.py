@@ -16,9 +16,10 @@ import logging
 import queue
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -67,12 +68,14 @@ class IngestSummary:
     def as_dict(self) -> dict:
         out = asdict(self)
         out["quarantined"] = {r: self.quarantined[r] for r in REASONS if r in self.quarantined} | {
-            r: n for r, n in self.quarantined.items() if r not in REASONS}
+            r: n for r, n in self.quarantined.items() if r not in REASONS
+        }
         out["quarantined_total"] = sum(self.quarantined.values())
         return out
 
 
 # --- batches of chunks ------------------------------------------------------------------------
+
 
 @dataclass
 class Batch:
@@ -101,8 +104,9 @@ class Batch:
         return sum(c.rows.height + c.rejected["line_number"].count() for c in self.chunks)
 
 
-def plan_batches(root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes: int,
-                 limits: raw.Limits) -> Iterator[Batch]:
+def plan_batches(
+    root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes: int, limits: raw.Limits
+) -> Iterator[Batch]:
     """Read the pending files in chunks and group them, in order, into batches of about ``batch_bytes``."""
     chunk_bytes = max(min(batch_bytes, 32 << 20), 1 << 16)
     batch = Batch()
@@ -162,9 +166,12 @@ def parsed_rows(batch: Batch) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The batch's parsed rows and the records its parser rejected."""
     rows = [c.rows for c in batch.chunks if c.rows.height]
     rejected = [c.rejected for c in batch.chunks if c.rejected.height]
-    return (pl.concat(rows) if rows else pl.DataFrame(schema=raw.PARSED_SCHEMA),
-            pl.concat(rejected) if rejected else pl.DataFrame(schema={c: quarantine.SCHEMA[c]
-                                                                       for c in quarantine.RECORD_COLUMNS}))
+    return (
+        pl.concat(rows) if rows else pl.DataFrame(schema=raw.PARSED_SCHEMA),
+        pl.concat(rejected)
+        if rejected
+        else pl.DataFrame(schema={c: quarantine.SCHEMA[c] for c in quarantine.RECORD_COLUMNS}),
+    )
 
 
 def with_raw(batch: Batch, rows: pl.DataFrame) -> pl.DataFrame:
@@ -173,15 +180,19 @@ def with_raw(batch: Batch, rows: pl.DataFrame) -> pl.DataFrame:
         return rows.with_columns(raw=pl.lit(None, pl.String))
     parts = []
     for chunk in batch.chunks:
-        mine = rows.filter((pl.col("source_file") == chunk.source)
-                           & pl.col("line_number").is_between(chunk.first_line, chunk.last_line))
+        mine = rows.filter(
+            (pl.col("source_file") == chunk.source)
+            & pl.col("line_number").is_between(chunk.first_line, chunk.last_line)
+        )
         if mine.height:
-            parts.append(mine.with_columns(raw=pl.Series(chunk.raw_lines(mine["line_number"].to_list()),
-                                                         dtype=pl.String)))
+            parts.append(
+                mine.with_columns(raw=pl.Series(chunk.raw_lines(mine["line_number"].to_list()), dtype=pl.String))
+            )
     return pl.concat(parts)
 
 
 # --- one batch ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -196,57 +207,67 @@ class Run:
     summary: IngestSummary
 
 
-def commit_events(run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
-                   ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def commit_events(
+    run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Deduplicate against the latest table version and append the new events on exactly that version."""
     validated = False
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
         run.index.refresh(table)
         accepted, conflicts, duplicates = dedupe(shaped, run.index.matching(table, shaped["event_id"]))
-        accepted = accepted.with_columns(ingested_at=pl.lit(run.now, UTC_DATETIME),
-                                         event_date=pl.col("event_time").dt.date())
+        accepted = accepted.with_columns(
+            ingested_at=pl.lit(run.now, UTC_DATETIME), event_date=pl.col("event_time").dt.date()
+        )
         if accepted.is_empty():
             return accepted, conflicts, duplicates
         if run.validate and not validated:  # a retry only removes rows, so one validation covers it
             report = validate_batch(run.lake, accepted, run.window, batch_id)
             run.summary.validation_reports.append(run.lake.display(report.html_path))
             if not report.success:
-                raise ValidationFailed(f"batch {batch_id} failed the Great Expectations suite: "
-                                       + "; ".join(report.failures)
-                                       + f" (report: {run.lake.display(report.json_path)})")
+                raise ValidationFailed(
+                    f"batch {batch_id} failed the Great Expectations suite: "
+                    + "; ".join(report.failures)
+                    + f" (report: {run.lake.display(report.json_path)})"
+                )
             validated = True
         rows = accepted.sort("event_date", "organization_id", "event_time", "event_id")
         try:
-            run.summary.events_version = lk.append(table, lk.to_arrow(rows, lk.EVENT_COLUMNS),
-                                                   lk.PARTITION_COLUMNS, metadata)
+            run.summary.events_version = lk.append(
+                table, lk.to_arrow(rows, lk.EVENT_COLUMNS), lk.PARTITION_COLUMNS, metadata
+            )
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)
             continue
         run.index.add(rows)
         return accepted, conflicts, duplicates
-    raise lk.CommitConflict(f"batch {batch_id}: the events table kept changing; gave up after "
-                            f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)")
+    raise lk.CommitConflict(
+        f"batch {batch_id}: the events table kept changing; gave up after "
+        f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)"
+    )
 
 
-def _commit_quarantine(run: Run, batch: Batch, records: pl.DataFrame, batch_id: str,
-                       metadata: dict[str, str]) -> None:
+def _commit_quarantine(run: Run, batch: Batch, records: pl.DataFrame, batch_id: str, metadata: dict[str, str]) -> None:
     """The batch's commit point: its quarantine records and the raw lines it consumed, in one commit."""
     for _ in range(COMMIT_ATTEMPTS):
         table = quarantine.open_table(run.lake)
         run.ledger.catch_up(table)
         taken = [p for p, start in batch.starts.items() if run.ledger.start_line(batch.files[p]) != start]
         if taken:
-            raise ConcurrentIngest(f"another ingest committed lines of {taken[0]} first; this run stops and "
-                                   "leaves the rest to it (its events were counted as duplicates)")
+            raise ConcurrentIngest(
+                f"another ingest committed lines of {taken[0]} first; this run stops and "
+                "leaves the rest to it (its events were counted as duplicates)"
+            )
         try:
             version = quarantine.commit(table, records, run.now, metadata)
         except lk.CommitConflict:
             continue
         run.ledger.record(version, batch_id, batch.consumed())
         return
-    raise lk.CommitConflict(f"batch {batch_id}: the quarantine table kept changing; gave up after "
-                            f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)")
+    raise lk.CommitConflict(
+        f"batch {batch_id}: the quarantine table kept changing; gave up after "
+        f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)"
+    )
 
 
 def ingest_batch(run: Run, batch: Batch) -> None:
@@ -259,18 +280,34 @@ def ingest_batch(run: Run, batch: Batch) -> None:
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number"))
     consumed = batch.consumed()
     base = dict(batch_id=batch_id, files=consumed, ingest_time=run.now.isoformat())
-    accepted, conflicts, duplicates = commit_events(run, shaped, batch_id, lk.commit_metadata(
-        **base, lines=batch.lines()))
-    bad = pl.concat([quarantine.records(rejected, run.now, batch_id),
-                     quarantine.records(invalid, run.now, batch_id),
-                     quarantine.records(with_raw(batch, conflicts), run.now, batch_id)])
+    accepted, conflicts, duplicates = commit_events(
+        run, shaped, batch_id, lk.commit_metadata(**base, lines=batch.lines())
+    )
+    bad = pl.concat(
+        [
+            quarantine.records(rejected, run.now, batch_id),
+            quarantine.records(invalid, run.now, batch_id),
+            quarantine.records(with_raw(batch, conflicts), run.now, batch_id),
+        ]
+    )
     reasons = Counter(bad["reason"].to_list())
     committed_at = datetime.now(UTC)
     arrived = [f.modified for f in batch.files.values() if f.modified is not None]
     lag = max((committed_at - t).total_seconds() for t in arrived) if arrived else None
-    _commit_quarantine(run, batch, bad, batch_id, lk.commit_metadata(
-        **base, lines=batch.lines(), ingested=accepted.height, duplicates=duplicates, quarantined=dict(reasons),
-        lag_seconds=lag))
+    _commit_quarantine(
+        run,
+        batch,
+        bad,
+        batch_id,
+        lk.commit_metadata(
+            **base,
+            lines=batch.lines(),
+            ingested=accepted.height,
+            duplicates=duplicates,
+            quarantined=dict(reasons),
+            lag_seconds=lag,
+        ),
+    )
 
     summary = run.summary
     summary.files += sum(1 for p in consumed if batch.starts[p] == 0)
@@ -285,15 +322,29 @@ def ingest_batch(run: Run, batch: Batch) -> None:
         summary.max_event_time = max(summary.max_event_time or text, text)
     if lag is not None:
         summary.lag_seconds = max(summary.lag_seconds or 0.0, round(lag, 3))
-    log.info("batch %s: %d files, %d lines, %d ingested, %d duplicates, %d quarantined",
-             batch_id, len(consumed), batch.lines(), accepted.height, duplicates, bad.height)
+    log.info(
+        "batch %s: %d files, %d lines, %d ingested, %d duplicates, %d quarantined",
+        batch_id,
+        len(consumed),
+        batch.lines(),
+        accepted.height,
+        duplicates,
+        bad.height,
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------
 
-def ingest(raw_url: str, lake_url: str, now: datetime | None = None, retention_days: int = 90,
-           batch_bytes: int = DEFAULT_BATCH_BYTES, validate: bool = True,
-           limits: raw.Limits | None = None) -> IngestSummary:
+
+def ingest(
+    raw_url: str,
+    lake_url: str,
+    now: datetime | None = None,
+    retention_days: int = 90,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    validate: bool = True,
+    limits: raw.Limits | None = None,
+) -> IngestSummary:
     """Load every raw line not yet committed into the lake; safe to rerun, to kill, and to run concurrently."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     raw_root, lake = Root.open(raw_url), Root.open(lake_url)
@@ -330,8 +381,12 @@ def freshness(raw_url: str, lake_url: str, now: datetime | None = None) -> dict[
     now = (now or datetime.now(UTC)).astimezone(UTC)
     lake = Root.open(lake_url)
     table = quarantine.table(lake).open()
-    out: dict[str, Any] = {"last_commit": None, "last_lag_seconds": None, "oldest_unprocessed": None,
-                           "pending_files": 0}
+    out: dict[str, Any] = {
+        "last_commit": None,
+        "last_lag_seconds": None,
+        "oldest_unprocessed": None,
+        "pending_files": 0,
+    }
     if table is not None:
         for commit in table.history(limit=20):
             meta = lk.read_commit_metadata(commit)
@@ -347,7 +402,9 @@ def freshness(raw_url: str, lake_url: str, now: datetime | None = None) -> dict[
     if dated:
         oldest = min(dated, key=lambda f: f.modified)  # type: ignore[arg-type,return-value]
         assert oldest.modified is not None
-        out["oldest_unprocessed"] = {"path": oldest.path,
-                                     "modified": oldest.modified.isoformat().replace("+00:00", "Z"),
-                                     "age_seconds": round((now - oldest.modified).total_seconds(), 3)}
+        out["oldest_unprocessed"] = {
+            "path": oldest.path,
+            "modified": oldest.modified.isoformat().replace("+00:00", "Z"),
+            "age_seconds": round((now - oldest.modified).total_seconds(), 3),
+        }
     return out

@@ -37,8 +37,10 @@ def _shown(value: object) -> str:
 def validate_organization_id(value: object) -> str:
     """``value`` if it is a valid organization id (it becomes a path segment), else BadInput."""
     if not isinstance(value, str) or not _ORGANIZATION_ID.fullmatch(value):
-        raise BadInput(f"invalid organization id {_shown(value)}: use 1-64 letters, digits, '_' or '-', "
-                       "starting with a letter or digit")
+        raise BadInput(
+            f"invalid organization id {_shown(value)}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
     return value
 
 
@@ -98,5 +100,6 @@ def check_range(start: datetime, end: datetime, start_name: str = "start", end_n
     if start > end:
         raise BadInput(f"{start_name} {start.isoformat()} is after {end_name} {end.isoformat()}")
     if end - start > MAX_RANGE:
-        raise BadInput(f"the range from {start_name} to {end_name} is longer than {MAX_RANGE.days} days "
-                       "(the lake keeps 90)")
+        raise BadInput(
+            f"the range from {start_name} to {end_name} is longer than {MAX_RANGE.days} days (the lake keeps 90)"
+        )

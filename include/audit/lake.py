@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -54,6 +55,7 @@ class CommitConflict(RuntimeError):
 
 # --- tables -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Table:
     """One Delta table of the lake: its URI and the storage options delta-rs needs to reach it."""
@@ -62,7 +64,7 @@ class Table:
     storage_options: dict[str, str] | None
 
     @classmethod
-    def at(cls, lake: Root, name: str) -> "Table":
+    def at(cls, lake: Root, name: str) -> Table:
         return cls(lake.uri(name), delta_options(lake))
 
     def open(self, version: int | None = None) -> Any | None:
@@ -84,8 +86,14 @@ class Table:
         if table is not None:
             return table
         try:
-            return DeltaTable.create(self.uri, schema, mode="ignore", partition_by=partition_by,
-                                     configuration=TABLE_CONFIGURATION, storage_options=self.storage_options)
+            return DeltaTable.create(
+                self.uri,
+                schema,
+                mode="ignore",
+                partition_by=partition_by,
+                configuration=TABLE_CONFIGURATION,
+                storage_options=self.storage_options,
+            )
         except (CommitFailedError, DeltaError):  # another writer created it a moment ago
             table = self.open()
             if table is None:
@@ -104,8 +112,7 @@ def arrow_schema(columns: Mapping[str, pl.DataType]) -> pa.Schema:
 
 def to_arrow(frame: pl.DataFrame, columns: Mapping[str, pl.DataType]) -> pa.Table:
     """``frame`` in the table's column order and types, as Arrow."""
-    return frame.select(pl.col(c).cast(t) for c, t in columns.items()).to_arrow(
-        compat_level=pl.CompatLevel.oldest())
+    return frame.select(pl.col(c).cast(t) for c, t in columns.items()).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def open_events(lake: Root) -> Any:
@@ -115,8 +122,10 @@ def open_events(lake: Root) -> Any:
 
 def commit_metadata(**entries: Any) -> dict[str, str]:
     """Our entries for a commit's metadata, JSON-encoded where they are not text."""
-    return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-            for k, v in entries.items()}
+    return {
+        METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+        for k, v in entries.items()
+    }
 
 
 def read_commit_metadata(commit: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,9 +152,14 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
     names = pa.schema(table.schema().to_arrow()).names  # a migrated table keeps its files' column order
     data = data.select(names)
     try:
-        write_deltalake(table, data, mode="append", partition_by=partition_by,
-                        writer_properties=WriterProperties(compression="ZSTD"),
-                        commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0))
+        write_deltalake(
+            table,
+            data,
+            mode="append",
+            partition_by=partition_by,
+            writer_properties=WriterProperties(compression="ZSTD"),
+            commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
+        )
     except CommitFailedError as exc:
         raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
     return table.version()
@@ -153,12 +167,15 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
 
 # --- what is in the events table (metadata only) ------------------------------------------------
 
+
 def live_files(table: Any) -> pl.DataFrame:
     """One row per live data file: path, size, rows, and its event_date / organization_id."""
     actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
     assert isinstance(actions, pl.DataFrame)
     return actions.select(
-        pl.col("path"), pl.col("size_bytes"), pl.col("num_records").fill_null(0).alias("rows"),
+        pl.col("path"),
+        pl.col("size_bytes"),
+        pl.col("num_records").fill_null(0).alias("rows"),
         pl.col("partition.event_date").cast(pl.String).str.to_date().alias("event_date"),
         pl.col("partition.organization_id").cast(pl.String).alias("organization_id"),
     )
@@ -194,6 +211,7 @@ def organizations(lake: Root, day: date) -> list[str]:
 
 # --- reading events ---------------------------------------------------------------------------
 
+
 def _partition_filter(day: date, organization_id: str | None = None) -> list[tuple[str, str, str]]:
     found = [("event_date", "=", day.isoformat())]
     if organization_id is not None:
@@ -201,8 +219,9 @@ def _partition_filter(day: date, organization_id: str | None = None) -> list[tup
     return found
 
 
-def read_table(table: Any, filters: list[tuple[str, str, Any]] | None, columns: Sequence[str] | None = None,
-               row_filter: Any = None) -> pl.DataFrame:
+def read_table(
+    table: Any, filters: list[tuple[str, str, Any]] | None, columns: Sequence[str] | None = None, row_filter: Any = None
+) -> pl.DataFrame:
     """Rows of an open table in the partitions ``filters`` select (partition pruning), as polars."""
     names = list(columns) if columns else None
     dataset = table.to_pyarrow_dataset(partitions=filters or None)
@@ -211,8 +230,7 @@ def read_table(table: Any, filters: list[tuple[str, str, Any]] | None, columns: 
     return frame
 
 
-def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None
-                   ) -> pl.DataFrame:
+def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """All events of one (date, organization), with organization_id (always) among the columns."""
     wanted = list(dict.fromkeys([*(columns or EVENT_COLUMNS), "organization_id"]))
     table = events_table(lake).open()
@@ -222,8 +240,9 @@ def read_partition(lake: Root, day: date, organization_id: str, columns: Sequenc
     return frame.cast({c: EVENT_COLUMNS[c] for c in wanted})  # type: ignore[arg-type]
 
 
-def read_dates(table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pa.Array | None = None
-               ) -> pl.DataFrame:
+def read_dates(
+    table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pa.Array | None = None
+) -> pl.DataFrame:
     """Rows of the given event dates (every organization), optionally only these event_ids.
 
     With ``event_ids``, the event_id column alone finds the files that hold one; only those
@@ -253,6 +272,7 @@ def read_dates(table: Any, days: Iterable[date], columns: Sequence[str], event_i
 
 # --- dropping partitions (retention) -------------------------------------------------------------
 
+
 def drop_partitions(lake: Root, keys: Sequence[tuple[date, str]]) -> dict[tuple[date, str], int]:
     """Delete whole (event_date, organization_id) partitions, one Delta delete per date; rows dropped per key.
 
@@ -269,9 +289,14 @@ def drop_partitions(lake: Root, keys: Sequence[tuple[date, str]]) -> dict[tuple[
 
     for day, orgs in sorted(by_day.items()):
         quoted = ", ".join("'" + o.replace("'", "''") + "'" for o in sorted(set(orgs)))
-        table.delete(f"event_date = '{day.isoformat()}' AND organization_id IN ({quoted})",
-                     commit_properties=CommitProperties(custom_metadata=commit_metadata(
-                         operation="retention", dropped=[f"{day.isoformat()}/{o}" for o in sorted(set(orgs))])))
+        table.delete(
+            f"event_date = '{day.isoformat()}' AND organization_id IN ({quoted})",
+            commit_properties=CommitProperties(
+                custom_metadata=commit_metadata(
+                    operation="retention", dropped=[f"{day.isoformat()}/{o}" for o in sorted(set(orgs))]
+                )
+            ),
+        )
     return {key: counts.get(key, 0) for key in keys}
 
 
@@ -281,6 +306,7 @@ def new_batch_id(now: datetime) -> str:
 
 
 # --- small JSON state files --------------------------------------------------------------------
+
 
 def write_json(root: Root, path: str, payload: Any) -> None:
     root.write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -24,8 +25,14 @@ from .storage import Root
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "ingested.parquet"
-_SCHEMA = {"path": pl.String(), "signature": pl.String(), "through_line": pl.Int64(), "done": pl.Boolean(),
-           "batch_id": pl.String(), "version": pl.Int64()}
+_SCHEMA = {
+    "path": pl.String(),
+    "signature": pl.String(),
+    "through_line": pl.Int64(),
+    "done": pl.Boolean(),
+    "batch_id": pl.String(),
+    "version": pl.Int64(),
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,11 @@ def load(lake: Root, quarantine_table: Any) -> Ledger:
 def save(lake: Root, ledger: Ledger, present: Iterable[str] | None = None) -> int:
     """Write the snapshot, without entries of files no longer in the raw root (``present``); entries pruned."""
     keep = set(present) if present is not None else None
-    rows = [(p, x.signature, x.through_line, x.done, x.batch_id, ledger.version)
-            for p, x in sorted(ledger.files.items()) if keep is None or p in keep]
+    rows = [
+        (p, x.signature, x.through_line, x.done, x.batch_id, ledger.version)
+        for p, x in sorted(ledger.files.items())
+        if keep is None or p in keep
+    ]
     frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
     buffer = io.BytesIO()
     frame.write_parquet(buffer, metadata={"version": str(ledger.version)})

@@ -54,35 +54,43 @@ def partitions_to_compact(files: pl.DataFrame, day: date | None = None) -> pl.Da
     if day is not None:
         files = files.filter(pl.col("event_date") == day)
     grouped = files.group_by("event_date", "organization_id").agg(
-        pl.col("path"), pl.col("rows").sum(), pl.col("size_bytes").sum(), pl.len().alias("files"))
+        pl.col("path"), pl.col("rows").sum(), pl.col("size_bytes").sum(), pl.len().alias("files")
+    )
     return grouped.filter(pl.col("files") > 1).sort("event_date", "organization_id")
 
 
 def _stats(part: pl.DataFrame) -> str:
     """Delta file statistics: row count, and min/max/null counts of the sort columns (for data skipping)."""
+
     def text(value: Any) -> Any:
         return value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else value
 
-    return json.dumps({
-        "numRecords": part.height,
-        "minValues": {c: text(part[c].min()) for c in SORT},
-        "maxValues": {c: text(part[c].max()) for c in SORT},
-        "nullCount": {c: part[c].null_count() for c in SORT},
-    })
+    return json.dumps(
+        {
+            "numRecords": part.height,
+            "minValues": {c: text(part[c].min()) for c in SORT},
+            "maxValues": {c: text(part[c].max()) for c in SORT},
+            "nullCount": {c: part[c].null_count() for c in SORT},
+        }
+    )
 
 
 def _write_file(lake: Root, relative: str, part: pl.DataFrame) -> int:
     """Write one data file (without the partition columns, as Delta stores them) into the table; its size."""
     buffer = io.BytesIO()
-    pq.write_table(lk.to_arrow(part, {c: t for c, t in lk.EVENT_COLUMNS.items() if c not in lk.PARTITION_COLUMNS}),
-                   buffer, compression="zstd")
+    pq.write_table(
+        lk.to_arrow(part, {c: t for c, t in lk.EVENT_COLUMNS.items() if c not in lk.PARTITION_COLUMNS}),
+        buffer,
+        compression="zstd",
+    )
     data = buffer.getvalue()
     lake.write_bytes(lake.join(lk.EVENTS, relative), data)
     return len(data)
 
 
-def compact_partition(lake: Root, table: Any, day: date, organization_id: str, paths: list[str],
-                      size_bytes: int) -> tuple[int, int, int]:
+def compact_partition(
+    lake: Root, table: Any, day: date, organization_id: str, paths: list[str], size_bytes: int
+) -> tuple[int, int, int]:
     """Rewrite one partition's ``paths`` as sorted file(s) in one dataChange=false commit; (removed, added, rows)."""
     from deltalake import CommitProperties
     from deltalake.transaction import AddAction, RemoveAction
@@ -104,9 +112,16 @@ def compact_partition(lake: Root, table: Any, day: date, organization_id: str, p
         actions.append(AddAction(relative, size, values, stamp, False, _stats(part)))
     actions += [RemoveAction(p, False, stamp, None, values) for p in paths]
     table.create_write_transaction(
-        actions, mode="append", schema=lk.arrow_schema(lk.EVENT_COLUMNS), partition_by=lk.PARTITION_COLUMNS,
-        commit_properties=CommitProperties(custom_metadata=lk.commit_metadata(
-            operation="compact", partition=f"{day.isoformat()}/{organization_id}", files_removed=len(paths))))
+        actions,
+        mode="append",
+        schema=lk.arrow_schema(lk.EVENT_COLUMNS),
+        partition_by=lk.PARTITION_COLUMNS,
+        commit_properties=CommitProperties(
+            custom_metadata=lk.commit_metadata(
+                operation="compact", partition=f"{day.isoformat()}/{organization_id}", files_removed=len(paths)
+            )
+        ),
+    )
     return len(paths), len(actions) - len(paths), frame.height
 
 
@@ -120,8 +135,11 @@ def compact(lake_url: str, day: date | None = None) -> CompactResult:
     todo = partitions_to_compact(lk.live_files(table), day)
     for part_day, org, paths, _, size, _ in todo.iter_rows():
         table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
-        live = set(lk.live_files(table).filter(
-            (pl.col("event_date") == part_day) & (pl.col("organization_id") == org))["path"].to_list())
+        live = set(
+            lk.live_files(table)
+            .filter((pl.col("event_date") == part_day) & (pl.col("organization_id") == org))["path"]
+            .to_list()
+        )
         paths = [p for p in paths if p in live]
         if len(paths) < 2:
             continue
@@ -154,5 +172,8 @@ def vacuum(lake_url: str, hours: int = DEFAULT_VACUUM_HOURS) -> dict[str, Any]:
 def table_summary(table: Any) -> dict[str, Any]:
     """Files and rows of an open table (for status and tests)."""
     files = pa.table(table.get_add_actions(flatten=True))
-    return {"version": table.version(), "files": files.num_rows,
-            "rows": int(pa.compute.sum(files.column("num_records")).as_py() or 0)}
+    return {
+        "version": table.version(),
+        "files": files.num_rows,
+        "rows": int(pa.compute.sum(files.column("num_records")).as_py() or 0),
+    }

@@ -29,8 +29,12 @@ def _convert(lake: Root, table: lk.Table, name: str, partitions: dict[str, str])
         return "already a Delta table"
     if not lake.find(lake.join(name), (".parquet",)):
         return "absent"
-    convert_to_deltalake(table.uri, partition_by=Schema([Field(c, t) for c, t in partitions.items()]), partition_strategy="hive",
-                         storage_options=table.storage_options)
+    convert_to_deltalake(
+        table.uri,
+        partition_by=Schema([Field(c, t) for c, t in partitions.items()]),
+        partition_strategy="hive",
+        storage_options=table.storage_options,
+    )
     return "converted"
 
 
@@ -38,10 +42,8 @@ def migrate(lake_url: str) -> dict[str, Any]:
     """Turn an old Parquet lake into Delta tables; idempotent."""
     lake = Root.open(lake_url)
     done: dict[str, Any] = {
-        "events": _convert(lake, lk.events_table(lake), lk.EVENTS,
-                           {"event_date": "date", "organization_id": "string"}),
-        "quarantine": _convert(lake, quarantine.table(lake), lk.QUARANTINE,
-                               {"ingest_date": "date"}),
+        "events": _convert(lake, lk.events_table(lake), lk.EVENTS, {"event_date": "date", "organization_id": "string"}),
+        "quarantine": _convert(lake, quarantine.table(lake), lk.QUARANTINE, {"ingest_date": "date"}),
     }
     q = quarantine.table(lake).open()
     if q is not None:
@@ -49,8 +51,9 @@ def migrate(lake_url: str) -> dict[str, Any]:
         if missing:
             from deltalake import Field
 
-            q.alter.add_columns([Field(c, "timestamp" if c == "replayed_at" else "string", nullable=True)
-                                 for c in missing])
+            q.alter.add_columns(
+                [Field(c, "timestamp" if c == "replayed_at" else "string", nullable=True) for c in missing]
+            )
             done["quarantine_columns_added"] = missing
     old_ledger = lake.join(lk.STATE, OLD_LEDGER)
     entries = lake.find(old_ledger, (".json",))
@@ -59,8 +62,11 @@ def migrate(lake_url: str) -> dict[str, Any]:
         ledger = ledgers.load(lake, table)
         for path in entries:
             record = lk.read_json(lake, path)
-            ledger.record(ledger.version, str(record.get("batch_id", "")),
-                          {p: [sig, 0, True] for p, sig in record.get("files", {}).items()})
+            ledger.record(
+                ledger.version,
+                str(record.get("batch_id", "")),
+                {p: [sig, 0, True] for p, sig in record.get("files", {}).items()},
+            )
         ledgers.save(lake, ledger)
         lake.remove(old_ledger, recursive=True)
         done["ledger_entries"] = len(entries)

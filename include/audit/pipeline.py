@@ -116,9 +116,13 @@ def on_demand_path(organization_id: str, start: datetime, end: datetime, params:
     exports = Root.open(Roots.from_env().exports)
     stamp = "{:%Y%m%dT%H%M%SZ}"
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return exports.display(exports.join(
-        "_on-demand", organization_id,
-        f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}_{digest}.csv"))
+    return exports.display(
+        exports.join(
+            "_on-demand",
+            organization_id,
+            f"audit-log_{organization_id}_{stamp.format(start)}_{stamp.format(end)}_{digest}.csv",
+        )
+    )
 
 
 @uses_airflow_storage
@@ -133,10 +137,15 @@ def export_on_demand(params: dict[str, Any]) -> dict[str, Any]:
     with form_input():
         org = validate_organization_id(str(params.get("organization", "")).strip())
         start, end = parse_time(str(params.get("start")), "start"), parse_time(str(params.get("end")), "end")
-        flt = EventFilter.from_fields(org, start, end, parse(params.get("query") or None),
-                                      search=params.get("search") or None,
-                                      users=str(params.get("user") or "").split(","),
-                                      actions=params.get("actions") or ())
+        flt = EventFilter.from_fields(
+            org,
+            start,
+            end,
+            parse(params.get("query") or None),
+            search=params.get("search") or None,
+            users=str(params.get("user") or "").split(","),
+            actions=params.get("actions") or (),
+        )
     out = on_demand_path(org, flt.start, flt.end, params)
     return asdict(export_filtered(Roots.from_env().lake, flt, out, never_overwrite=True))
 

@@ -8,8 +8,9 @@ raw files (and how far into each) the batch consumed (see ``ledger``). ``replaye
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -44,8 +45,9 @@ def open_table(lake: Root) -> Any:
 
 def records(rows: list[dict[str, Any]] | pl.DataFrame, at: datetime, batch_id: str) -> pl.DataFrame:
     """Quarantine records from dicts or a frame holding reason, detail, source_file, line_number, raw."""
-    frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(
-        rows, schema={c: SCHEMA[c] for c in RECORD_COLUMNS})
+    frame = (
+        rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows, schema={c: SCHEMA[c] for c in RECORD_COLUMNS})
+    )
     return frame.select(
         *(pl.col(c).cast(SCHEMA[c]) for c in RECORD_COLUMNS),
         pl.lit(at.astimezone(UTC), UTC_DATETIME).alias("quarantined_at"),
@@ -66,7 +68,8 @@ def commit(quarantine: Any, frame: pl.DataFrame, at: datetime, metadata: dict[st
     raises CommitConflict.
     """
     rows = frame.sort("source_file", "line_number", nulls_last=True).with_columns(
-        ingest_date=pl.lit(at.astimezone(UTC).date(), pl.Date))
+        ingest_date=pl.lit(at.astimezone(UTC).date(), pl.Date)
+    )
     return lk.append(quarantine, lk.to_arrow(rows, TABLE_SCHEMA), PARTITION_COLUMNS, metadata)
 
 
@@ -88,7 +91,7 @@ def reason_counts(lake: Root) -> dict[str, int]:
     if opened is None:
         return {}
     counts = lk.read_table(opened, None, ["reason"]).group_by("reason").len()
-    return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
 RAW_SHOWN = 2000
@@ -99,17 +102,31 @@ def view(lake: Root, since: date, reason: str | None, page: int, size: int) -> d
     """The quarantine as the page shows it: counts by ingest day and reason since ``since``, and one page
     of records (newest first) with their detail, source, raw line (cut to RAW_SHOWN) and replay outcome."""
     records = read_all(lake, since=since, reasons=[reason] if reason else None)
-    counts = (records.group_by(pl.col("quarantined_at").dt.date().alias("day"), "reason").len()
-              .sort("day", "reason", descending=[True, False]))
-    shown = records.sort("quarantined_at", "source_file", "line_number", descending=[True, False, False],
-                         nulls_last=True).slice((page - 1) * size, size)
+    counts = (
+        records.group_by(pl.col("quarantined_at").dt.date().alias("day"), "reason")
+        .len()
+        .sort("day", "reason", descending=[True, False])
+    )
+    shown = records.sort(
+        "quarantined_at", "source_file", "line_number", descending=[True, False, False], nulls_last=True
+    ).slice((page - 1) * size, size)
     items = shown.select(
         pl.col("quarantined_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("quarantinedAt"),
-        "reason", "detail", pl.col("source_file").alias("sourceFile"), pl.col("line_number").alias("line"),
-        pl.col("raw").str.slice(0, RAW_SHOWN).alias("raw"), pl.col("raw").str.len_chars().alias("rawLength"),
+        "reason",
+        "detail",
+        pl.col("source_file").alias("sourceFile"),
+        pl.col("line_number").alias("line"),
+        pl.col("raw").str.slice(0, RAW_SHOWN).alias("raw"),
+        pl.col("raw").str.len_chars().alias("rawLength"),
         pl.col("replayed_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("replayedAt"),
         pl.col("replay_outcome").alias("replayOutcome"),
     ).to_dicts()
-    return {"since": since.isoformat(), "reason": reason, "total": records.height, "page": page, "pageSize": size,
-            "counts": [{"day": d.isoformat(), "reason": r, "count": n} for d, r, n in counts.iter_rows()],
-            "items": items}
+    return {
+        "since": since.isoformat(),
+        "reason": reason,
+        "total": records.height,
+        "page": page,
+        "pageSize": size,
+        "counts": [{"day": d.isoformat(), "reason": r, "count": n} for d, r, n in counts.iter_rows()],
+        "items": items,
+    }

@@ -21,8 +21,17 @@ from .storage import Root
 
 __all__ = ["READ_COLUMNS", "ROW_COLUMNS", "Budget", "BudgetExceeded", "EventFilter", "iter_days", "rows"]
 
-READ_COLUMNS = ["event_id", "event_time", "user_email", "action", "action_type", "resource", "ip_address",
-                "user_agent", "region"]
+READ_COLUMNS = [
+    "event_id",
+    "event_time",
+    "user_email",
+    "action",
+    "action_type",
+    "resource",
+    "ip_address",
+    "user_agent",
+    "region",
+]
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,16 @@ class EventFilter:
         check_range(self.start, self.end)
 
     @classmethod
-    def from_fields(cls, organization_id: str, start: datetime, end: datetime, query: Query | None = None,
-                    search: str | None = None, users: Iterable[str] = (), actions: Iterable[str] = ()
-                    ) -> EventFilter:
+    def from_fields(
+        cls,
+        organization_id: str,
+        start: datetime,
+        end: datetime,
+        query: Query | None = None,
+        search: str | None = None,
+        users: Iterable[str] = (),
+        actions: Iterable[str] = (),
+    ) -> EventFilter:
         """A filter from the convenience fields of the CLI, trigger form and API, translated into query terms."""
         return cls(organization_id, start, end, (query or Query("")).with_fields(search, users, actions))
 
@@ -58,14 +74,14 @@ class EventFilter:
 
     def predicate(self) -> pl.Expr:
         """True for lake rows (with organization_id) that the filter keeps."""
-        in_range = pl.col("event_time").is_between(self.start.astimezone(UTC), self.end.astimezone(UTC),
-                                                   closed="both")
+        in_range = pl.col("event_time").is_between(self.start.astimezone(UTC), self.end.astimezone(UTC), closed="both")
         return in_range & self.query.predicate() if self.query.terms else in_range
 
     def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The rows of ``frame`` (lake rows with organization_id) the filter keeps; same rows as ``predicate``."""
-        in_range = frame.filter(pl.col("event_time").is_between(self.start.astimezone(UTC),
-                                                                self.end.astimezone(UTC), closed="both"))
+        in_range = frame.filter(
+            pl.col("event_time").is_between(self.start.astimezone(UTC), self.end.astimezone(UTC), closed="both")
+        )
         return self.query.apply(in_range)
 
 
@@ -86,11 +102,11 @@ class Budget:
         """Count ``rows`` as scanned; BudgetExceeded once either bound is passed."""
         self.scanned += rows
         if self.rows is not None and self.scanned > self.rows:
-            raise BudgetExceeded(f"the request would scan more than {self.rows:,} events: narrow the time range "
-                                 "or the query")
+            raise BudgetExceeded(
+                f"the request would scan more than {self.rows:,} events: narrow the time range or the query"
+            )
         if self.seconds is not None and time.monotonic() - self.started > self.seconds:
-            raise BudgetExceeded(f"the request took longer than {self.seconds:g} s: narrow the time range "
-                                 "or the query")
+            raise BudgetExceeded(f"the request took longer than {self.seconds:g} s: narrow the time range or the query")
 
 
 def rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -98,8 +114,9 @@ def rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("event_time", "event_id").select(expr.alias(name) for name, expr in ROW_COLUMNS.items())
 
 
-def iter_days(lake: Root, flt: EventFilter, newest_first: bool = False,
-              budget: Budget | None = None) -> Iterator[pl.DataFrame]:
+def iter_days(
+    lake: Root, flt: EventFilter, newest_first: bool = False, budget: Budget | None = None
+) -> Iterator[pl.DataFrame]:
     """The filtered lake rows, one UTC day at a time, oldest (or newest) first (memory: one org-day).
 
     With a ``budget``, each day's rows are charged before and after filtering it, so a request stops

@@ -21,11 +21,11 @@ import io
 import json
 import logging
 import os
-import posixpath
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -34,8 +34,15 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from .events import (
-    EVENT_FIELDS, FIELD_BYTES, FILE_TOO_LARGE, INVALID_TYPE, LINE_TOO_LARGE, MALFORMED_JSON, REQUIRED_FIELDS,
-    TOO_DEEPLY_NESTED, UNREADABLE_FILE,
+    EVENT_FIELDS,
+    FIELD_BYTES,
+    FILE_TOO_LARGE,
+    INVALID_TYPE,
+    LINE_TOO_LARGE,
+    MALFORMED_JSON,
+    REQUIRED_FIELDS,
+    TOO_DEEPLY_NESTED,
+    UNREADABLE_FILE,
 )
 from .storage import Root, is_hidden
 
@@ -54,7 +61,10 @@ PARSED_SCHEMA: dict[str, pl.DataType] = {
 """A parsed line: every event field as text (null where absent), extras as JSON, and provenance."""
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
-    "reason": pl.String(), "detail": pl.String(), "source_file": pl.String(), "line_number": pl.Int64(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+    "source_file": pl.String(),
+    "line_number": pl.Int64(),
     "raw": pl.String(),
 }
 """A line (or, with a null line_number, a file) that is not an event, shaped for the quarantine."""
@@ -68,6 +78,7 @@ _BOM = b"\xef\xbb\xbf"
 
 # --- limits ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Limits:
     """What one line, one file and one field may hold; each breach is quarantined with its own reason."""
@@ -78,7 +89,7 @@ class Limits:
     field_bytes: Mapping[str, int] = field(default_factory=lambda: FIELD_BYTES, hash=False)  # field_too_large
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Limits":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Limits:
         """The defaults, overridden by ``AUDIT_MAX_LINE_BYTES``, ``AUDIT_MAX_DEPTH``, ``AUDIT_MAX_FILE_BYTES``
         and ``AUDIT_MAX_FIELD_BYTES_<FIELD>`` (e.g. ``AUDIT_MAX_FIELD_BYTES_RESOURCE``); ValueError if one
         is not a positive whole number."""
@@ -100,6 +111,7 @@ class Limits:
 
 
 # --- finding raw files ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RawFile:
@@ -171,6 +183,7 @@ def discover(root: Root) -> Discovery:
 
 # --- reading: a bounded, decompressed stream cut into blocks of whole lines --------------------
 
+
 class _StorageReads:
     """The file's bytes as the store gives them; remembers a failure, which is the store's, not content."""
 
@@ -223,10 +236,10 @@ def _skip_line(stream: _Capped, head: bytes, read_bytes: int) -> tuple[int, byte
         end = piece.find(b"\n")
         text = piece if end < 0 else piece[:end]
         if len(preview) < RAW_PREVIEW_BYTES:
-            preview += text[:RAW_PREVIEW_BYTES - len(preview)]
+            preview += text[: RAW_PREVIEW_BYTES - len(preview)]
         if end >= 0:
-            ending = piece[end - 1:end] if end else last
-            return size + end - (ending == b"\r"), preview, piece[end + 1:], False
+            ending = piece[end - 1 : end] if end else last
+            return size + end - (ending == b"\r"), preview, piece[end + 1 :], False
         size, last = size + len(piece), piece[-1:]
     return size, preview, b"", True
 
@@ -241,6 +254,7 @@ def _without_bom(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
         if first and piece:
             first, piece = False, piece.removeprefix(_BOM) or read(size)
         return piece
+
     return reader
 
 
@@ -264,7 +278,7 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
             buf += piece
             newlines += piece.count(b"\n")
         tail = buf.rfind(b"\n") + 1
-        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or tail and buf.find(b"\n") + 1  # lines within chunk_bytes
+        cut = buf.rfind(b"\n", 0, chunk_bytes) + 1 or (tail and buf.find(b"\n") + 1)  # lines within chunk_bytes
         if newlines > _MAX_BLOCK_LINES:
             cut = min(cut, int(np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)[_MAX_BLOCK_LINES - 1]) + 1)
         long_line = None
@@ -272,8 +286,9 @@ def _blocks(stream: _Capped, chunk_bytes: int, line_bytes: int) -> Iterator[_Blo
             pass  # more whole lines follow: the next block takes them
         elif len(buf) - tail > line_bytes + 1:  # keep the start of the too-large line, read past the rest
             head = bytes(buf[tail:])
-            size, preview, rest, ended = _skip_line(stream, head, read_bytes) if not eof else \
-                (len(head), head[:RAW_PREVIEW_BYTES], b"", True)
+            size, preview, rest, ended = (
+                _skip_line(stream, head, read_bytes) if not eof else (len(head), head[:RAW_PREVIEW_BYTES], b"", True)
+            )
             if not stream.over:  # a line cut by the file limit is part of what file_too_large covers
                 long_line = (size, preview)
             del buf[tail:]
@@ -306,8 +321,15 @@ def _peek(stream: _Capped, buf: bytearray, read_bytes: int) -> bool:
 _decoder = msgspec.json.Decoder()
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_SPACE = b" \t\r\n"
-_JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
-               list: "array", dict: "object"}
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 
 
 def nesting_depth(line: bytes) -> int:
@@ -365,8 +387,11 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
         json.loads(line, object_pairs_hook=_unique_pairs)
     except _DuplicateKey as exc:
         return MALFORMED_JSON, f"duplicate key {str(exc)[:200]!r}"
-    wrong = [f"{f} is a JSON {_JSON_TYPES.get(type(obj[f]), 'value')}" for f in REQUIRED_FIELDS
-             if obj.get(f) is not None and not isinstance(obj[f], str)]
+    wrong = [
+        f"{f} is a JSON {_JSON_TYPES.get(type(obj[f]), 'value')}"
+        for f in REQUIRED_FIELDS
+        if obj.get(f) is not None and not isinstance(obj[f], str)
+    ]
     if wrong:
         return INVALID_TYPE, ", ".join(wrong) + ", not a string"
     values = [_as_text(obj.pop(name, None)) for name in EVENT_FIELDS]
@@ -397,7 +422,7 @@ def _row_with_extras(line: bytes) -> tuple | None:
         return None
     try:
         obj = _decoder.decode(line)
-    except Exception:  # noqa: BLE001 - the careful parser says why
+    except Exception:
         return None
     if not isinstance(obj, dict) or _keys_and_colons(obj) != line.count(b":"):
         return None
@@ -408,6 +433,7 @@ def _row_with_extras(line: bytes) -> tuple | None:
 
 
 # --- parsing: a block of lines ----------------------------------------------------------------
+
 
 @dataclass
 class _Lines:
@@ -420,7 +446,7 @@ class _Lines:
     stops: np.ndarray  # where the LF is (or the end of the data, for an unterminated last line)
 
     @classmethod
-    def of(cls, data: bytes, first_line: int) -> "_Lines":
+    def of(cls, data: bytes, first_line: int) -> _Lines:
         codes = np.frombuffer(data, dtype=np.uint8)
         stops = np.flatnonzero(codes == 10)
         if data and not data.endswith(b"\n"):
@@ -434,9 +460,9 @@ class _Lines:
         return len(self.stops)
 
     def text(self, index: int) -> bytes:
-        return self.data[self.starts[index]:self.ends[index]]
+        return self.data[self.starts[index] : self.ends[index]]
 
-    def after(self, line: int) -> "_Lines":
+    def after(self, line: int) -> _Lines:
         """The lines numbered above ``line``."""
         skip = max(0, line - self.first_line + 1)
         if skip == 0:
@@ -473,7 +499,7 @@ class _Lines:
         if len(indices) == len(self) and (not self.data or self.data.endswith(b"\n")):
             return self.data
         runs = np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)
-        return b"\n".join(self.data[self.starts[r[0]]:self.stops[r[-1]]] for r in runs) + b"\n"
+        return b"\n".join(self.data[self.starts[r[0]] : self.stops[r[-1]]] for r in runs) + b"\n"
 
 
 _ROW_SCHEMA: dict[str, pl.DataType] = {c: t for c, t in PARSED_SCHEMA.items() if c != "source_file"}
@@ -494,9 +520,12 @@ def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.n
     data = lines.joined(indices)
     longest = int((lines.ends[indices] - lines.starts[indices]).max())
     try:
-        table = pa_json.read_json(io.BytesIO(data), parse_options=_FAST_JSON,
-                                  read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)))
-    except Exception:  # noqa: BLE001 - a bad line, a non-string field, a duplicate key: the careful path decides
+        table = pa_json.read_json(
+            io.BytesIO(data),
+            parse_options=_FAST_JSON,
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)),
+        )
+    except Exception:
         return None
     if table.num_rows != len(indices):
         return None
@@ -504,14 +533,18 @@ def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.n
     assert isinstance(frame, pl.DataFrame)
     codes = np.frombuffer(lines.data, dtype=np.uint8)
     colons = np.bincount(np.searchsorted(lines.stops, np.flatnonzero(codes == 58)), minlength=len(lines))[indices]
-    expected = frame.select(pl.sum_horizontal(
-        [pl.col(f).is_not_null().cast(pl.Int64) for f in EVENT_FIELDS]
-        + [pl.col(f).str.count_matches(":", literal=True).fill_null(0) for f in EVENT_FIELDS]))
+    expected = frame.select(
+        pl.sum_horizontal(
+            [pl.col(f).is_not_null().cast(pl.Int64) for f in EVENT_FIELDS]
+            + [pl.col(f).str.count_matches(":", literal=True).fill_null(0) for f in EVENT_FIELDS]
+        )
+    )
     more = colons != expected.to_series().to_numpy()
     if b"\\" in lines.data:
         more[np.isin(indices, np.searchsorted(lines.stops, np.flatnonzero(codes == 92)))] = True
-    frame = frame.with_columns(attributes=pl.lit(None, pl.String),
-                               line_number=pl.Series(lines.first_line + indices, dtype=pl.Int64))
+    frame = frame.with_columns(
+        attributes=pl.lit(None, pl.String), line_number=pl.Series(lines.first_line + indices, dtype=pl.Int64)
+    )
     if more.any():
         frame = frame.filter(pl.Series(~more))
     return frame.cast(_ROW_SCHEMA), indices[more]  # type: ignore[arg-type]
@@ -561,12 +594,18 @@ def _parse_block(lines: _Lines, source: str, limits: Limits) -> tuple[pl.DataFra
 
 
 def _line_too_large(source: str, number: int, size: int, preview: bytes, limits: Limits) -> dict[str, Any]:
-    return _rejection(LINE_TOO_LARGE, f"line is {size} bytes, over the limit of {limits.line_bytes} "
-                      f"(AUDIT_MAX_LINE_BYTES); raw holds its first {min(size, RAW_PREVIEW_BYTES)} bytes",
-                      source, number, _decoded(preview))
+    return _rejection(
+        LINE_TOO_LARGE,
+        f"line is {size} bytes, over the limit of {limits.line_bytes} "
+        f"(AUDIT_MAX_LINE_BYTES); raw holds its first {min(size, RAW_PREVIEW_BYTES)} bytes",
+        source,
+        number,
+        _decoded(preview),
+    )
 
 
 # --- chunks -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Chunk:
@@ -613,12 +652,22 @@ def _chunk(source: str, block: _Block, after_line: int, limits: Limits, file_rec
     if last <= after_line and not block.done:
         return None
     rejected.sort(key=lambda r: r["line_number"])
-    return Chunk(source, rows, _rejected_frame(rejected + file_records), first_line=max(after_line, block.first_line - 1) + 1,
-                 last_line=max(last, after_line), nbytes=nbytes, done=block.done, blank_lines=blank, _lines=lines)
+    return Chunk(
+        source,
+        rows,
+        _rejected_frame(rejected + file_records),
+        first_line=max(after_line, block.first_line - 1) + 1,
+        last_line=max(last, after_line),
+        nbytes=nbytes,
+        done=block.done,
+        blank_lines=blank,
+        _lines=lines,
+    )
 
 
-def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int = 0,
-                limits: Limits = Limits()) -> Iterator[Chunk]:
+def read_chunks(
+    root: Root, file: RawFile, *, chunk_bytes: int, after_line: int = 0, limits: Limits = Limits()
+) -> Iterator[Chunk]:
     """Parse ``file`` in chunks of about ``chunk_bytes`` decompressed bytes, skipping lines up to
     ``after_line`` (already committed). Memory is bounded by chunk_bytes plus the line limit.
 
@@ -634,21 +683,37 @@ def read_chunks(root: Root, file: RawFile, *, chunk_bytes: int, after_line: int 
             reader = gzip.GzipFile(fileobj=stored, mode="rb") if file.path.lower().endswith(".gz") else stored
             stream = _Capped(_without_bom(reader.read), limits.file_bytes)
             for block in _blocks(stream, max(1, chunk_bytes), limits.line_bytes):
-                records = [_file_record(FILE_TOO_LARGE, (
-                    f"more than {limits.file_bytes} bytes once decompressed (AUDIT_MAX_FILE_BYTES): "
-                    f"lines after {block.first_line + block.lines - 1} are not ingested"), file.path)] \
-                    if block.done and stream.over else []
+                records = (
+                    [
+                        _file_record(
+                            FILE_TOO_LARGE,
+                            (
+                                f"more than {limits.file_bytes} bytes once decompressed (AUDIT_MAX_FILE_BYTES): "
+                                f"lines after {block.first_line + block.lines - 1} are not ingested"
+                            ),
+                            file.path,
+                        )
+                    ]
+                    if block.done and stream.over
+                    else []
+                )
                 chunk = _chunk(file.path, block, after_line, limits, records)
                 nbytes += len(block.data)
                 if chunk is not None:
                     line = chunk.last_line
                     yield chunk
-        except Exception as exc:  # noqa: BLE001 - content, not storage: quarantine the file, go on
+        except Exception as exc:
             if stored.failed is not None:
                 raise
             detail = f"cannot be read after line {line} (byte {nbytes} decompressed): {type(exc).__name__}: {exc}"
             if isinstance(exc, (OSError, EOFError)) and file.path.lower().endswith(".gz"):
                 detail = f"not a readable gzip file, after line {line}: {exc}"
-            yield Chunk(file.path, pl.DataFrame(schema=PARSED_SCHEMA),
-                        _rejected_frame([_file_record(UNREADABLE_FILE, detail[:1000], file.path)]),
-                        first_line=line + 1, last_line=line, nbytes=0, done=True)
+            yield Chunk(
+                file.path,
+                pl.DataFrame(schema=PARSED_SCHEMA),
+                _rejected_frame([_file_record(UNREADABLE_FILE, detail[:1000], file.path)]),
+                first_line=line + 1,
+                last_line=line,
+                nbytes=0,
+                done=True,
+            )

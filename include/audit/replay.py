@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -52,8 +53,7 @@ def pending(lake: Root, reasons: list[str], since: date | None) -> pl.DataFrame:
     """Quarantine records not resolved yet, with one of ``reasons``, ingested on or after ``since``."""
     records = quarantine.read_all(lake, since=since, reasons=reasons)
     unresolved = pl.col("replay_outcome").is_null() | (pl.col("replay_outcome") == "quarantined")
-    return records.filter(unresolved & pl.col("raw").is_not_null()
-                          & pl.col("line_number").is_not_null())
+    return records.filter(unresolved & pl.col("raw").is_not_null() & pl.col("line_number").is_not_null())
 
 
 def reparse(records: pl.DataFrame, chunk_bytes: int = 32 << 20) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -75,21 +75,36 @@ def reparse(records: pl.DataFrame, chunk_bytes: int = 32 << 20) -> tuple[pl.Data
 
     rows = [keyed(c.rows) for c in chunks if c.rows.height]
     rejected = [keyed(c.rejected.filter(pl.col("line_number").is_not_null())) for c in chunks if c.rejected.height]
-    return (pl.concat(rows) if rows else keyed(pl.DataFrame(schema=raw.PARSED_SCHEMA)),
-            pl.concat(rejected) if rejected else pl.DataFrame(schema={"_rid": pl.UInt32, "reason": pl.String,
-                                                                      "detail": pl.String}))
+    return (
+        pl.concat(rows) if rows else keyed(pl.DataFrame(schema=raw.PARSED_SCHEMA)),
+        pl.concat(rejected)
+        if rejected
+        else pl.DataFrame(schema={"_rid": pl.UInt32, "reason": pl.String, "detail": pl.String}),
+    )
 
 
-def replay(lake_url: str, reasons: Iterable[str] | None = None, since: date | None = None,
-           now: datetime | None = None, dry_run: bool = False, retention_days: int = 90,
-           validate: bool = True) -> dict[str, Any]:
+def replay(
+    lake_url: str,
+    reasons: Iterable[str] | None = None,
+    since: date | None = None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    retention_days: int = 90,
+    validate: bool = True,
+) -> dict[str, Any]:
     """Replay pending quarantine records; how many were ingested, were duplicates, or still fail (by reason)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     lake = Root.open(lake_url)
     chosen = replayable(reasons)
     records = pending(lake, chosen, since).with_row_index("_rid")
-    result: dict[str, Any] = {"records": records.height, "dry_run": dry_run, "reasons": chosen,
-                              "ingested": 0, "duplicates": 0, "still_quarantined": {}}
+    result: dict[str, Any] = {
+        "records": records.height,
+        "dry_run": dry_run,
+        "reasons": chosen,
+        "ingested": 0,
+        "duplicates": 0,
+        "still_quarantined": {},
+    }
     if records.is_empty():
         return result
     rows, rejected = reparse(records)
@@ -97,30 +112,49 @@ def replay(lake_url: str, reasons: Iterable[str] | None = None, since: date | No
     routed = route(rows, window)
     valid = routed.filter(pl.col("reason").is_null())
     shaped = normalize(valid).with_columns(valid.select("source_file", "line_number", "_rid"))
-    failing = pl.concat([rejected.select("_rid", "reason", "detail"),
-                         routed.filter(pl.col("reason").is_not_null()).select("_rid", "reason", "detail")])
+    failing = pl.concat(
+        [
+            rejected.select("_rid", "reason", "detail"),
+            routed.filter(pl.col("reason").is_not_null()).select("_rid", "reason", "detail"),
+        ]
+    )
     if dry_run:
         result.update(would_pass=shaped.height, still_quarantined=dict(Counter(failing["reason"].to_list())))
         return result
     run = Run(lake, window, now, validate, EventIndex(lake), ledgers.Ledger(), IngestSummary())
     batch_id = lk.new_batch_id(now)
-    accepted, conflicts, duplicates = commit_events(run, shaped, batch_id, lk.commit_metadata(
-        batch_id=batch_id, operation="replay", records=records.height))
+    accepted, conflicts, duplicates = commit_events(
+        run, shaped, batch_id, lk.commit_metadata(batch_id=batch_id, operation="replay", records=records.height)
+    )
     none = pl.lit(None, pl.String)
-    marks = pl.concat([
-        accepted.select("_rid", reason=none, detail=none, replay_outcome=pl.lit("ingested")),
-        conflicts.select("_rid", "reason", "detail", replay_outcome=pl.lit("quarantined")),
-        failing.with_columns(replay_outcome=pl.lit("quarantined")),
-    ])
-    duplicate = records.select("_rid").join(marks.select("_rid"), on="_rid", how="anti").with_columns(
-        reason=none, detail=none, replay_outcome=pl.lit("duplicate"))
+    marks = pl.concat(
+        [
+            accepted.select("_rid", reason=none, detail=none, replay_outcome=pl.lit("ingested")),
+            conflicts.select("_rid", "reason", "detail", replay_outcome=pl.lit("quarantined")),
+            failing.with_columns(replay_outcome=pl.lit("quarantined")),
+        ]
+    )
+    duplicate = (
+        records.select("_rid")
+        .join(marks.select("_rid"), on="_rid", how="anti")
+        .with_columns(reason=none, detail=none, replay_outcome=pl.lit("duplicate"))
+    )
     marks = pl.concat([marks, duplicate])
     mark(lake, records.join(marks, on="_rid", how="inner", suffix="_new"), now)
     still = marks.filter(pl.col("replay_outcome") == "quarantined")
-    result.update(ingested=accepted.height, duplicates=duplicates,
-                  still_quarantined=dict(Counter(still["reason"].to_list())), events_batch=batch_id)
-    log.info("replayed %d records: %d ingested, %d duplicates, %d still quarantined",
-             records.height, accepted.height, duplicates, still.height)
+    result.update(
+        ingested=accepted.height,
+        duplicates=duplicates,
+        still_quarantined=dict(Counter(still["reason"].to_list())),
+        events_batch=batch_id,
+    )
+    log.info(
+        "replayed %d records: %d ingested, %d duplicates, %d still quarantined",
+        records.height,
+        accepted.height,
+        duplicates,
+        still.height,
+    )
     return result
 
 
@@ -132,20 +166,33 @@ def mark(lake: Root, marked: pl.DataFrame, now: datetime) -> None:
     from deltalake import CommitProperties
 
     source = marked.select(
-        *KEY, pl.col("quarantined_at").dt.date().alias("ingest_date"), pl.col("reason_new").alias("reason"),
-        pl.col("detail_new").alias("detail"), pl.col("replay_outcome_new").alias("replay_outcome"),
-        replayed_at=pl.lit(now, UTC_DATETIME))
+        *KEY,
+        pl.col("quarantined_at").dt.date().alias("ingest_date"),
+        pl.col("reason_new").alias("reason"),
+        pl.col("detail_new").alias("detail"),
+        pl.col("replay_outcome_new").alias("replay_outcome"),
+        replayed_at=pl.lit(now, UTC_DATETIME),
+    )
     table = quarantine.open_table(lake)
     days = ", ".join(f"'{d.isoformat()}'" for d in source["ingest_date"].unique().sort())
-    (table.merge(source.to_arrow(), source_alias="s", target_alias="t",
-                 predicate=f"t.ingest_date IN ({days}) AND t.ingest_date = s.ingest_date AND t.batch_id = s.batch_id"
-                           " AND t.source_file = s.source_file AND t.line_number = s.line_number",
-                 commit_properties=CommitProperties(custom_metadata=lk.commit_metadata(
-                     operation="replay", records=source.height)))
-     .when_matched_update({
-         "replayed_at": "s.replayed_at",
-         "replay_outcome": "s.replay_outcome",
-         "reason": "CASE WHEN s.reason IS NULL THEN t.reason ELSE s.reason END",
-         "detail": "CASE WHEN s.detail IS NULL THEN t.detail ELSE s.detail END",
-     })
-     .execute())
+    (
+        table.merge(
+            source.to_arrow(),
+            source_alias="s",
+            target_alias="t",
+            predicate=f"t.ingest_date IN ({days}) AND t.ingest_date = s.ingest_date AND t.batch_id = s.batch_id"
+            " AND t.source_file = s.source_file AND t.line_number = s.line_number",
+            commit_properties=CommitProperties(
+                custom_metadata=lk.commit_metadata(operation="replay", records=source.height)
+            ),
+        )
+        .when_matched_update(
+            {
+                "replayed_at": "s.replayed_at",
+                "replay_outcome": "s.replay_outcome",
+                "reason": "CASE WHEN s.reason IS NULL THEN t.reason ELSE s.reason END",
+                "detail": "CASE WHEN s.detail IS NULL THEN t.detail ELSE s.detail END",
+            }
+        )
+        .execute()
+    )

@@ -40,8 +40,15 @@ class RetentionResult:
     def as_dict(self) -> dict:
         """The run's report; a dry run says ``would_drop`` where a real run says ``dropped``."""
         done = "would_drop" if self.dry_run else "dropped"
-        return {"today": self.today, "days": self.days, "dry_run": self.dry_run, done: self.dropped,
-                "kept": self.kept, "held": self.held, "receipts": self.receipts}
+        return {
+            "today": self.today,
+            "days": self.days,
+            "dry_run": self.dry_run,
+            done: self.dropped,
+            "kept": self.kept,
+            "held": self.held,
+            "receipts": self.receipts,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,19 +87,44 @@ def receipt_path(exports: Root, organization_id: str, today: date, run_id: str) 
     return path
 
 
-def write_receipt(exports: Root, organization_id: str, today: date, run_id: str, drops: list[Drop],
-                  forced: bool, now: datetime | None = None) -> str:
+def write_receipt(
+    exports: Root,
+    organization_id: str,
+    today: date,
+    run_id: str,
+    drops: list[Drop],
+    forced: bool,
+    now: datetime | None = None,
+) -> str:
     """Record, in the organization's chain, what this run drops."""
     path = receipt_path(exports, organization_id, today, run_id)
-    ar.append(exports, organization_id, path, {
-        "kind": "purge", "run_date": today.isoformat(), "run_id": run_id, "forced": forced,
-        "dropped": [{"date": d.day.isoformat(), "rows": d.rows, "manifest_sha256": d.manifest_sha256}
-                    for d in drops]}, now)
+    ar.append(
+        exports,
+        organization_id,
+        path,
+        {
+            "kind": "purge",
+            "run_date": today.isoformat(),
+            "run_id": run_id,
+            "forced": forced,
+            "dropped": [
+                {"date": d.day.isoformat(), "rows": d.rows, "manifest_sha256": d.manifest_sha256} for d in drops
+            ],
+        },
+        now,
+    )
     return exports.display(path)
 
 
-def retain(lake_url: str, export_url: str, today: date, days: int = DEFAULT_DAYS, force: bool = False,
-           dry_run: bool = False, run_id: str | None = None) -> RetentionResult:
+def retain(
+    lake_url: str,
+    export_url: str,
+    today: date,
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> RetentionResult:
     """Drop every expired (date, organization) whose latest version is current; keep and report the rest."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
     result = RetentionResult(today.isoformat(), days, dry_run)
@@ -122,6 +154,9 @@ def retain(lake_url: str, export_url: str, today: date, days: int = DEFAULT_DAYS
             result.receipts.append(write_receipt(exports, org, today, run, org_drops, force))
         lk.drop_partitions(lake, [(d.day, d.organization_id) for org_drops in drops.values() for d in org_drops])
     if result.kept:
-        log.warning("kept %d expired partitions whose daily export is missing or stale (export them, or use "
-                    "--force), e.g. %s", len(result.kept), next(iter(result.kept)))
+        log.warning(
+            "kept %d expired partitions whose daily export is missing or stale (export them, or use --force), e.g. %s",
+            len(result.kept),
+            next(iter(result.kept)),
+        )
     return result

@@ -60,15 +60,16 @@ def create_key_pair(directory: str) -> dict[str, str]:
     if private_path.exists() or public_path.exists():
         raise BadInput(f"{folder} already holds a signing key: refusing to replace it")
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
-    public_path.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
-    return {"private_key": str(private_path), "public_key": str(public_path),
-            "key_id": key_id(private.public_key())}
+    public_path.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return {"private_key": str(private_path), "public_key": str(public_path), "key_id": key_id(private.public_key())}
 
 
 def load_public_key(path: str) -> Ed25519PublicKey:

@@ -14,8 +14,9 @@ from .holds import active_hold
 from .storage import Root
 
 
-def archive_health(lake: Root, exports: Root, today: date | None = None,
-                   counts: dict[tuple[date, str], int] | None = None) -> dict[str, dict[str, Any]]:
+def archive_health(
+    lake: Root, exports: Root, today: date | None = None, counts: dict[tuple[date, str], int] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per organization: days archived, latest amended day, hold, last receipt, days missing or stale.
 
     Missing: a day from the organization's first export through yesterday without a version (or a
@@ -33,16 +34,20 @@ def archive_health(lake: Root, exports: Root, today: date | None = None,
         if latest:
             first = min(latest)
             expected |= {first + timedelta(days=n) for n in range((today - first).days)}
-        stale = [day for day, rows in partitions.items()
-                 if day in latest and rows and is_stale(ar.read_entry(exports, latest[day]), rows)]
+        stale = [
+            day
+            for day, rows in partitions.items()
+            if day in latest and rows and is_stale(ar.read_entry(exports, latest[day]), rows)
+        ]
         receipts = [p for p in paths if f"/{ar.RECEIPTS}/" in p and p.endswith(".json")]
         hold = active_hold(exports, org, today)
         health[org] = {
             "days_archived": len(latest),
             "first_day": min(latest).isoformat() if latest else None,
             "last_day": max(latest).isoformat() if latest else None,
-            "latest_amended_day": max((d.isoformat() for d, p in latest.items()
-                                       if ar.parse_name(p, org).version > 1), default=None),
+            "latest_amended_day": max(
+                (d.isoformat() for d, p in latest.items() if ar.parse_name(p, org).version > 1), default=None
+            ),
             "hold": {k: hold.get(k) for k in ("reason", "until", "by", "created_at")} if hold else None,
             "last_receipt": exports.display(receipts[-1]) if receipts else None,
             "missing_days": sorted(d.isoformat() for d in expected - set(latest)),

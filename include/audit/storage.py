@@ -56,8 +56,9 @@ def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, A
     """``base`` updated by ``override``, merging nested dicts (e.g. client_kwargs) one level deep."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
+        merged[key] = (
+            {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -69,7 +70,10 @@ def default_options(url: str) -> dict[str, Any]:
     if protocol in S3_PROTOCOLS:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         # explicit, so that a changed endpoint gets its own client rather than fsspec's cached one
-        base = {"config_kwargs": S3_CLIENT_CONFIG, **({"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {})}
+        base = {
+            "config_kwargs": S3_CLIENT_CONFIG,
+            **({"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}),
+        }
     return merge_options(base, _OPTIONS.get(protocol, {}))
 
 
@@ -104,9 +108,13 @@ def redact(message: str) -> str:
 def s3_endpoint() -> str:
     """The S3 endpoint in use: from :func:`use_options`, else AWS_ENDPOINT_URL(_S3), else AWS's default."""
     options = _OPTIONS.get("s3", {})
-    return (options.get("endpoint_url") or options.get("client_kwargs", {}).get("endpoint_url")
-            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            or "the default AWS S3 endpoint")
+    return (
+        options.get("endpoint_url")
+        or options.get("client_kwargs", {}).get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "the default AWS S3 endpoint"
+    )
 
 
 def delta_options(root: Root) -> dict[str, str] | None:
@@ -122,10 +130,19 @@ def delta_options(root: Root) -> dict[str, str] | None:
         raise StorageError(f"{root.url}: the lake's Delta tables need a local path or an s3:// root")
     opts = merge_options(default_options(root.url), root.options)
     client = opts.get("client_kwargs", {})
-    endpoint = opts.get("endpoint_url") or client.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") \
+    endpoint = (
+        opts.get("endpoint_url")
+        or client.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
         or os.environ.get("AWS_ENDPOINT_URL")
-    region = client.get("region_name") or opts.get("region_name") or os.environ.get("AWS_REGION") \
-        or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    )
+    region = (
+        client.get("region_name")
+        or opts.get("region_name")
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
     found = {
         "AWS_ACCESS_KEY_ID": opts.get("key") or os.environ.get("AWS_ACCESS_KEY_ID"),
         "AWS_SECRET_ACCESS_KEY": opts.get("secret") or os.environ.get("AWS_SECRET_ACCESS_KEY"),
@@ -320,8 +337,12 @@ class Root:
         if not self.fs.exists(path):
             return
         folders = hasattr(self.fs, "call_s3") and recursive  # SeaweedFS keeps emptied folders as prefixes
-        directories = [path] + [p for p, info in self.fs.find(path, withdirs=True, detail=True).items()
-                                if info["type"] == "directory"] if folders else []
+        directories = (
+            [path]
+            + [p for p, info in self.fs.find(path, withdirs=True, detail=True).items() if info["type"] == "directory"]
+            if folders
+            else []
+        )
         self.fs.rm(path, recursive=recursive)
         if folders:
             for directory in sorted(set(directories), key=len, reverse=True):

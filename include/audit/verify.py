@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -57,8 +58,13 @@ class OrgReport:
     problems: list[Problem] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"entries": self.entries, "days": self.days, "versions": self.versions,
-                "problems": len(self.problems), "ok": not self.problems}
+        return {
+            "entries": self.entries,
+            "days": self.days,
+            "versions": self.versions,
+            "problems": len(self.problems),
+            "ok": not self.problems,
+        }
 
 
 def csv_digest(exports: Root, path: str) -> tuple[str, int, int]:
@@ -108,8 +114,9 @@ def chain_problems(entries: list[Entry], show: Any) -> list[Problem]:
         entry, previous = found[0], by_sequence.get(sequence - 1)
         expected = previous[0].sha256 if previous else None
         if sequence > 1 and previous and entry.body.get("previous_sha256") != expected:
-            problems.append(Problem(show(entry.path), "broken_chain",
-                                    f"previous_sha256 does not match sequence {sequence - 1}"))
+            problems.append(
+                Problem(show(entry.path), "broken_chain", f"previous_sha256 does not match sequence {sequence - 1}")
+            )
         if sequence == 1 and entry.body.get("previous_sha256") is not None:
             problems.append(Problem(show(entry.path), "broken_chain", "sequence 1 must have previous_sha256 null"))
     return problems
@@ -123,8 +130,13 @@ def signature_problems(entries: list[Entry], public_key: Ed25519PublicKey, show:
         if "signature" not in entry.body:
             problems.append(Problem(show(entry.path), "unsigned", "no signature"))
         elif not signature_valid(entry.body, public_key):
-            problems.append(Problem(show(entry.path), "bad_signature",
-                                    f"signature does not verify with this key (key_id {entry.body.get('key_id')})"))
+            problems.append(
+                Problem(
+                    show(entry.path),
+                    "bad_signature",
+                    f"signature does not verify with this key (key_id {entry.body.get('key_id')})",
+                )
+            )
     return problems
 
 
@@ -135,24 +147,43 @@ def file_problems(exports: Root, manifest: Entry, present: set[str], show: Any) 
     folder = posixpath.dirname(manifest.path)
     problems = []
     if body.get("supersedes") and posixpath.join(folder, body["supersedes"]) not in present:
-        problems.append(Problem(show(posixpath.join(folder, body["supersedes"])), "missing_file",
-                                f"superseded by {body.get('file')}, but absent", day))
+        problems.append(
+            Problem(
+                show(posixpath.join(folder, body["supersedes"])),
+                "missing_file",
+                f"superseded by {body.get('file')}, but absent",
+                day,
+            )
+        )
     csv_path = posixpath.join(folder, str(body.get("file")))
     if csv_path not in present:
-        return problems + [Problem(show(csv_path), "missing_file", f"named by {posixpath.basename(manifest.path)}",
-                                   day)]
+        return problems + [
+            Problem(show(csv_path), "missing_file", f"named by {posixpath.basename(manifest.path)}", day)
+        ]
     digest, size, rows = csv_digest(exports, csv_path)
     if digest != body.get("sha256") or size != body.get("bytes"):
-        problems.append(Problem(show(csv_path), "hash_mismatch", f"sha256 {digest}, {size} bytes; the manifest says "
-                                f"{body.get('sha256')}, {body.get('bytes')} bytes", day))
+        problems.append(
+            Problem(
+                show(csv_path),
+                "hash_mismatch",
+                f"sha256 {digest}, {size} bytes; the manifest says {body.get('sha256')}, {body.get('bytes')} bytes",
+                day,
+            )
+        )
     elif rows != body.get("rows"):
-        problems.append(Problem(show(csv_path), "rows_mismatch", f"{rows} rows; the manifest says {body.get('rows')}",
-                                day))
+        problems.append(
+            Problem(show(csv_path), "rows_mismatch", f"{rows} rows; the manifest says {body.get('rows')}", day)
+        )
     return problems
 
 
-def verify_organization(exports: Root, organization_id: str, through: date,
-                        public_key: Ed25519PublicKey | None = None, days: Iterable[date] | None = None) -> OrgReport:
+def verify_organization(
+    exports: Root,
+    organization_id: str,
+    through: date,
+    public_key: Ed25519PublicKey | None = None,
+    days: Iterable[date] | None = None,
+) -> OrgReport:
     """Check one organization's chain, files and days (``days``: hash only those dates' CSVs)."""
     report = OrgReport(organization_id)
     paths = ar.list_org(exports, organization_id)
@@ -188,13 +219,19 @@ def _valid_date(body: dict[str, Any]) -> bool:
         return False
 
 
-def verify(export_url: str, through: date, organization_id: str | None = None,
-           public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+def verify(
+    export_url: str, through: date, organization_id: str | None = None, public_key: Ed25519PublicKey | None = None
+) -> dict[str, Any]:
     """The JSON summary for every organization (or one); ``problems`` holds one line each."""
     exports = Root.open(export_url)
     orgs = [organization_id] if organization_id else ar.organizations(exports)
-    summary: dict[str, Any] = {"export_root": export_url, "through": through.isoformat(),
-                               "signatures": public_key is not None, "organizations": {}, "problems": []}
+    summary: dict[str, Any] = {
+        "export_root": export_url,
+        "through": through.isoformat(),
+        "signatures": public_key is not None,
+        "organizations": {},
+        "problems": [],
+    }
     for org in orgs:
         report = verify_organization(exports, org, through, public_key)
         summary["organizations"][org] = report.as_dict()
