@@ -300,6 +300,7 @@ def test_the_page_is_served_with_its_assets(client):
 
 def test_cli_creates_a_key_printed_once_and_stores_only_a_salted_hash(tmp_path, capsys):
     lake = str(tmp_path / "lake")
+    (tmp_path / "lake").mkdir()  # keys go into an existing lake (a missing one is a typo: exit 2)
     assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "acme"]) == 0
     key = capsys.readouterr().out.strip().splitlines()[-1]
     stored = "".join(p.read_text() for p in Path(keys_dir(Root.open(lake))).glob("*.json"))
@@ -475,6 +476,7 @@ def test_cli_lists_revokes_and_expires_keys_and_keeps_records_private(tmp_path, 
     from include.audit.apikeys import organization_for
 
     lake = str(tmp_path / "lake")
+    (tmp_path / "lake").mkdir()
     assert cli.main(["api-key", "create", "--lake-root", lake, "--org", "acme", "--expires", "2999-12-31"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     key, created = out[-1], json.loads("\n".join(out[:-1]))
