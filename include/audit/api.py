@@ -393,7 +393,7 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
             "problemLines": [p.line() for p in report.problems],
         }
 
-    def archived_file(organization: str, day: str, version: int | None, manifest: bool) -> tuple[Root, str]:
+    def archived_file(organization: str, day: str, version: int | None, manifest: bool) -> StreamingResponse:
         when = parse_date(day, "date")
         exports = exports_root()
         paths = ar.list_org(exports, organization, ar.day_dir(exports, organization, when))
@@ -402,30 +402,25 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         if not chosen:
             what = ("manifest" if manifest else "CSV") + (f" version {version}" if version else "")
             raise ApiError(404, f"no archived {what} for {organization} on {when.isoformat()}")
-        return exports, chosen[-1].path
+        path = chosen[-1].path
+        return StreamingResponse(
+            read_chunks(exports, path),
+            media_type="application/json" if manifest else "text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
+        )
 
     @app.get("/api/v1/archives/{day}", name="archive")
     def archive(
         day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
     ) -> StreamingResponse:
         """One archived daily CSV (the latest version, or ``version``), byte for byte."""
-        exports, path = archived_file(organization, day, version, manifest=False)
-        return StreamingResponse(
-            read_chunks(exports, path),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
-        )
+        return archived_file(organization, day, version, manifest=False)
 
     @app.get("/api/v1/archives/{day}/manifest")
     def archive_manifest(
         day: str, organization: str = Depends(scope), version: int | None = Query(None, ge=1)
     ) -> StreamingResponse:
         """The manifest of one archived version, byte for byte (its SHA-256 is what the chain links)."""
-        exports, path = archived_file(organization, day, version, manifest=True)
-        return StreamingResponse(
-            read_chunks(exports, path),
-            media_type="application/json",
-            headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
-        )
+        return archived_file(organization, day, version, manifest=True)
 
     return app

@@ -182,8 +182,8 @@ def export_partition(
 def active_organizations(lake: Root, day: date, days: int = RETENTION_DAYS) -> list[str]:
     """Organizations with events in the lake within the ``days`` before ``day`` (and on it): each gets
     an export of ``day``, a heartbeat when it had no events."""
-    window = [d for d in lk.event_dates(lake) if day - timedelta(days=days) <= d <= day]
-    return sorted({org for d in window for org in lk.organizations(lake, d)})
+    start = day - timedelta(days=days)
+    return sorted({org for d, org in lk.partition_row_counts(lake) if start <= d <= day})
 
 
 def export_daily(
@@ -223,7 +223,7 @@ def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETEN
     organization) in the window whose latest version is stale or that has no version at all."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
     start = day - timedelta(days=days)
-    counts = lk.partition_row_counts(lake, [d for d in lk.event_dates(lake) if start <= d <= day])
+    counts = {key: rows for key, rows in lk.partition_row_counts(lake).items() if start <= key[0] <= day}
     keys: set[tuple[date, str]] = set()
     for org in sorted({org for _, org in counts}):
         latest = ar.latest_manifest_paths(ar.list_org(exports, org), org)

@@ -129,8 +129,11 @@ def retain(
     lake, exports = Root.open(lake_url), Root.open(export_url)
     result = RetentionResult(today.isoformat(), days, dry_run)
     expired: dict[str, dict[date, int]] = defaultdict(dict)
-    for (day, org), rows in lk.partition_row_counts(lake, expired_dates(lk.event_dates(lake), today, days)).items():
-        expired[org][day] = rows
+    counts = lk.partition_row_counts(lake)  # one metadata read for every partition
+    old = set(expired_dates(sorted({day for day, _ in counts}), today, days))
+    for (day, org), rows in counts.items():
+        if day in old:
+            expired[org][day] = rows
     drops: dict[str, list[Drop]] = {}
     for org, partitions in sorted(expired.items()):
         hold = active_hold(exports, org, today)
