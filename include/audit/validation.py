@@ -112,7 +112,7 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
 
     checks = expectations(window, RULES)
     columns = sorted({e.column for e in checks if getattr(e, "column", None)})
-    view = accepted.select(columns).to_pandas(use_pyarrow_extension_array=True)
+    view = accepted.select(columns).to_pandas()
     run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
     result = checkpoint(_context(), checks).run(batch_parameters={"dataframe": view}, run_id=run_id)
     (validation,) = result.run_results.values()
