@@ -185,3 +185,21 @@ def test_verbose_shows_our_progress_without_library_noise(roots):
     assert any("include.audit.ingest" in line and "ingested" in line for line in lines)
     assert not [line for line in lines if "great_expectations" in line], lines[:5]
     assert len(lines) < 10
+
+
+def test_an_unexpected_error_names_where_it_was_raised(monkeypatch, capsys):
+    """One line, no traceback, but enough to find the bug: the raising frame and this package's frame."""
+    from datetime import timedelta, timezone
+
+    from include.audit import cli as audit_cli
+
+    def failing(args):
+        return timezone(timedelta(hours=25))  # raises ValueError inside the datetime module
+
+    monkeypatch.setattr(audit_cli, "run", failing)
+    monkeypatch.delenv("AUDIT_DEBUG", raising=False)
+    assert audit_cli.main(["status", "--lake-root", "/tmp"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: ValueError: offset must be a timedelta")
+    assert "test_cli.py:" in err and " in failing, from include/audit/cli.py:" in err and err.endswith(" in main)")

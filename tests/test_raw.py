@@ -19,6 +19,7 @@ from include.audit.raw import (
     Limits,
     RawFile,
     discover,
+    modified,
     parse_line,
     read_chunks,
 )
@@ -402,3 +403,16 @@ def test_signature_and_arrival_time(tmp_path):
     write_lines(path, [event(), event(event_id="evt-2")])
     (after,) = discover(root).files
     assert isinstance(before, RawFile) and before.signature != after.signature
+
+
+def test_an_unusable_modification_time_is_unknown_not_fatal():
+    """A store's odd date (a tzinfo out of range, a number out of range) leaves arrival unknown."""
+    from datetime import UTC, datetime, timedelta, tzinfo
+
+    class Broken(tzinfo):
+        def utcoffset(self, dt):
+            return timedelta(hours=30)
+
+    assert modified({"LastModified": datetime(2026, 11, 26, tzinfo=Broken())}) is None
+    assert modified({"mtime": 1e300}) is None
+    assert modified({"mtime": 0.0}) == datetime(1970, 1, 1, tzinfo=UTC)

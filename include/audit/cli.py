@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -349,6 +350,29 @@ def _archive_command(args: argparse.Namespace) -> Any:
     return verify(export_root, through, org, key)
 
 
+def origin(exc: BaseException) -> str:
+    """Where an unexpected error was raised, for the one-line message: the innermost frame, and the
+    innermost frame of this package when the error came from a library (``at lib.py:12 in f, from
+    include/audit/raw.py:145 in modified``)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "origin unknown"
+
+    def short(frame: traceback.FrameSummary) -> str:
+        path = frame.filename.replace(os.sep, "/")
+        for marker in ("/site-packages/", "/include/audit/"):
+            if marker in path:
+                path = ("include/audit/" if marker == "/include/audit/" else "") + path.split(marker, 1)[1]
+                break
+        return f"{path}:{frame.lineno} in {frame.name}"
+
+    ours = [f for f in frames if f"{os.sep}include{os.sep}audit{os.sep}" in f.filename]
+    text = f"at {short(frames[-1])}"
+    if ours and ours[-1] is not frames[-1]:
+        text += f", from {short(ours[-1])}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -367,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .storage import describe_error
 
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: {describe_error(exc) or f'{type(exc).__name__}: {redact(detail)}'}", file=sys.stderr)
+        known = describe_error(exc)
+        where = "" if known else f" ({origin(exc)})"
+        print(f"error: {known or f'{type(exc).__name__}: {redact(detail)}'}{where}", file=sys.stderr)
         return EXIT_FAILURE
     result, secret = result if isinstance(result, tuple) else (result, None)
     print(json.dumps(result, indent=2, default=str))

@@ -141,9 +141,13 @@ def signature(info: dict[str, Any]) -> str:
 def modified(info: dict[str, Any]) -> datetime | None:
     """When the file arrived, in UTC (LastModified on object stores, mtime on file systems)."""
     value = info.get("LastModified") or info.get("mtime")
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(float(value), UTC) if value is not None else None
+    try:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(float(value), UTC) if value is not None else None
+    except (ValueError, TypeError, OverflowError, OSError):  # a store's odd date never stops ingest
+        log.warning("unusable modification time %r; the file's arrival is unknown", value)
+        return None
 
 
 def printable_name(path: str) -> str:
