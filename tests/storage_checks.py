@@ -38,7 +38,7 @@ def lake_event_ids(lake_url: str) -> pl.Series:
     table = lk.events_table(Root.open(lake_url)).open()
     if table is None:
         return pl.Series("event_id", [], pl.String)
-    return lk.read_table(table, None, ["event_id"])["event_id"]
+    return pl.from_arrow(table.to_pyarrow_table(columns=["event_id"]))["event_id"]  # delta-rs's own reader
 
 
 def export_event_ids(export_url: str, on_demand: bool = False) -> pl.Series:

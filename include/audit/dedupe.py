@@ -22,7 +22,6 @@ from datetime import date
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import lake as lk
@@ -110,7 +109,7 @@ class EventIndex:
             if found is not None and found.rows == rows:
                 self.days[day] = found
                 continue
-            ids = lk.read_dates(table, [day], ["event_id"])["event_id"]
+            ids = lk.read_dates(self.lake, table, [day], ["event_id"])["event_id"]
             self.days[day] = DayIndex(rows, id_hash(ids))
             log.info("rebuilt the event-id index of %s (%d events)", day, rows)
             self._save_day(day)
@@ -121,8 +120,7 @@ class EventIndex:
         days = [d for d, index in self.days.items() if wanted["h"].is_in(index.hashes.implode()).any()]
         if not days:
             return pl.DataFrame(schema={"event_id": pl.String(), "content": pl.UInt64()})
-        hits = pa.array(wanted["event_id"].to_list(), pa.string())
-        found = lk.read_dates(table, days, CONTENT_COLUMNS, event_ids=hits)
+        found = lk.read_dates(self.lake, table, days, CONTENT_COLUMNS, event_ids=wanted["event_id"])
         return found.select("event_id", content=content_hash())
 
     def add(self, accepted: pl.DataFrame) -> None:

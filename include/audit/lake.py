@@ -15,19 +15,22 @@ commit instead of doubling events; readers only ever see committed files.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
 from .storage import Root, delta_options
+
+if TYPE_CHECKING:  # imported where used: pyarrow costs 0.2 s that a reading command never needs
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
     No blind retry: if anyone committed since that version, CommitConflict, and the caller
     re-reads (e.g. deduplicates again) before trying once more.
     """
+    import pyarrow as pa
     from deltalake import CommitProperties, WriterProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
@@ -168,11 +172,14 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
 # --- what is in the events table (metadata only) ------------------------------------------------
 
 
+def add_actions(table: Any) -> pl.DataFrame:
+    """The table's live data files as delta-rs lists them (path, size_bytes, num_records, partition.*)."""
+    return pl.DataFrame(table.get_add_actions(flatten=True))  # Arrow C stream: no pyarrow needed
+
+
 def live_files(table: Any) -> pl.DataFrame:
     """One row per live data file: path, size, rows, and its event_date / organization_id."""
-    actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
-    assert isinstance(actions, pl.DataFrame)
-    return actions.select(
+    return add_actions(table).select(
         pl.col("path"),
         pl.col("size_bytes"),
         pl.col("num_records").fill_null(0).alias("rows"),
@@ -219,15 +226,78 @@ def _partition_filter(day: date, organization_id: str | None = None) -> list[tup
     return found
 
 
-def read_table(
-    table: Any, filters: list[tuple[str, str, Any]] | None, columns: Sequence[str] | None = None, row_filter: Any = None
+_OPERATORS: dict[str, Any] = {
+    "=": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+    "in": lambda c, v: c.is_in(v),
+    "not in": lambda c, v: ~c.is_in(v),
+}
+
+
+def files_in(table: Any, filters: list[tuple[str, str, Any]] | None = None) -> pl.DataFrame:
+    """The live files of the partitions ``filters`` select (DNF-free ``(column, op, value)`` list, values
+    as text like delta-rs takes them): ``uri``, ``rows`` and one column per partition column."""
+    actions = add_actions(table)
+    partitions = {c.removeprefix("partition."): c for c in actions.columns if c.startswith("partition.")}
+    keep = pl.lit(True)
+    for column, op, value in filters or []:
+        dtype = actions.schema[partitions[column]]
+        text = pl.Series(list(value) if op.endswith("in") else [value], dtype=pl.String)
+        typed = text.str.to_date() if dtype == pl.Date else text.cast(dtype)
+        keep &= _OPERATORS[op](pl.col(partitions[column]), typed if op.endswith("in") else typed[0])
+    base = table.table_uri.rstrip("/") + "/"
+    return actions.filter(keep).select(
+        (pl.lit(base) + pl.col("path")).alias("uri"),
+        pl.col("num_records").fill_null(0).alias("rows"),
+        *(pl.col(full).alias(name) for name, full in partitions.items()),
+    )
+
+
+def read_files(
+    lake: Root, files: pl.DataFrame, schema: Mapping[str, pl.DataType], columns: Sequence[str] | None = None
 ) -> pl.DataFrame:
-    """Rows of an open table in the partitions ``filters`` select (partition pruning), as polars."""
-    names = list(columns) if columns else None
-    dataset = table.to_pyarrow_dataset(partitions=filters or None)
-    frame = pl.from_arrow(dataset.to_table(columns=names, filter=row_filter))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    """The rows of ``files`` (a :func:`files_in` frame) in ``columns`` (default: all of ``schema``), read
+    with polars file by file; partition values come from the log, columns a file lacks are null."""
+    wanted = list(columns or schema)
+    partitions = [c for c in files.columns if c not in ("uri", "rows")]
+    stored = [c for c in wanted if c not in partitions]
+    frames = []
+    for uri, rows, *values in files.select("uri", "rows", *partitions).iter_rows():
+        source = lake.fs._strip_protocol(uri) if lake.is_local else io.BytesIO(lake.read_bytes(uri))
+        frame = _read_parquet(source, {c: schema[c] for c in stored}) if stored else pl.DataFrame(height=rows)
+        frames.append(
+            frame.with_columns(pl.lit(v, files.schema[c]).alias(c) for c, v in zip(partitions, values, strict=True))
+        )
+    empty = pl.DataFrame(schema={c: schema[c] for c in wanted})
+    return pl.concat([empty, *(f.select(wanted).cast(dict(empty.schema)) for f in frames)], how="vertical")
+
+
+def _read_parquet(source: Any, columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """``columns`` of one data file in the table's types; a column the file lacks (an older file, after
+    the schema gained it) is null, as a Delta reader must show it."""
+    scan = pl.scan_parquet(source)
+    present = set(scan.collect_schema().names())
+    return scan.select(
+        (pl.col(c) if c in present else pl.lit(None)).cast(dtype).alias(c) for c, dtype in columns.items()
+    ).collect()
+
+
+def read_table(
+    lake: Root,
+    table: Any,
+    schema: Mapping[str, pl.DataType],
+    filters: list[tuple[str, str, Any]] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Rows of an open table in the partitions ``filters`` select (partition pruning), as polars.
+
+    Reads the live files directly: pyarrow.dataset would import pandas (0.6 s a process) first.
+    """
+    return read_files(lake, files_in(table, filters), schema, columns)
 
 
 def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
@@ -236,38 +306,31 @@ def read_partition(lake: Root, day: date, organization_id: str, columns: Sequenc
     table = events_table(lake).open()
     if table is None:
         return pl.DataFrame(schema={c: EVENT_COLUMNS[c] for c in wanted})
-    frame = read_table(table, _partition_filter(day, organization_id), wanted)
-    return frame.cast({c: EVENT_COLUMNS[c] for c in wanted})  # type: ignore[arg-type]
+    return read_table(lake, table, EVENT_COLUMNS, _partition_filter(day, organization_id), wanted)
 
 
 def read_dates(
-    table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pa.Array | None = None
+    lake: Root, table: Any, days: Iterable[date], columns: Sequence[str], event_ids: pl.Series | None = None
 ) -> pl.DataFrame:
     """Rows of the given event dates (every organization), optionally only these event_ids.
 
     With ``event_ids``, the event_id column alone finds the files that hold one; only those
     files' other columns are read (repeats are few, files many).
     """
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
     wanted = sorted(set(days))
-    schema = {c: EVENT_COLUMNS[c] for c in columns}
-    if not wanted:
-        return pl.DataFrame(schema=schema)
-    dataset: ds.Dataset = table.to_pyarrow_dataset(partitions=[("event_date", "in", [d.isoformat() for d in wanted])])
-    row_filter = None
-    if event_ids is not None:
-        row_filter = pc.field("event_id").isin(event_ids)
-        hits = ds.Scanner.from_dataset(dataset, columns=["event_id", "__filename"], filter=row_filter).to_table()
-        if hits.num_rows == 0:
-            return pl.DataFrame(schema=schema)
-        holding = set(hits.column("__filename").to_pylist())
-        fragments = [f for f in dataset.get_fragments() if f.path in holding]
-        dataset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    frame = pl.from_arrow(dataset.to_table(columns=list(columns), filter=row_filter))
-    assert isinstance(frame, pl.DataFrame)
-    return frame.cast(schema)  # type: ignore[arg-type]
+    files = files_in(table, [("event_date", "in", [d.isoformat() for d in wanted])])
+    if event_ids is None or not wanted:
+        return read_files(lake, files.head(len(files) if wanted else 0), EVENT_COLUMNS, columns)
+    ids = event_ids.implode()
+    holding = [
+        uri
+        for (uri,) in files.select("uri").iter_rows()
+        if read_files(lake, files.filter(pl.col("uri") == uri), EVENT_COLUMNS, ["event_id"])["event_id"]
+        .is_in(ids)
+        .any()
+    ]
+    found = read_files(lake, files.filter(pl.col("uri").is_in(holding)), EVENT_COLUMNS, columns)
+    return found.filter(pl.col("event_id").is_in(ids))
 
 
 # --- dropping partitions (retention) -------------------------------------------------------------

@@ -95,7 +95,9 @@ def compact_partition(
     from deltalake import CommitProperties
     from deltalake.transaction import AddAction, RemoveAction
 
-    frame = lk.read_table(table, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)])
+    frame = lk.read_table(
+        lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
+    )
     frame = frame.sort(SORT)
     pieces = max(1, -(-size_bytes // TARGET_FILE_BYTES))
     step = -(-frame.height // pieces) if frame.height else 1

@@ -79,7 +79,7 @@ def read_all(lake: Root, since: date | None = None, reasons: Iterable[str] | Non
     if opened is None:
         return empty()
     filters = [("ingest_date", ">=", since.isoformat())] if since else None
-    frame = lk.read_table(opened, filters, list(SCHEMA))
+    frame = lk.read_table(lake, opened, TABLE_SCHEMA, filters, list(SCHEMA))
     if reasons is not None:
         frame = frame.filter(pl.col("reason").is_in(list(reasons)))
     return frame.cast(SCHEMA)  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def reason_counts(lake: Root) -> dict[str, int]:
     opened = table(lake).open()
     if opened is None:
         return {}
-    counts = lk.read_table(opened, None, ["reason"]).group_by("reason").len()
+    counts = lk.read_table(lake, opened, TABLE_SCHEMA, None, ["reason"]).group_by("reason").len()
     return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
