@@ -309,3 +309,26 @@ def test_status_reports_freshness_lag_and_the_oldest_unprocessed_file(tmp_path: 
     assert fresh["pending_files"] == 1 and fresh["oldest_unprocessed"]["path"] == "b.jsonl"
     assert fresh["oldest_unprocessed"]["modified"] == "2023-11-14T22:13:20Z"
     assert fresh["last_commit"].endswith("Z") and fresh["last_lag_seconds"] >= 120
+
+
+@pytest.mark.parametrize("files_at_once", [True, False])
+def test_reading_a_table_shows_a_column_an_older_file_lacks_as_null(tmp_path: Path, files_at_once: bool) -> None:
+    """After the schema gained a column, rows of files written before it read as null, on the
+    one-query path for many local files and on the file-by-file path (one file, or a remote store)."""
+    from deltalake import write_deltalake
+
+    uri = str(tmp_path / "t")
+    old = pl.DataFrame({"k": ["a", "b"], "day": ["2026-11-01", "2026-11-01"]})
+    write_deltalake(uri, old.to_arrow(), partition_by=["day"])
+    if files_at_once:
+        write_deltalake(uri, old.with_columns(k=pl.lit("c")).to_arrow(), partition_by=["day"], mode="append")
+    new = pl.DataFrame({"k": ["d"], "day": ["2026-11-02"], "extra": ["x"]})
+    write_deltalake(uri, new.to_arrow(), partition_by=["day"], mode="append", schema_mode="merge")
+    schema = {"k": pl.String(), "extra": pl.String(), "day": pl.String()}
+    lake = Root.open(str(tmp_path))
+    table = DeltaTable(uri)
+    every = lk.read_table(lake, table, schema).sort("k")
+    assert every["extra"].to_list() == [None] * (every.height - 1) + ["x"]
+    assert every["day"].to_list() == ["2026-11-01"] * (every.height - 1) + ["2026-11-02"]
+    older = lk.read_table(lake, table, schema, [("day", "=", "2026-11-01")], ["k", "extra"])
+    assert older.height == every.height - 1 and older["extra"].null_count() == older.height

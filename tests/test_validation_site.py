@@ -49,7 +49,7 @@ def test_one_suite_one_checkpoint_named_asset_and_run(roots, now):
     for batch in batches:
         result = json.loads((site / f"{batch}.json").read_text())
         assert result["suite_name"] == "audit_events"
-        assert result["meta"]["run_id"]["run_name"] == batch
+        assert result["meta"]["run_id"]["run_name"] == f"batch {batch}"
         assert result["meta"]["active_batch_definition"]["data_asset_name"] == "accepted_events"
         assert result["meta"]["checkpoint_id"]
         page = (site / f"{batch}.html").read_text()
@@ -201,3 +201,17 @@ def test_a_crashed_batch_leaves_no_dead_link_in_the_index(roots, now, monkeypatc
     assert linked and all((site / name).exists() for name in linked)
     rows = json.loads(next(site.glob("runs-*.json")).read_text())
     assert len(rows) == len(linked - {"index.html"}) == len(list(site.glob("2*.html")))
+
+
+def test_a_batch_id_that_looks_like_a_time_still_gets_its_page(roots, now):
+    """dateutil reads 20261126T120000Z-9941a10a as a time with a 99-hour offset, which once broke GE's
+    page title (and so the batch): the run name GE sees is never a bare batch id."""
+    from include.audit.events import Window
+    from include.audit.validation import validate_batch
+
+    generate(roots["raw"], events=50, days=1, organizations=1, now=now, seed=3)
+    ingest(roots["raw"], roots["lake"], now=now)
+    accepted = pl.read_delta(str(Path(roots["lake"]) / "events"))
+    report = validate_batch(Root.open(roots["lake"]), accepted, Window(now), "20261126T120000Z-9941a10a")
+    assert report.success and Path(report.html_path).exists()
+    assert "20261126T120000Z-9941a10a" in Path(report.html_path).read_text()

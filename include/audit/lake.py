@@ -15,6 +15,7 @@ commit instead of doubling events; readers only ever see committed files.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -258,32 +259,58 @@ def files_in(table: Any, filters: list[tuple[str, str, Any]] | None = None) -> p
 
 
 def read_files(
-    lake: Root, files: pl.DataFrame, schema: Mapping[str, pl.DataType], columns: Sequence[str] | None = None
+    lake: Root,
+    files: pl.DataFrame,
+    schema: Mapping[str, pl.DataType],
+    columns: Sequence[str] | None = None,
+    where: pl.Expr | None = None,
 ) -> pl.DataFrame:
     """The rows of ``files`` (a :func:`files_in` frame) in ``columns`` (default: all of ``schema``), read
-    with polars file by file; partition values come from the log, columns a file lacks are null."""
+    with polars file by file; partition values come from the log, columns a file lacks are null.
+    ``where`` (on stored columns) is applied to each file as it is read: memory holds the matches only."""
     wanted = list(columns or schema)
     partitions = [c for c in files.columns if c not in ("uri", "rows")]
     stored = [c for c in wanted if c not in partitions]
+    empty = pl.DataFrame(schema={c: schema[c] for c in wanted})
+    if lake.is_local and stored and files.height > 1:
+        with contextlib.suppress(pl.exceptions.PolarsError):  # files of differing schemas: one by one below
+            return pl.concat([empty, _scan_local(lake, files, {c: schema[c] for c in stored}, where).select(wanted)])
     frames = []
     for uri, rows, *values in files.select("uri", "rows", *partitions).iter_rows():
         source = lake.fs._strip_protocol(uri) if lake.is_local else io.BytesIO(lake.read_bytes(uri))
-        frame = _read_parquet(source, {c: schema[c] for c in stored}) if stored else pl.DataFrame(height=rows)
+        frame = _read_parquet(source, {c: schema[c] for c in stored}, where) if stored else pl.DataFrame(height=rows)
         frames.append(
             frame.with_columns(pl.lit(v, files.schema[c]).alias(c) for c, v in zip(partitions, values, strict=True))
         )
-    empty = pl.DataFrame(schema={c: schema[c] for c in wanted})
     return pl.concat([empty, *(f.select(wanted).cast(dict(empty.schema)) for f in frames)], how="vertical")
 
 
-def _read_parquet(source: Any, columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """``columns`` of one data file in the table's types; a column the file lacks (an older file, after
-    the schema gained it) is null, as a Delta reader must show it."""
+def _scan_local(
+    lake: Root, files: pl.DataFrame, columns: Mapping[str, pl.DataType], where: pl.Expr | None
+) -> pl.DataFrame:
+    """Local ``files`` read as one streaming polars query (many small files: one pass, matches only),
+    partition values joined on from the log by file."""
+    located = files.with_columns(pl.col("uri").map_elements(lake.fs._strip_protocol, pl.String).alias("_file"))
+    scan = pl.scan_parquet(
+        located["_file"].to_list(),
+        schema=dict(columns),  # the table's types: a file that differs fails, and is read alone instead
+        include_file_paths="_file",
+        missing_columns="insert",
+        extra_columns="ignore",
+    )
+    rows = (scan if where is None else scan.filter(where)).collect()
+    return rows.join(located.drop("uri", "rows"), on="_file", how="left").drop("_file")
+
+
+def _read_parquet(source: Any, columns: Mapping[str, pl.DataType], where: pl.Expr | None = None) -> pl.DataFrame:
+    """``columns`` of one data file in the table's types, rows matching ``where``; a column the file
+    lacks (an older file, after the schema gained it) is null, as a Delta reader must show it."""
     scan = pl.scan_parquet(source)
     present = set(scan.collect_schema().names())
-    return scan.select(
+    typed = scan.select(
         (pl.col(c) if c in present else pl.lit(None)).cast(dtype).alias(c) for c, dtype in columns.items()
-    ).collect()
+    )
+    return (typed if where is None else typed.filter(where)).collect()
 
 
 def read_table(
@@ -322,15 +349,34 @@ def read_dates(
     if event_ids is None or not wanted:
         return read_files(lake, files.head(len(files) if wanted else 0), EVENT_COLUMNS, columns)
     ids = event_ids.implode()
-    holding = [
+    holding = files.filter(pl.col("uri").is_in(files_holding(lake, files, ids)))
+    return read_files(lake, holding, EVENT_COLUMNS, columns, where=pl.col("event_id").is_in(ids))
+
+
+def files_holding(lake: Root, files: pl.DataFrame, ids: pl.Series) -> list[str]:
+    """The uris of ``files`` that hold one of ``ids`` (an imploded list), reading event_id alone.
+
+    Local files are scanned as one streaming polars query (only hits are kept, whatever the number
+    of files); remote ones one by one (each read whole, and dropped before the next).
+    """
+    uris = files["uri"].to_list()
+    if lake.is_local and uris:
+        paths = {lake.fs._strip_protocol(u): u for u in uris}
+        hits = (
+            pl.scan_parquet(list(paths), include_file_paths="file", missing_columns="insert", extra_columns="ignore")
+            .select("event_id", "file")
+            .filter(pl.col("event_id").is_in(ids))
+            .select(pl.col("file").unique())
+            .collect()
+        )
+        return [paths[f] for f in hits["file"].to_list()]
+    return [
         uri
-        for (uri,) in files.select("uri").iter_rows()
+        for uri in uris
         if read_files(lake, files.filter(pl.col("uri") == uri), EVENT_COLUMNS, ["event_id"])["event_id"]
         .is_in(ids)
         .any()
     ]
-    found = read_files(lake, files.filter(pl.col("uri").is_in(holding)), EVENT_COLUMNS, columns)
-    return found.filter(pl.col("event_id").is_in(ids))
 
 
 # --- dropping partitions (retention) -------------------------------------------------------------

@@ -104,6 +104,11 @@ def checkpoint(context: Any, checks: list[Any]) -> Any:
     )
 
 
+def run_name(batch_id: str) -> str:
+    """The checkpoint's run name for a batch: ``batch <batch id>``."""
+    return f"batch {batch_id}"
+
+
 def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
     returns GE's validation result."""
@@ -113,7 +118,9 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     checks = expectations(window, RULES)
     columns = sorted({e.column for e in checks if getattr(e, "column", None)})
     view = accepted.select(columns).to_pandas()
-    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
+    # GE's page renderer feeds the run name to dateutil: a bare batch id such as 20261126T120000Z-9941a10a
+    # parses as a time with a 99-hour offset and fails the page; a leading word never parses.
+    run_id = RunIdentifier(run_name=run_name(batch_id), run_time=datetime.now(UTC))
     result = checkpoint(_context(), checks).run(batch_parameters={"dataframe": view}, run_id=run_id)
     (validation,) = result.run_results.values()
     return validation
