@@ -141,6 +141,30 @@ def test_compaction_keeps_rows_and_loses_nothing_to_a_concurrent_ingest(storage:
     assert files["len"].max() == 1  # one live file per partition
 
 
+def test_two_compactions_at_once_double_nothing(storage: Storage) -> None:
+    """Both read the same files; delta-rs would let both commits remove them (each adding its own copy:
+    30,531 rows for 20,000 events). A compaction commits only on the version it read, else reads again."""
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    expected = generate(storage.raw, events=6000, days=2, organizations=3, compress=False, now=now)
+    ingest(storage.raw, storage.lake, now=now, batch_bytes=100_000)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "include.audit", "compact", "--lake-root", storage.lake],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    done = [run.communicate(timeout=600) for run in runs]
+    assert all(run.returncode == 0 for run in runs), done
+    assert sum(json.loads(out)["partitions"] for out, _ in done) > 0
+    _assert_exactly_once(storage, expected)
+    files = lk.live_files(lk.events_table(Root.open(storage.lake)).open())
+    assert files.group_by("event_date", "organization_id").len()["len"].max() == 1
+
+
 def test_compaction_alone_never_makes_an_export_stale(tmp_path: Path, now) -> None:
     roots = {n: str(tmp_path / n) for n in ("raw", "lake", "exports")}
     generate(roots["raw"], events=2000, days=2, organizations=2, compress=False, now=now)

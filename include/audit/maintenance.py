@@ -31,6 +31,9 @@ from .storage import Root
 
 log = logging.getLogger(__name__)
 
+COMMIT_ATTEMPTS = 5
+"""Tries per partition when other writers keep committing first."""
+
 TARGET_FILE_BYTES = 512 << 20
 DEFAULT_VACUUM_HOURS = 7 * 24
 SORT = ["event_time", "event_id"]
@@ -121,10 +124,38 @@ def compact_partition(
         commit_properties=CommitProperties(
             custom_metadata=lk.commit_metadata(
                 operation="compact", partition=f"{day.isoformat()}/{organization_id}", files_removed=len(paths)
-            )
+            ),
+            # on exactly the version read, never resolved against a newer one: delta-rs lets two
+            # compactions that removed the same files both commit, which doubled the partition's rows
+            max_commit_retries=0,
         ),
     )
     return len(paths), len(actions) - len(paths), frame.height
+
+
+def _compact_latest(
+    lake: Root, day: date, organization_id: str, paths: list[str], size: int
+) -> tuple[tuple[int, int, int], Any] | None:
+    """Compact one partition on the table's latest version, again from a fresh read when another writer
+    committed first (an ingest, or another compaction); None when nothing is left to compact."""
+    from deltalake.exceptions import CommitFailedError
+
+    for _ in range(COMMIT_ATTEMPTS):
+        table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
+        live = set(
+            lk.live_files(table)
+            .filter((pl.col("event_date") == day) & (pl.col("organization_id") == organization_id))["path"]
+            .to_list()
+        )
+        paths = [p for p in paths if p in live]
+        if len(paths) < 2:
+            return None
+        try:
+            return compact_partition(lake, table, day, organization_id, paths, size), table
+        except CommitFailedError as exc:  # its new files stay unreferenced: vacuum removes them
+            log.info("compaction of %s/%s: %s; reading it again", day, organization_id, exc)
+    log.warning("compaction of %s/%s gave up: the table kept changing (the next run retries)", day, organization_id)
+    return None
 
 
 def compact(lake_url: str, day: date | None = None) -> CompactResult:
@@ -136,16 +167,10 @@ def compact(lake_url: str, day: date | None = None) -> CompactResult:
         return result
     todo = partitions_to_compact(lk.live_files(table), day)
     for part_day, org, paths, _, size, _ in todo.iter_rows():
-        table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
-        live = set(
-            lk.live_files(table)
-            .filter((pl.col("event_date") == part_day) & (pl.col("organization_id") == org))["path"]
-            .to_list()
-        )
-        paths = [p for p in paths if p in live]
-        if len(paths) < 2:
+        done = _compact_latest(lake, part_day, org, paths, size)
+        if done is None:
             continue
-        removed, added, rows = compact_partition(lake, table, part_day, org, paths, size)
+        (removed, added, rows), table = done
         result.partitions += 1
         result.files_removed += removed
         result.files_added += added
