@@ -346,8 +346,8 @@ def read_dates(
     """
     wanted = sorted(set(days))
     files = files_in(table, [("event_date", "in", [d.isoformat() for d in wanted])])
-    if event_ids is None or not wanted:
-        return read_files(lake, files.head(len(files) if wanted else 0), EVENT_COLUMNS, columns)
+    if event_ids is None:
+        return read_files(lake, files, EVENT_COLUMNS, columns)
     ids = event_ids.implode()
     holding = files.filter(pl.col("uri").is_in(files_holding(lake, files, ids)))
     return read_files(lake, holding, EVENT_COLUMNS, columns, where=pl.col("event_id").is_in(ids))

@@ -72,12 +72,8 @@ def _imported() -> None:
 def _freeze_imports() -> None:
     """Once GE is imported, move its ~million long-lived objects out of the collector's sight
     (``gc.freeze``): the full collection after each batch then costs milliseconds, not ~0.4 s."""
-    if "great_expectations" in sys.modules and not _frozen:
-        _frozen.append(True)
+    if "great_expectations" in sys.modules and not gc.get_freeze_count():
         gc.freeze()
-
-
-_frozen: list[bool] = []
 
 
 def _context() -> Any:
