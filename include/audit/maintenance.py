@@ -36,7 +36,7 @@ COMMIT_ATTEMPTS = 5
 
 TARGET_FILE_BYTES = 512 << 20
 DEFAULT_VACUUM_HOURS = 7 * 24
-SORT = ["event_time", "event_id"]
+SORT = lk.STATS_COLUMNS
 
 
 @dataclass

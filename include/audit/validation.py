@@ -5,26 +5,36 @@ Configured as Great Expectations means it: one expectation suite (``audit_events
 checkpoint (``audit_ingest``) run with the batch id as its run name. The pages and the index are
 written by :mod:`.datadocs` under ``<lake>/_validation/``.
 
-Great Expectations has no polars engine, so it validates an Arrow-backed pandas view of the
-columns the suite needs. It is imported lazily: the import alone costs seconds.
+GE runs in a worker process of its own (:class:`Worker`), started when a run starts and fed each
+batch's columns as an Arrow stream over a pipe. The ingest process never imports GE (~320 MB and
+~3 s), and GE's pure-Python work no longer competes for one GIL with the parser thread: the two
+run on two cores. GE has no polars engine, so the worker validates a pandas view of the columns
+the suite needs.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import gc
-import importlib
+import json
 import logging
 import os
+import pickle
+import struct
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
 
 import polars as pl
 
-from . import datadocs
-from .events import RULES, Window, expectations
+from . import datadocs, events
+from .events import LAKE_SCHEMA, RULES, Window, expectations
 from .lake import VALIDATION, write_json
 from .storage import Root
 
@@ -33,13 +43,22 @@ DATA_SOURCE = "audit_lake"
 DATA_ASSET = "accepted_events"
 BATCH_DEFINITION = "ingest_batch"
 CHECKPOINT = "audit_ingest"
+SENT_COLUMNS = [c for c in LAKE_SCHEMA if c not in ("ingested_at", "source_file")]
+"""The event's own columns, what the worker receives; the suite picks the ones it checks."""
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FRAME = struct.Struct(">Q")
 
 # Great Expectations logs ~200 INFO lines while importing (its docs decorators); only warnings matter.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 class ValidationFailed(RuntimeError):
     """Rows that routing accepted broke the Great Expectations suite: a bug, never silent."""
+
+
+class WorkerError(RuntimeError):
+    """The validation worker failed or died: the batch is not committed, the next run redoes it."""
 
 
 @dataclass(frozen=True)
@@ -50,37 +69,155 @@ class ValidationReport:
     failures: list[str]
 
 
-_importing: list[threading.Thread] = []  # the background import, if one was started
+# --- the worker process ------------------------------------------------------------------------
+
+
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    """One length-prefixed message, or None at a clean end of stream."""
+    size = stream.read(FRAME.size)
+    if not size:
+        return None
+    if len(size) < FRAME.size:
+        raise EOFError("the stream ended inside a message header")
+    data = stream.read(FRAME.unpack(size)[0])
+    if len(data) < FRAME.unpack(size)[0]:
+        raise EOFError("the stream ended inside a message")
+    return data
+
+
+class Worker:
+    """The Great Expectations process of this ingest process: started once, one batch at a time.
+
+    Each request is a pickled ``(window, batch_id, catalog)`` frame followed by an Arrow IPC stream of the
+    batch's columns (written batch by batch: no second copy of the batch in memory); the answer is
+    one JSON frame, ``{"result": ..., "page": ...}`` or ``{"error": ...}``. The worker exits when
+    its input closes, so it never outlives the ingest process, however that one ends.
+    """
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the process (it imports GE while the first batch is read); no-op if it runs."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from include.audit.validation import serve; serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path, "GX_ANALYTICS_ENABLED": "false"},
+        )
+
+    def close(self) -> None:
+        """Close the worker's input (it exits) and reap it."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            process.stdin.close()  # type: ignore[union-attr]
+            process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+
+    def _ask(self, frame: pl.DataFrame, window: Window, batch_id: str) -> dict[str, Any]:
+        import pyarrow as pa
+
+        self.start()
+        assert self.process is not None and self.process.stdin and self.process.stdout
+        table = frame.select(c for c in SENT_COLUMNS if c in frame.columns).to_arrow()
+        plain = dataclasses.replace(window, field_bytes=dict(window.field_bytes))  # a read-only view does not pickle
+        _write_frame(self.process.stdin, pickle.dumps((plain, batch_id, dict(events.ACTIONS))))
+        with pa.ipc.new_stream(self.process.stdin, table.schema) as writer:
+            for part in table.to_batches(max_chunksize=64 * 1024):
+                writer.write_batch(part)
+        self.process.stdin.flush()
+        del table
+        answer = _read_frame(self.process.stdout)
+        if answer is None:
+            raise EOFError("the worker closed its output")
+        return json.loads(answer)
+
+    def validate(self, frame: pl.DataFrame, window: Window, batch_id: str) -> tuple[dict[str, Any], str]:
+        """GE's result (as JSON) and Data Docs page for ``frame``. A worker that died (killed, out of
+        memory) is restarted once for the same batch."""
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    answer = self._ask(frame, window, batch_id)
+                    break
+                except (OSError, EOFError, ValueError) as exc:
+                    code = self.process.poll() if self.process else None
+                    self.close()
+                    if attempt == 2:
+                        raise WorkerError(
+                            f"the validation worker died on batch {batch_id} (exit {code}): {exc}"
+                        ) from None
+                    log.warning("the validation worker died (exit %s): %s; restarting it", code, exc)
+        if "error" in answer:
+            raise WorkerError(f"Great Expectations failed on batch {batch_id}: {answer['error']}")
+        return answer["result"], answer["page"]
+
+
+WORKER = Worker()
+atexit.register(WORKER.close)
 
 
 def warm_up() -> None:
-    """Start importing Great Expectations (~3 s) in the background, while the first batch is parsed."""
-    thread = threading.Thread(
-        target=importlib.import_module, args=("great_expectations",), name="gx-import", daemon=True
-    )
-    _importing.append(thread)
-    thread.start()
+    """Start the worker, so GE is imported (~3 s) there while the first batch is read."""
+    WORKER.start()
 
 
-def _imported() -> None:
-    """Wait for the background import: importing GE from two threads at once fails on its import cycles."""
-    while _importing:
-        _importing.pop().join()
-    _freeze_imports()
+def use_catalog(actions: dict[str, str]) -> None:
+    """Build the suite from the catalog that routed the rows (the ingest process's), not from this
+    process's own import of it: the two must never disagree."""
+    events.ACTIONS = MappingProxyType(actions)
+    events.ACTION_TYPES = tuple(dict.fromkeys(actions.values()))
 
 
-def _freeze_imports() -> None:
-    """Once GE is imported, move its ~million long-lived objects out of the collector's sight
-    (``gc.freeze``): the full collection after each batch then costs milliseconds, not ~0.4 s."""
-    if "great_expectations" in sys.modules and not gc.get_freeze_count():
-        gc.freeze()
+def serve() -> None:
+    """The worker's loop: import GE, then answer requests until the input closes.
+
+    The protocol has the worker's stdout to itself; anything GE prints goes to stderr.
+    """
+    import pyarrow as pa
+
+    from .ingest import fewer_malloc_arenas, release_memory
+
+    fewer_malloc_arenas()
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    logging.basicConfig(level=logging.WARNING, format="validation worker: %(levelname)s %(name)s: %(message)s")
+    import great_expectations  # noqa: F401  (its ~million long-lived objects, then out of the collector's sight)
+
+    gc.freeze()
+    while (header := _read_frame(requests)) is not None:
+        window, batch_id, catalog = pickle.loads(header)
+        use_catalog(catalog)
+        frame = pl.from_arrow(pa.ipc.open_stream(requests).read_all())
+        result = None
+        try:
+            result = run_suite(frame, window, batch_id)
+            answer = {"result": result.to_json_dict(), "page": datadocs.render_page(result)}
+        except Exception as exc:  # reported to the ingest process, which fails the batch
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        del frame, result
+        release_memory()  # GE's objects form cycles that hold the batch's frames until a full collection
+        _write_frame(answers, json.dumps(answer, default=str).encode())
 
 
 def _context() -> Any:
     """A fresh ephemeral GE context. One per batch (a constant cost, whatever the number of runs): a
     context kept for the whole run holds on to every batch it validated (peak 2.6 vs 1.5 GB at 5M
     events), for ~0.3 s saved per batch. The lake keeps the results and pages, not the context."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.execution_engine import pandas_execution_engine
 
@@ -121,7 +258,6 @@ def run_name(batch_id: str) -> str:
 def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
     returns GE's validation result."""
-    _imported()  # before this thread imports anything of GE
     from great_expectations.core.run_identifier import RunIdentifier
 
     checks = expectations(window, RULES)
@@ -149,16 +285,13 @@ def failures(result_json: dict) -> list[str]:
 
 
 def validate_batch(lake: Root, accepted: pl.DataFrame, window: Window, batch_id: str) -> ValidationReport:
-    """Run the checkpoint; store its JSON result and Data Docs page under ``_validation/`` and add
-    the run to the site's index."""
-    result = run_suite(accepted, window, batch_id)
-    payload = result.to_json_dict()
+    """Run the checkpoint (in the worker); store its JSON result and Data Docs page under
+    ``_validation/`` and add the run to the site's index."""
+    payload, page = WORKER.validate(accepted, window, batch_id)
     json_path = lake.join(VALIDATION, f"{batch_id}.json")
     html_path = lake.join(VALIDATION, f"{batch_id}.html")
     write_json(lake, json_path, payload)
-    lake.write_bytes(html_path, datadocs.render_page(result).encode())
-    del result
-    gc.collect()  # GE's objects form cycles that hold the batch's frames until a full collection
+    lake.write_bytes(html_path, page.encode())
     report = ValidationReport(bool(payload.get("success")), json_path, html_path, failures(payload))
     datadocs.add_to_index(lake, datadocs.IndexEntry.of(batch_id, payload, report.failures))
     return report
