@@ -12,8 +12,6 @@ ever waits for a lease. Concurrent runs are safe: every commit is optimistic and
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import logging
 import queue
 import threading
@@ -32,6 +30,7 @@ from .config import DEFAULT_BATCH_MB
 from .dedupe import EventIndex, dedupe
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
+from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
 from .validation import ValidationFailed, validate_batch, warm_up
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_BYTES = DEFAULT_BATCH_MB << 20
 COMMIT_ATTEMPTS = 8
-M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 
 
 class ConcurrentIngest(RuntimeError):
@@ -353,21 +351,6 @@ def ingest_batch(run: Run, batch: Batch) -> None:
 
 
 # --- the run ----------------------------------------------------------------------------------
-
-
-def release_memory() -> None:
-    """Hand the heap a committed batch freed back to the system (glibc keeps it otherwise, and the
-    next batch's allocations fragment it: +100-250 MB a batch on a 400 MB file). No-op elsewhere."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def fewer_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (default 8 per core): each thread that frees a batch's memory keeps
-    its own fragmented heap otherwise (peak -80 to -120 MB on a 414 MB file). No-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
 
 
 def ingest(

@@ -36,6 +36,7 @@ import polars as pl
 from . import datadocs, events
 from .events import LAKE_SCHEMA, RULES, Window, expectations
 from .lake import VALIDATION, write_json
+from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
 
 SUITE_NAME = "audit_events"
@@ -84,8 +85,9 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
         return None
     if len(size) < FRAME.size:
         raise EOFError("the stream ended inside a message header")
-    data = stream.read(FRAME.unpack(size)[0])
-    if len(data) < FRAME.unpack(size)[0]:
+    (length,) = FRAME.unpack(size)
+    data = stream.read(length)
+    if len(data) < length:
         raise EOFError("the stream ended inside a message")
     return data
 
@@ -188,8 +190,6 @@ def serve() -> None:
     The protocol has the worker's stdout to itself; anything GE prints goes to stderr.
     """
     import pyarrow as pa
-
-    from .ingest import fewer_malloc_arenas, release_memory
 
     fewer_malloc_arenas()
     answers = os.fdopen(os.dup(1), "wb")
