@@ -240,8 +240,13 @@ def test_a_lake_written_by_the_previous_version_migrates_in_place(tmp_path: Path
     before = pl.read_parquet(f"{roots['lake']}/events/**/*.parquet", hive_partitioning=True)
     done = migrate(roots["lake"])
     assert done["events"] == "converted" and done["quarantine"] == "converted" and done["ledger_entries"] == 1
+    assert "delta.dataSkippingStatsColumns" in done["properties_set"]["events"]
+    config = DeltaTable(f"{roots['lake']}/events").metadata().configuration
+    assert config["delta.dataSkippingStatsColumns"] == "event_time,event_id"
+    assert DeltaTable(f"{roots['lake']}/quarantine").metadata().configuration["delta.checkpointInterval"] == "20"
     again = migrate(roots["lake"])
     assert again["events"] == again["quarantine"] == "already a Delta table" and "ledger_entries" not in again
+    assert "properties_set" not in again
     events = pl.read_delta(f"{roots['lake']}/events")
     assert events.height == before.height == 200
     assert set(events["event_id"]) == set(before["event_id"])

@@ -44,7 +44,7 @@ PARTITION_COLUMNS: list[str] = list(PARTITION_SCHEMA)
 EVENT_COLUMNS: dict[str, pl.DataType] = {**LAKE_SCHEMA, "event_date": pl.Date()}
 """Columns of the events table, partition columns included."""
 
-TABLE_CONFIGURATION: dict[str, str | None] = {
+TABLE_CONFIGURATION: dict[str, str] = {
     "delta.checkpointInterval": "20",  # opening a table reads at most ~20 commits after a checkpoint
     "delta.logRetentionDuration": "interval 30 days",
     "delta.deletedFileRetentionDuration": "interval 7 days",
@@ -62,6 +62,12 @@ class CommitConflict(RuntimeError):
 
 
 # --- tables -----------------------------------------------------------------------------------
+
+
+def configuration(stats_columns: Sequence[str] = ()) -> dict[str, str]:
+    """A new table's properties; its files keep statistics of ``stats_columns`` only (all if none)."""
+    stats = {"delta.dataSkippingStatsColumns": ",".join(stats_columns)} if stats_columns else {}
+    return {**TABLE_CONFIGURATION, **stats}
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,18 @@ class Table:
         except TableNotFoundError:
             return None
 
+    def configure(self, stats_columns: Sequence[str] = ()) -> list[str]:
+        """Set the table properties this version creates tables with on a table made before (a
+        converted lake, or an older Delta one); the names of those it set, none if all were."""
+        table = self.open()
+        if table is None:
+            return []
+        current = table.metadata().configuration
+        missing = {k: v for k, v in configuration(stats_columns).items() if current.get(k) != v}
+        if missing:
+            table.alter.set_table_properties(missing)
+        return sorted(missing)
+
     def ensure(self, schema: pa.Schema, partition_by: list[str], stats_columns: Sequence[str] = ()) -> Any:
         """The table, created empty first if it does not exist yet (safe when several writers race);
         its files keep statistics of ``stats_columns`` only (all columns if none are named)."""
@@ -100,10 +118,7 @@ class Table:
                 schema,
                 mode="ignore",
                 partition_by=partition_by,
-                configuration={
-                    **TABLE_CONFIGURATION,
-                    **({"delta.dataSkippingStatsColumns": ",".join(stats_columns)} if stats_columns else {}),
-                },
+                configuration=configuration(stats_columns),
                 storage_options=self.storage_options,
             )
         except (CommitFailedError, DeltaError):  # another writer created it a moment ago

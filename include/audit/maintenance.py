@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -32,11 +33,17 @@ from .storage import Root
 log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 5
-"""Tries per partition when other writers keep committing first."""
+"""Tries per commit when other writers keep committing first."""
+GROUP_PARTITIONS = 64
+GROUP_BYTES = 1 << 30
+"""A compaction commit covers at most this many partitions, or this many bytes of their files."""
 
 TARGET_FILE_BYTES = 512 << 20
 DEFAULT_VACUUM_HOURS = 7 * 24
 SORT = lk.STATS_COLUMNS
+
+Partition = tuple[date, str, list[str], int]
+"""(event_date, organization_id, paths of its live files, their bytes): one partition to compact."""
 
 
 @dataclass
@@ -47,6 +54,13 @@ class CompactResult:
     rows: int = 0
     versions: list[int] = field(default_factory=list)
     index_days: int = 0
+
+    def add(self, other: CompactResult) -> None:
+        self.partitions += other.partitions
+        self.files_removed += other.files_removed
+        self.files_added += other.files_added
+        self.rows += other.rows
+        self.versions += other.versions
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,13 +105,12 @@ def _write_file(lake: Root, relative: str, part: pl.DataFrame) -> int:
     return len(data)
 
 
-def compact_partition(
-    lake: Root, table: Any, day: date, organization_id: str, paths: list[str], size_bytes: int
-) -> tuple[int, int, int]:
-    """Rewrite one partition's ``paths`` as sorted file(s) in one dataChange=false commit; (removed, added, rows)."""
-    from deltalake import CommitProperties
+def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[Any], int]:
+    """Write one partition's rows (as of ``table``'s version) as sorted file(s); the Add and Remove
+    actions that swap them for its old files, and its rows."""
     from deltalake.transaction import AddAction, RemoveAction
 
+    day, organization_id, paths, size_bytes = part
     frame = lk.read_table(
         lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
     )
@@ -109,13 +122,30 @@ def compact_partition(
     stamp = int(time.time() * 1000)
     actions: list[Any] = []
     for i in range(pieces):
-        part = frame.slice(i * step, step)
-        if part.is_empty():
+        piece = frame.slice(i * step, step)
+        if piece.is_empty():
             continue
         relative = f"{directory}/part-compacted-{uuid.uuid4().hex}.zstd.parquet"
-        size = _write_file(lake, relative, part)
-        actions.append(AddAction(relative, size, values, stamp, False, _stats(part)))
+        size = _write_file(lake, relative, piece)
+        actions.append(AddAction(relative, size, values, stamp, False, _stats(piece)))
     actions += [RemoveAction(p, False, stamp, None, values) for p in paths]
+    return actions, frame.height
+
+
+def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> CompactResult:
+    """Rewrite ``parts`` (each with the paths of its live files) as sorted files, all in one
+    dataChange=false commit on exactly ``table``'s version."""
+    from deltalake import CommitProperties
+
+    done = CompactResult()
+    actions: list[Any] = []
+    for part in parts:
+        rewritten, rows = _rewrite_partition(lake, table, part)
+        actions += rewritten
+        done.partitions += 1
+        done.files_removed += len(part[2])
+        done.rows += rows
+    done.files_added = len(actions) - done.files_removed
     table.create_write_transaction(
         actions,
         mode="append",
@@ -123,39 +153,51 @@ def compact_partition(
         partition_by=lk.PARTITION_COLUMNS,
         commit_properties=CommitProperties(
             custom_metadata=lk.commit_metadata(
-                operation="compact", partition=f"{day.isoformat()}/{organization_id}", files_removed=len(paths)
+                operation="compact",
+                partitions=[f"{d.isoformat()}/{o}" for d, o, _, _ in parts],
+                files_removed=done.files_removed,
             ),
             # on exactly the version read, never resolved against a newer one: delta-rs lets two
             # compactions that removed the same files both commit, which doubled the partition's rows
             max_commit_retries=0,
         ),
     )
-    return len(paths), len(actions) - len(paths), frame.height
+    done.versions.append(table.version())
+    return done
 
 
-def _compact_latest(
-    lake: Root, day: date, organization_id: str, paths: list[str], size: int
-) -> tuple[tuple[int, int, int], Any] | None:
-    """Compact one partition on the table's latest version, again from a fresh read when another writer
+def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
+    """Compact ``parts`` on the table's latest version, again from a fresh read when another writer
     committed first (an ingest, or another compaction); None when nothing is left to compact."""
     from deltalake.exceptions import CommitFailedError
 
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
-        live = set(
-            lk.live_files(table)
-            .filter((pl.col("event_date") == day) & (pl.col("organization_id") == organization_id))["path"]
-            .to_list()
-        )
-        paths = [p for p in paths if p in live]
-        if len(paths) < 2:
+        live = set(lk.live_files(table)["path"].to_list())
+        still = [(d, o, kept, size) for d, o, paths, size in parts if len(kept := [p for p in paths if p in live]) > 1]
+        if not still:
             return None
         try:
-            return compact_partition(lake, table, day, organization_id, paths, size), table
+            return compact_partitions(lake, table, still)
         except CommitFailedError as exc:  # its new files stay unreferenced: vacuum removes them
-            log.info("compaction of %s/%s: %s; reading it again", day, organization_id, exc)
-    log.warning("compaction of %s/%s gave up: the table kept changing (the next run retries)", day, organization_id)
+            log.info("compaction of %d partitions: %s; reading them again", len(still), exc)
+    log.warning("compaction of %d partitions gave up: the table kept changing (the next run retries)", len(parts))
     return None
+
+
+def groups(todo: pl.DataFrame) -> Iterator[list[Partition]]:
+    """The partitions to compact, in commits of at most GROUP_PARTITIONS partitions or GROUP_BYTES of
+    files: few commits (not one per partition), and a conflict redoes one group only."""
+    group: list[Partition] = []
+    size = 0
+    for day, org, paths, _, part_bytes, _ in todo.iter_rows():
+        if group and (len(group) >= GROUP_PARTITIONS or size + part_bytes > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append((day, org, paths, part_bytes))
+        size += part_bytes
+    if group:
+        yield group
 
 
 def compact(lake_url: str, day: date | None = None) -> CompactResult:
@@ -165,18 +207,19 @@ def compact(lake_url: str, day: date | None = None) -> CompactResult:
     table = lk.events_table(lake).open()
     if table is None:
         return result
-    todo = partitions_to_compact(lk.live_files(table), day)
-    for part_day, org, paths, _, size, _ in todo.iter_rows():
-        done = _compact_latest(lake, part_day, org, paths, size)
+    for group in groups(partitions_to_compact(lk.live_files(table), day)):
+        done = _compact_latest(lake, group)
         if done is None:
             continue
-        (removed, added, rows), table = done
-        result.partitions += 1
-        result.files_removed += removed
-        result.files_added += added
-        result.rows += rows
-        result.versions.append(table.version())
-        log.info("compacted %s/%s: %d files -> %d (%d rows)", part_day, org, removed, added, rows)
+        result.add(done)
+        log.info(
+            "compacted %d partitions: %d files -> %d (%d rows), version %d",
+            done.partitions,
+            done.files_removed,
+            done.files_added,
+            done.rows,
+            done.versions[-1],
+        )
     result.index_days = EventIndex(lake).consolidate(lk.events_table(lake).open())
     return result
 

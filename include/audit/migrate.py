@@ -45,6 +45,12 @@ def migrate(lake_url: str) -> dict[str, Any]:
         "events": _convert(lake, lk.events_table(lake), lk.EVENTS, {"event_date": "date", "organization_id": "string"}),
         "quarantine": _convert(lake, quarantine.table(lake), lk.QUARANTINE, {"ingest_date": "date"}),
     }
+    configured = {
+        "events": lk.events_table(lake).configure(lk.STATS_COLUMNS),
+        "quarantine": quarantine.table(lake).configure(),
+    }
+    if any(configured.values()):
+        done["properties_set"] = {name: keys for name, keys in configured.items() if keys}
     q = quarantine.table(lake).open()
     if q is not None:
         missing = [c for c in ("replayed_at", "replay_outcome") if c not in q.schema().to_arrow().names]
