@@ -148,9 +148,11 @@ class EventIndex:
 
 def _read(lake: Root, path: str) -> dict[date, DayIndex]:
     """The days an index file holds (none if it is missing or was hashed by another polars version)."""
-    if not lake.exists(path):
+    try:
+        data = lake.read_bytes(path)
+    except FileNotFoundError:  # never written, or removed meanwhile by a compaction's consolidation
         return {}
-    table = pq.read_table(io.BytesIO(lake.read_bytes(path)))
+    table = pq.read_table(io.BytesIO(data))
     meta = table.schema.metadata or {}
     if meta.get(b"hash") != HASH_FUNCTION.encode():
         return {}

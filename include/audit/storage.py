@@ -334,6 +334,8 @@ class Root:
         return _publish_local(path, chunks, os.replace)
 
     def remove(self, path: str, recursive: bool = False) -> None:
+        """Delete ``path`` (a folder with ``recursive``). A path that is gone, or goes meanwhile
+        (another process removed it first), is not an error: the result is the same."""
         if not self.fs.exists(path):
             return
         folders = hasattr(self.fs, "call_s3") and recursive  # SeaweedFS keeps emptied folders as prefixes
@@ -343,7 +345,8 @@ class Root:
             if folders
             else []
         )
-        self.fs.rm(path, recursive=recursive)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=recursive)
         if folders:
             for directory in sorted(set(directories), key=len, reverse=True):
                 bucket, key = self._bucket_key(directory)
