@@ -134,8 +134,10 @@ def _expired(record: dict, now: datetime) -> bool:
 
 
 def _read_record(lake: Root, key_id: str) -> dict | None:
-    path = _record_path(lake, key_id)
-    return lk.read_json(lake, path) if lake.exists(path) else None
+    try:
+        return lk.read_json(lake, _record_path(lake, key_id))
+    except FileNotFoundError:  # no such key, or revoked meanwhile
+        return None
 
 
 def _organization(record: dict | None, secret: str, now: datetime) -> str | None:
