@@ -90,6 +90,31 @@ def test_identical_redelivery_is_counted_once_and_conflicts_are_quarantined(root
     assert kept.height == 1 and kept["action"][0] == "CreateJobRun"  # the first version wins
 
 
+def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collision(roots, now, monkeypatch):
+    """The index matches event_ids by a 64-bit hash. A re-delivery is known from the index alone; a
+    new event whose hash an indexed one shares (forced here) is checked against the table's
+    event_id column and goes in; other content under a known event_id is a conflict."""
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1")])
+    ingest(roots["raw"], roots["lake"], now=now)
+    lake = Root.open(roots["lake"])
+    table = lk.open_events(lake)
+    index = dedupe_module.EventIndex(lake)
+    index.refresh(table)
+    stored = lake_events(roots["lake"])
+    (day,) = index.days
+    collision = pl.DataFrame({"h": pl.Series(["e2"]).hash(seed=0), "c": pl.Series([123], dtype=pl.UInt64)})
+    index.days[day].fingerprints = pl.concat([index.days[day].fingerprints, collision])
+
+    def outcome(valid: pl.DataFrame) -> tuple[int, int, int]:
+        accepted, conflicts, duplicates = dedupe_module.dedupe(valid, index.matching(table, valid))
+        return accepted.height, conflicts.height, duplicates
+
+    assert outcome(stored.with_columns(event_id=pl.lit("e2"))) == (1, 0, 0)  # not e1's: a new event
+    assert outcome(stored.with_columns(action=pl.lit("DeleteUser"))) == (0, 1, 0)
+    monkeypatch.setattr(lk, "read_dates", None)  # a re-delivery reads nothing from the table
+    assert outcome(stored) == (0, 0, 1)
+
+
 def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
     write_lines(
         Path(roots["raw"]) / "a.jsonl",
@@ -104,8 +129,9 @@ def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
 
 
 CRASH_POINTS = [
-    ("events commit, before", lk, "append", "before", 2),
-    ("events commit, after", lk, "append", "after", 2),
+    ("events files, after writing them", lk, "write_event_files", "after", 2),
+    ("events commit, before", lk, "commit_event_files", "before", 2),
+    ("events commit, after", lk, "commit_event_files", "after", 2),
     ("event-id index, after", dedupe_module.EventIndex, "add", "after", 2),
     ("quarantine commit, before", quarantine, "commit", "before", 2),
     ("quarantine commit, after", quarantine, "commit", "after", 2),

@@ -182,7 +182,7 @@ def test_a_crashed_batch_leaves_no_dead_link_in_the_index(roots, now, monkeypatc
     from include.audit import lake as lk
 
     generate(roots["raw"], events=600, days=1, organizations=2, now=now)
-    real_commit, calls = lk.append, {"n": 0}
+    real_commit, calls = lk.commit_event_files, {"n": 0}
 
     def crash_on_second_commit(*args, **kwargs):
         calls["n"] += 1
@@ -190,10 +190,10 @@ def test_a_crashed_batch_leaves_no_dead_link_in_the_index(roots, now, monkeypatc
             raise OSError("simulated crash after validation, before the commit")
         return real_commit(*args, **kwargs)
 
-    monkeypatch.setattr(lk, "append", crash_on_second_commit)  # the events commit
+    monkeypatch.setattr(lk, "commit_event_files", crash_on_second_commit)  # the events commit
     with pytest.raises(OSError):
         ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
-    monkeypatch.setattr(lk, "append", real_commit)
+    monkeypatch.setattr(lk, "commit_event_files", real_commit)
     ingest(roots["raw"], roots["lake"], now=now, batch_bytes=20_000)
     site = Path(roots["lake"]) / "_validation"
     index = (site / "index.html").read_text()

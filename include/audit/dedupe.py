@@ -3,8 +3,9 @@
 The first version of an event_id wins: the lake's, else the earliest in the batch. A later copy
 with the same content is a duplicate (counted, kept once); with other content it is a
 ``conflicting_duplicate``. To find earlier versions without scanning the lake, an index keeps a
-64-bit hash of every event_id per event date (8 bytes an event); only the days where a hash
-matches are read, and only the matching rows. The index is one consolidated file for all days
+64-bit hash of every event_id and of its content per event date (16 bytes an event): a re-delivery
+is recognised from the index alone, and only an event_id whose content differs is looked up in
+the lake (its event_id column only, for exactness). The index is one consolidated file for all days
 (``_state/event-ids/all.parquet``, rewritten by daily maintenance) plus one file per day changed
 since (``event_date=D.parquet``), so a run reads a bounded number of objects however many days
 the lake holds. A day's entry is trusted while its row count equals the day's live rows in the
@@ -32,12 +33,16 @@ log = logging.getLogger(__name__)
 
 INDEX_DIR = "event-ids"
 CONSOLIDATED = "all.parquet"
-HASH_FUNCTION = f"polars-{pl.__version__}-seed0"
+HASH_FUNCTION = f"polars-{pl.__version__}-seed0-id-content"
 """What the stored hashes were computed with: an index from another polars version is rebuilt."""
+REBUILD_ROWS = 200_000
+"""Rows read at a time to rebuild a day's index: memory holds their content columns, not the day's."""
+NO_FINGERPRINTS = pl.DataFrame(schema={"h": pl.UInt64(), "c": pl.UInt64()})
 
 
-def id_hash(event_ids: pl.Series) -> pl.Series:
-    return event_ids.hash(seed=0).alias("h")
+def fingerprints(events: pl.DataFrame) -> pl.DataFrame:
+    """``h``, the hash of each event's event_id, and ``c``, of its content: what the index keeps."""
+    return events.select(h=pl.col("event_id").hash(seed=0), c=content_hash())
 
 
 def content_hash() -> pl.Expr:
@@ -78,7 +83,7 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
 @dataclass
 class DayIndex:
     rows: int
-    hashes: pl.Series
+    fingerprints: pl.DataFrame  # h, c: see ``fingerprints``
 
 
 @dataclass
@@ -109,27 +114,44 @@ class EventIndex:
             if found is not None and found.rows == rows:
                 self.days[day] = found
                 continue
-            ids = lk.read_dates(self.lake, table, [day], ["event_id"])["event_id"]
-            self.days[day] = DayIndex(rows, id_hash(ids))
+            files = lk.files_in(table, [("event_date", "=", day.isoformat())])
+            parts = [
+                fingerprints(lk.read_files(self.lake, group, lk.EVENT_COLUMNS, CONTENT_COLUMNS))
+                for group in lk.in_groups(files, REBUILD_ROWS)
+            ]
+            self.days[day] = DayIndex(rows, pl.concat([NO_FINGERPRINTS, *parts]))
             log.info("rebuilt the event-id index of %s (%d events)", day, rows)
             self._save_day(day)
 
-    def matching(self, table: Any, event_ids: pl.Series) -> pl.DataFrame:
-        """``event_id`` and ``content`` hash of the table's events among ``event_ids`` (index first, then rows)."""
-        wanted = pl.DataFrame({"event_id": event_ids.unique()}).with_columns(h=id_hash(pl.col("event_id")))
-        days = [d for d, index in self.days.items() if wanted["h"].is_in(index.hashes.implode()).any()]
-        if not days:
+    def matching(self, table: Any, valid: pl.DataFrame) -> pl.DataFrame:
+        """``event_id`` and ``content`` hash of the table's events among ``valid``'s event_ids.
+
+        An event_id whose hash and content hash are both in the index is a re-delivery, known from
+        the index alone. One whose hash is there with other content is looked up in the table
+        (event_id column only, in the days of its hash), so a hash collision is never a conflict.
+        """
+        batch = fingerprints(valid).with_columns(valid["event_id"]).unique()
+        wanted = batch.select("h").unique()
+        hits = {day: index.fingerprints.join(wanted, on="h", how="semi") for day, index in self.days.items()}
+        hits = {day: found for day, found in hits.items() if found.height}
+        if not hits:
             return pl.DataFrame(schema={"event_id": pl.String(), "content": pl.UInt64()})
-        found = lk.read_dates(self.lake, table, days, CONTENT_COLUMNS, event_ids=wanted["event_id"])
-        return found.select("event_id", content=content_hash())
+        entries = pl.concat([found.with_columns(event_date=pl.lit(day, pl.Date)) for day, found in hits.items()])
+        same = batch.join(entries, on=["h", "c"], how="semi").select("event_id", content="c").unique("event_id")
+        others = batch.join(entries.select("h", "event_date", content="c"), on="h").filter(
+            ~pl.col("event_id").is_in(same["event_id"].implode())
+        )
+        if others.height:
+            days = others["event_date"].unique().to_list()
+            present = lk.read_dates(self.lake, table, days, ["event_id"], event_ids=others["event_id"])["event_id"]
+            others = others.filter(pl.col("event_id").is_in(present.implode()))
+        return pl.concat([same, others.select("event_id", "content").unique("event_id")])
 
     def add(self, accepted: pl.DataFrame) -> None:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
-            current = self.days.get(day, DayIndex(0, pl.Series("h", [], pl.UInt64)))
-            self.days[day] = DayIndex(
-                current.rows + part.height, pl.concat([current.hashes, id_hash(part["event_id"])])
-            )
+            current = self.days.get(day, DayIndex(0, NO_FINGERPRINTS))
+            self.days[day] = DayIndex(current.rows + part.height, pl.concat([current.fingerprints, fingerprints(part)]))
             self._save_day(day)
 
     def consolidate(self, table: Any) -> int:
@@ -161,20 +183,17 @@ def _read(lake: Root, path: str) -> dict[date, DayIndex]:
     assert isinstance(frame, pl.DataFrame)
     out = {}
     for (day,), part in frame.partition_by("event_date", as_dict=True).items():
-        out[day] = DayIndex(int(rows.get(day.isoformat(), -1)), part["h"])
+        out[day] = DayIndex(int(rows.get(day.isoformat(), -1)), part.select("h", "c"))
     return out
 
 
 def _write(lake: Root, path: str, days: dict[date, DayIndex]) -> None:
     frame = (
         pl.concat(
-            [
-                pl.DataFrame({"h": i.hashes}).select(event_date=pl.lit(d, pl.Date), h="h")
-                for d, i in sorted(days.items())
-            ]
+            [i.fingerprints.select(pl.lit(d, pl.Date).alias("event_date"), "h", "c") for d, i in sorted(days.items())]
         )
         if days
-        else pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64()})
+        else pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64(), "c": pl.UInt64()})
     )
     table = frame.to_arrow().replace_schema_metadata(
         {"rows": json.dumps({d.isoformat(): i.rows for d, i in days.items()}), "hash": HASH_FUNCTION}

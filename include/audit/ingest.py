@@ -229,7 +229,7 @@ def commit_events(
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
         run.index.refresh(table)
-        accepted, conflicts, duplicates = dedupe(shaped, run.index.matching(table, shaped["event_id"]))
+        accepted, conflicts, duplicates = dedupe(shaped, run.index.matching(table, shaped))
         accepted = accepted.with_columns(
             ingested_at=pl.lit(run.now, UTC_DATETIME), event_date=pl.col("event_time").dt.date()
         )
@@ -247,9 +247,8 @@ def commit_events(
             validated = True
         accepted = accepted.sort("event_date", "organization_id", "event_time", "event_id")
         try:
-            run.summary.events_version = lk.append(
-                table, lk.to_arrow(accepted, lk.EVENT_COLUMNS), lk.PARTITION_COLUMNS, metadata
-            )
+            actions = lk.write_event_files(run.lake, accepted)
+            run.summary.events_version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)
             continue

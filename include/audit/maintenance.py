@@ -11,11 +11,8 @@ retention, and checkpoints keep opening a table cheap.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -23,7 +20,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import lake as lk
 from . import quarantine
@@ -76,67 +72,25 @@ def partitions_to_compact(files: pl.DataFrame, day: date | None = None) -> pl.Da
     return grouped.filter(pl.col("files") > 1).sort("event_date", "organization_id")
 
 
-def _stats(part: pl.DataFrame) -> str:
-    """Delta file statistics: row count, and min/max/null counts of the sort columns (for data skipping)."""
-
-    def text(value: Any) -> Any:
-        return value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else value
-
-    return json.dumps(
-        {
-            "numRecords": part.height,
-            "minValues": {c: text(part[c].min()) for c in SORT},
-            "maxValues": {c: text(part[c].max()) for c in SORT},
-            "nullCount": {c: part[c].null_count() for c in SORT},
-        }
-    )
-
-
-def _write_file(lake: Root, relative: str, part: pl.DataFrame) -> int:
-    """Write one data file (without the partition columns, as Delta stores them) into the table; its size."""
-    buffer = io.BytesIO()
-    pq.write_table(
-        lk.to_arrow(part, {c: t for c, t in lk.EVENT_COLUMNS.items() if c not in lk.PARTITION_COLUMNS}),
-        buffer,
-        compression="zstd",
-    )
-    data = buffer.getvalue()
-    lake.write_bytes(lake.join(lk.EVENTS, relative), data)
-    return len(data)
-
-
 def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[Any], int]:
     """Write one partition's rows (as of ``table``'s version) as sorted file(s); the Add and Remove
     actions that swap them for its old files, and its rows."""
-    from deltalake.transaction import AddAction, RemoveAction
+    from deltalake.transaction import RemoveAction
 
     day, organization_id, paths, size_bytes = part
     frame = lk.read_table(
         lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
     )
-    frame = frame.sort(SORT)
     pieces = max(1, -(-size_bytes // TARGET_FILE_BYTES))
-    step = -(-frame.height // pieces) if frame.height else 1
-    directory = f"event_date={day.isoformat()}/organization_id={organization_id}"
+    actions = lk.write_event_files(lake, frame.sort(SORT), data_change=False, rows_per_file=-(-frame.height // pieces))
     values = {"event_date": day.isoformat(), "organization_id": organization_id}
     stamp = int(time.time() * 1000)
-    actions: list[Any] = []
-    for i in range(pieces):
-        piece = frame.slice(i * step, step)
-        if piece.is_empty():
-            continue
-        relative = f"{directory}/part-compacted-{uuid.uuid4().hex}.zstd.parquet"
-        size = _write_file(lake, relative, piece)
-        actions.append(AddAction(relative, size, values, stamp, False, _stats(piece)))
-    actions += [RemoveAction(p, False, stamp, None, values) for p in paths]
-    return actions, frame.height
+    return actions + [RemoveAction(p, False, stamp, None, values) for p in paths], frame.height
 
 
 def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> CompactResult:
     """Rewrite ``parts`` (each with the paths of its live files) as sorted files, all in one
     dataChange=false commit on exactly ``table``'s version."""
-    from deltalake import CommitProperties
-
     done = CompactResult()
     actions: list[Any] = []
     for part in parts:
@@ -146,22 +100,14 @@ def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> Compac
         done.files_removed += len(part[2])
         done.rows += rows
     done.files_added = len(actions) - done.files_removed
-    table.create_write_transaction(
-        actions,
-        mode="append",
-        schema=lk.arrow_schema(lk.EVENT_COLUMNS),
-        partition_by=lk.PARTITION_COLUMNS,
-        commit_properties=CommitProperties(
-            custom_metadata=lk.commit_metadata(
-                operation="compact",
-                partitions=[f"{d.isoformat()}/{o}" for d, o, _, _ in parts],
-                files_removed=done.files_removed,
-            ),
-            # on exactly the version read, never resolved against a newer one: delta-rs lets two
-            # compactions that removed the same files both commit, which doubled the partition's rows
-            max_commit_retries=0,
-        ),
+    metadata = lk.commit_metadata(
+        operation="compact",
+        partitions=[f"{d.isoformat()}/{o}" for d, o, _, _ in parts],
+        files_removed=done.files_removed,
     )
+    # on exactly the version read, never resolved against a newer one: delta-rs lets two
+    # compactions that removed the same files both commit, which doubled the partition's rows
+    lk.commit_event_files(table, actions, metadata)
     done.versions.append(table.version())
     return done
 
@@ -169,8 +115,6 @@ def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> Compac
 def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
     """Compact ``parts`` on the table's latest version, again from a fresh read when another writer
     committed first (an ingest, or another compaction); None when nothing is left to compact."""
-    from deltalake.exceptions import CommitFailedError
-
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
         live = set(lk.live_files(table)["path"].to_list())
@@ -179,7 +123,7 @@ def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
             return None
         try:
             return compact_partitions(lake, table, still)
-        except CommitFailedError as exc:  # its new files stay unreferenced: vacuum removes them
+        except lk.CommitConflict as exc:  # its new files stay unreferenced: vacuum removes them
             log.info("compaction of %d partitions: %s; reading them again", len(still), exc)
     log.warning("compaction of %d partitions gave up: the table kept changing (the next run retries)", len(parts))
     return None
