@@ -102,8 +102,10 @@ def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collisi
     index.refresh(table)
     stored = lake_events(roots["lake"])
     (day,) = index.days
+    entries = dedupe_module.fingerprints(stored)
     collision = pl.DataFrame({"h": pl.Series(["e2"]).hash(seed=0), "c": pl.Series([123], dtype=pl.UInt64)})
-    index.days[day].fingerprints = pl.concat([index.days[day].fingerprints, collision])
+    dedupe_module._write_days(lake, index.path(day), [(day, 1, pl.concat([entries, collision]))])
+    index.days[day] = (1, index.path(day))
 
     def outcome(valid: pl.DataFrame) -> tuple[int, int, int]:
         accepted, conflicts, duplicates = dedupe_module.dedupe(valid, index.matching(table, valid))

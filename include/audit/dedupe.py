@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -81,47 +82,41 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
 
 
 @dataclass
-class DayIndex:
-    rows: int
-    fingerprints: pl.DataFrame  # h, c: see ``fingerprints``
-
-
-@dataclass
 class EventIndex:
-    """The event-id hash index of one lake, kept in memory for a run."""
+    """The event-id index of one lake, as a run uses it: per day, its row count and the index file
+    that holds its fingerprints. Fingerprints stay on storage and are streamed a row group at a
+    time, so a run's memory does not grow with the lake (a 5M-event lake's index is 80 MB)."""
 
     lake: Root
-    days: dict[date, DayIndex] = field(default_factory=dict)
-    consolidated: dict[date, DayIndex] | None = None
+    days: dict[date, tuple[int, str]] = field(default_factory=dict)
+    consolidated: dict[date, int] | None = None  # rows per day in the consolidated file
 
     def path(self, day: date | None = None) -> str:
         name = CONSOLIDATED if day is None else f"event_date={day.isoformat()}.parquet"
         return self.lake.join(lk.STATE, INDEX_DIR, name)
 
     def refresh(self, table: Any) -> None:
-        """Make the index match ``table``'s version: load or rebuild the days whose row count differs."""
+        """Make the index match ``table``'s version: find or rebuild the days whose row count differs."""
         counts = lk.date_row_counts(table)
         if self.consolidated is None:
-            self.consolidated = _read(self.lake, self.path())
+            self.consolidated = _day_rows(self.lake, self.path())
         for day in set(self.days) - set(counts):
             del self.days[day]
         for day, rows in sorted(counts.items()):
-            if day in self.days and self.days[day].rows == rows:
+            if day in self.days and self.days[day][0] == rows:
                 continue
-            found = self.consolidated.get(day)
-            if found is None or found.rows != rows:  # changed since consolidation: its own file, if current
-                found = _read(self.lake, self.path(day)).get(day)
-            if found is not None and found.rows == rows:
-                self.days[day] = found
-                continue
-            files = lk.files_in(table, [("event_date", "=", day.isoformat())])
-            parts = [
-                fingerprints(lk.read_files(self.lake, group, lk.EVENT_COLUMNS, CONTENT_COLUMNS))
-                for group in lk.in_groups(files, REBUILD_ROWS)
-            ]
-            self.days[day] = DayIndex(rows, pl.concat([NO_FINGERPRINTS, *parts]))
-            log.info("rebuilt the event-id index of %s (%d events)", day, rows)
-            self._save_day(day)
+            if self.consolidated.get(day) == rows:
+                self.days[day] = (rows, self.path())
+            elif _day_rows(self.lake, self.path(day)).get(day) == rows:  # changed since consolidation
+                self.days[day] = (rows, self.path(day))
+            else:
+                files = lk.files_in(table, [("event_date", "=", day.isoformat())])
+                parts = [
+                    fingerprints(lk.read_files(self.lake, group, lk.EVENT_COLUMNS, CONTENT_COLUMNS))
+                    for group in lk.in_groups(files, REBUILD_ROWS)
+                ]
+                self._store(day, rows, pl.concat([NO_FINGERPRINTS, *parts]))
+                log.info("rebuilt the event-id index of %s (%d events)", day, rows)
 
     def matching(self, table: Any, valid: pl.DataFrame) -> pl.DataFrame:
         """``event_id`` and ``content`` hash of the table's events among ``valid``'s event_ids.
@@ -131,12 +126,9 @@ class EventIndex:
         (event_id column only, in the days of its hash), so a hash collision is never a conflict.
         """
         batch = fingerprints(valid).with_columns(valid["event_id"]).unique()
-        wanted = batch.select("h").unique()
-        hits = {day: index.fingerprints.join(wanted, on="h", how="semi") for day, index in self.days.items()}
-        hits = {day: found for day, found in hits.items() if found.height}
-        if not hits:
+        entries = self._entries(table, batch.select("h").unique())
+        if entries.is_empty():
             return pl.DataFrame(schema={"event_id": pl.String(), "content": pl.UInt64()})
-        entries = pl.concat([found.with_columns(event_date=pl.lit(day, pl.Date)) for day, found in hits.items()])
         same = batch.join(entries, on=["h", "c"], how="semi").select("event_id", content="c").unique("event_id")
         others = batch.join(entries.select("h", "event_date", content="c"), on="h").filter(
             ~pl.col("event_id").is_in(same["event_id"].implode())
@@ -150,54 +142,89 @@ class EventIndex:
     def add(self, accepted: pl.DataFrame) -> None:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
-            current = self.days.get(day, DayIndex(0, NO_FINGERPRINTS))
-            self.days[day] = DayIndex(current.rows + part.height, pl.concat([current.fingerprints, fingerprints(part)]))
-            self._save_day(day)
+            rows, path = self.days.get(day, (0, None))
+            current = _read_days(self.lake, path, {day}).drop("event_date") if path else NO_FINGERPRINTS
+            self._store(day, rows + part.height, pl.concat([current, fingerprints(part)]))
 
     def consolidate(self, table: Any) -> int:
-        """Write every day into the consolidated file and remove the per-day files; the days written."""
+        """Write every day into the consolidated file, a day at a time, and remove the per-day files;
+        the days written."""
         self.refresh(table)
-        _write(self.lake, self.path(), self.days)
+        days = sorted(self.days)
+        pieces = ((day, self.days[day][0], _read_days(self.lake, self.days[day][1], {day})) for day in days)
+        _write_days(self.lake, self.path(), pieces)
         for path in self.lake.find(self.lake.join(lk.STATE, INDEX_DIR), (".parquet",)):
             if path.rsplit("/", 1)[-1].startswith("event_date="):
                 self.lake.remove(path)
-        self.consolidated = dict(self.days)
-        return len(self.days)
+        self.consolidated = {day: self.days[day][0] for day in days}
+        self.days = {day: (rows, self.path()) for day, rows in self.consolidated.items()}
+        return len(days)
 
-    def _save_day(self, day: date) -> None:
-        _write(self.lake, self.path(day), {day: self.days[day]})
+    def _entries(self, table: Any, wanted: pl.DataFrame) -> pl.DataFrame:
+        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file;
+        an index file removed meanwhile (a concurrent consolidation) makes the index be found again."""
+        for _ in range(3):
+            by_file: dict[str, set[date]] = {}
+            for day, (_, path) in self.days.items():
+                by_file.setdefault(path, set()).add(day)
+            try:
+                found = [_read_days(self.lake, path, days, wanted) for path, days in by_file.items()]
+                return pl.concat([_NO_ENTRIES, *found])
+            except FileNotFoundError:
+                self.days, self.consolidated = {}, None
+                self.refresh(table)
+        raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
+
+    def _store(self, day: date, rows: int, day_fingerprints: pl.DataFrame) -> None:
+        _write_days(self.lake, self.path(day), [(day, rows, day_fingerprints)])
+        self.days[day] = (rows, self.path(day))
 
 
-def _read(lake: Root, path: str) -> dict[date, DayIndex]:
-    """The days an index file holds (none if it is missing or was hashed by another polars version)."""
+_NO_ENTRIES = pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64(), "c": pl.UInt64()})
+INDEX_ROW_GROUP = 1 << 18
+"""Entries per row group of an index file (6 MiB): what reading an index holds at once."""
+
+
+def _day_rows(lake: Root, path: str) -> dict[date, int]:
+    """The days an index file holds and their rows, from its footer (none if it is missing or was
+    hashed by another polars version)."""
     try:
-        data = lake.read_bytes(path)
+        with lake.open_input(path) as f:
+            meta = pq.ParquetFile(f).metadata.metadata or {}
     except FileNotFoundError:  # never written, or removed meanwhile by a compaction's consolidation
         return {}
-    table = pq.read_table(io.BytesIO(data))
-    meta = table.schema.metadata or {}
     if meta.get(b"hash") != HASH_FUNCTION.encode():
         return {}
-    rows = json.loads(meta.get(b"rows", b"{}"))
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    out = {}
-    for (day,), part in frame.partition_by("event_date", as_dict=True).items():
-        out[day] = DayIndex(int(rows.get(day.isoformat(), -1)), part.select("h", "c"))
-    return out
+    return {date.fromisoformat(d): int(n) for d, n in json.loads(meta.get(b"rows", b"{}")).items()}
 
 
-def _write(lake: Root, path: str, days: dict[date, DayIndex]) -> None:
-    frame = (
-        pl.concat(
-            [i.fingerprints.select(pl.lit(d, pl.Date).alias("event_date"), "h", "c") for d, i in sorted(days.items())]
-        )
-        if days
-        else pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64(), "c": pl.UInt64()})
-    )
-    table = frame.to_arrow().replace_schema_metadata(
-        {"rows": json.dumps({d.isoformat(): i.rows for d, i in days.items()}), "hash": HASH_FUNCTION}
-    )
+def _read_days(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
+    ``wanted`` if given; one row group in memory at a time."""
+    parts = [_NO_ENTRIES]
+    with lake.open_input(path) as f:
+        reader = pq.ParquetFile(f)
+        for i in range(reader.num_row_groups):
+            stats = reader.metadata.row_group(i).column(0).statistics
+            if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
+                continue
+            group = pl.from_arrow(reader.read_row_group(i))
+            assert isinstance(group, pl.DataFrame)
+            if wanted is not None:
+                group = group.join(wanted, on="h", how="semi")
+            parts.append(group.filter(pl.col("event_date").is_in(list(days))))
+    return pl.concat(parts)
+
+
+def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, pl.DataFrame]]) -> None:
+    """Write days' fingerprints (in order, a day at a time) and their row counts as one index file."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    rows: dict[str, int] = {}
+    schema = lk.arrow_schema(dict(_NO_ENTRIES.schema))
+    with pq.ParquetWriter(buffer, schema, compression="zstd") as writer:
+        for day, count, entries in days:
+            rows[day.isoformat()] = count
+            table = entries.select(pl.lit(day, pl.Date).alias("event_date"), "h", "c").to_arrow()
+            writer.write_table(table.cast(schema), row_group_size=INDEX_ROW_GROUP)
+        writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
     lake.write_bytes(path, buffer.getvalue())
