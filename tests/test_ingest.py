@@ -117,6 +117,30 @@ def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collisi
     assert outcome(stored) == (0, 0, 1)
 
 
+def test_an_index_file_another_process_consolidated_away_is_found_again(roots, now):
+    """Compaction consolidates the event-id index and removes the per-day files a running ingest
+    may have just found: its lookup finds the index again, and its update leaves that day to be
+    rebuilt, instead of failing the batch."""
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2")])
+    ingest(roots["raw"], roots["lake"], now=now)
+    lake = Root.open(roots["lake"])
+    table = lk.open_events(lake)
+    stored = lake_events(roots["lake"])
+    running, updating = dedupe_module.EventIndex(lake), dedupe_module.EventIndex(lake)
+    running.refresh(table)
+    updating.refresh(table)
+    (day,) = running.days
+    assert running.days[day][1] == running.path(day)
+    dedupe_module.EventIndex(lake).consolidate(table)  # another process
+    assert not Path(running.path(day)).exists()
+    known = running.matching(table, stored)
+    assert sorted(known["event_id"]) == ["e1", "e2"]
+    updating.add(stored.with_columns(event_id=pl.lit("e3")))
+    assert day not in updating.days
+    updating.refresh(table)
+    assert updating.days[day] == (2, updating.path())
+
+
 def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):
     write_lines(
         Path(roots["raw"]) / "a.jsonl",

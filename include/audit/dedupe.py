@@ -8,9 +8,9 @@ is recognised from the index alone, and only an event_id whose content differs i
 the lake (its event_id column only, for exactness). The index is one consolidated file for all days
 (``_state/event-ids/all.parquet``, rewritten by daily maintenance) plus one file per day changed
 since (``event_date=D.parquet``), so a run reads a bounded number of objects however many days
-the lake holds. A day's entry is trusted while its row count equals the day's live rows in the
-table's metadata: a crash between a commit and the index update, a concurrent writer or a
-retention drop only makes that day be rebuilt from its event_id column.
+the lake holds, streamed a row group at a time. A day's entry is trusted while its row count
+equals the day's live rows in the table's metadata: a crash between a commit and the index
+update, a concurrent writer or a retention drop only makes that day be rebuilt from its rows.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -31,6 +31,7 @@ from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS
 from .storage import Root
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INDEX_DIR = "event-ids"
 CONSOLIDATED = "all.parquet"
@@ -143,16 +144,26 @@ class EventIndex:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             rows, path = self.days.get(day, (0, None))
-            current = _read_days(self.lake, path, {day}).drop("event_date") if path else NO_FINGERPRINTS
+            try:
+                current = _read_days(self.lake, path, {day}).drop("event_date") if path else NO_FINGERPRINTS
+            except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
+                del self.days[day]
+                self.consolidated = None
+                continue
             self._store(day, rows + part.height, pl.concat([current, fingerprints(part)]))
 
     def consolidate(self, table: Any) -> int:
         """Write every day into the consolidated file, a day at a time, and remove the per-day files;
         the days written."""
+
+        def write() -> list[date]:
+            days = sorted(self.days)
+            pieces = ((day, self.days[day][0], _read_days(self.lake, self.days[day][1], {day})) for day in days)
+            _write_days(self.lake, self.path(), pieces)
+            return days
+
         self.refresh(table)
-        days = sorted(self.days)
-        pieces = ((day, self.days[day][0], _read_days(self.lake, self.days[day][1], {day})) for day in days)
-        _write_days(self.lake, self.path(), pieces)
+        days = self._again_if_moved(table, write)
         for path in self.lake.find(self.lake.join(lk.STATE, INDEX_DIR), (".parquet",)):
             if path.rsplit("/", 1)[-1].startswith("event_date="):
                 self.lake.remove(path)
@@ -161,15 +172,22 @@ class EventIndex:
         return len(days)
 
     def _entries(self, table: Any, wanted: pl.DataFrame) -> pl.DataFrame:
-        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file;
-        an index file removed meanwhile (a concurrent consolidation) makes the index be found again."""
-        for _ in range(3):
+        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file."""
+
+        def read() -> pl.DataFrame:
             by_file: dict[str, set[date]] = {}
             for day, (_, path) in self.days.items():
                 by_file.setdefault(path, set()).add(day)
+            return pl.concat([_NO_ENTRIES, *(_read_days(self.lake, p, days, wanted) for p, days in by_file.items())])
+
+        return self._again_if_moved(table, read)
+
+    def _again_if_moved(self, table: Any, step: Callable[[], T]) -> T:
+        """Run ``step`` on the index as found; if an index file it reads was removed meanwhile (another
+        process consolidated), find the index again and rerun it."""
+        for _ in range(3):
             try:
-                found = [_read_days(self.lake, path, days, wanted) for path, days in by_file.items()]
-                return pl.concat([_NO_ENTRIES, *found])
+                return step()
             except FileNotFoundError:
                 self.days, self.consolidated = {}, None
                 self.refresh(table)

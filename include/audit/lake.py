@@ -10,7 +10,9 @@ Layout (any Delta reader works: deltalake, ``pl.scan_delta``, DuckDB's delta ext
 
 Every change is one Delta commit. Ingest commits against the exact version it deduplicated
 against (no blind retry), so a writer that was paused while another one committed fails its
-commit instead of doubling events; readers only ever see committed files.
+commit instead of doubling events; readers only ever see committed files. Events files are
+written here (one Parquet file per partition, a few at a time) and committed as Add actions; the
+quarantine's small appends go through delta-rs's writer.
 """
 
 from __future__ import annotations
