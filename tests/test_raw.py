@@ -125,6 +125,31 @@ def test_u2028_and_a_cr_inside_a_string_are_data(tmp_path):
     assert frame["line_number"].to_list() == [1, 2]
 
 
+TRICKY_EXTRAS = [  # colons and quotes in keys and values, escapes, spacing, repeated keys
+    line(event_id="h", note=":x", **{":": 1, "a:b": {"c": ":"}}),
+    line(event_id="i", quote='say "hi"', region="eu\\west").replace('"quote"', '"quo\\u0074e"'),
+    line(event_id="j", meta={"k": [1, {"k": 2}]}).replace('"meta": ', '"meta" : '),
+    line(event_id="k", meta={"k": ":"}).replace('"k": ":"', '"k": ":", "k": 1'),
+    line(event_id="m", a="\\", b=None).replace('"a": ', '"a\\u0022": '),
+    line(event_id="n", resource="r\u00e9:1", extra=[":", '\\"']),
+    line(event_id="o", region=None, extra="x"),
+]
+
+
+def test_extra_fields_read_beside_arrow_agree_with_the_reference(tmp_path, monkeypatch):
+    from include.audit import raw
+
+    seen = []
+    real = raw._extra_fields
+    monkeypatch.setattr(raw, "_extra_fields", lambda *a: seen.append(a[0]) or real(*a))
+    data = ("\n".join([line(event_id="g"), *TRICKY_EXTRAS]) + "\n").encode()
+    (chunk,) = chunks_of(tmp_path, data)
+    rows, rejected, _ = reference(data)
+    assert_frame_equal(chunk.rows, rows)
+    assert rejected_of([chunk]) == rejected == [("malformed_json", 5)]
+    assert len(seen) == len(TRICKY_EXTRAS)  # each went the vectorized way first, then was checked alone
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 300, 1 << 20])
 def test_both_paths_agree_with_the_line_by_line_reference(tmp_path, chunk_bytes):
     lines = [
@@ -140,6 +165,8 @@ def test_both_paths_agree_with_the_line_by_line_reference(tmp_path, chunk_bytes)
         line(event_id="f", region=3),
         "[1, 2]",
         line(event_id="g"),
+        *TRICKY_EXTRAS,
+        line(event_id="l", extra=1).replace('"extra": 1', '"extra": 1, "region": "x"'),
     ]
     data = ("\n".join(lines) + "\n").encode()
     chunks = chunks_of(tmp_path, data, chunk_bytes=chunk_bytes)
@@ -319,6 +346,17 @@ def test_corrupt_gzip_is_one_unreadable_record_after_the_lines_before_it(tmp_pat
     assert f"after line {cut[-2].last_line}" in record["detail"]
     (junk,) = read_chunks(root, files["junk.jsonl.gz"], chunk_bytes=50_000)
     assert junk.rejected.select("reason", "source_file").rows() == [("unreadable_file", "junk.jsonl.gz")]
+    middle = len(good) // 2
+    (tmp_path / "bad.jsonl.gz").write_bytes(
+        good[:middle] + bytes(b ^ 0xFF for b in good[middle : middle + 64]) + good[middle + 64 :]
+    )
+    (tmp_path / "plain.jsonl.gz").write_bytes(b"not gzip at all\n")
+    for name in ("bad.jsonl.gz", "plain.jsonl.gz"):
+        *_, last = read_chunks(
+            root, discover(root).files[[f.path for f in discover(root).files].index(name)], chunk_bytes=50_000
+        )
+        (record,) = last.rejected.rows(named=True)
+        assert record["reason"] == "unreadable_file" and record["detail"].startswith("not a readable gzip file"), record
 
 
 @pytest.mark.s3
