@@ -32,7 +32,7 @@ from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
-from .validation import ValidationFailed, validate_batch, warm_up
+from .validation import ValidationFailed, validate_in_background, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +221,18 @@ class Run:
     summary: IngestSummary
 
 
+ORDER = ("event_time", "event_id")
+"""How rows are sorted inside each data file of a batch."""
+
+
 def commit_events(
     run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Deduplicate against the latest table version and append the new events on exactly that version."""
+    """Deduplicate against the latest table version and append the new events on exactly that version.
+
+    Great Expectations checks the batch while its data files are written; the commit waits for its
+    report, so nothing it rejects ever becomes visible (a failed batch leaves unreferenced files).
+    """
     validated = False
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
@@ -235,8 +243,15 @@ def commit_events(
         )
         if accepted.is_empty():
             return accepted, conflicts, duplicates
-        if run.validate and not validated:  # a retry only removes rows, so one validation covers it
-            report = validate_batch(run.lake, accepted, run.window, batch_id)
+        # a retry only removes rows, so one validation covers it
+        checking = (
+            validate_in_background(run.lake, accepted, run.window, batch_id) if run.validate and not validated else None
+        )
+        try:
+            actions = lk.write_event_files(run.lake, accepted, order=ORDER)
+        finally:
+            report = checking.result() if checking else None  # never leave GE running into the next attempt
+        if report is not None:
             run.summary.validation_reports.append(run.lake.display(report.html_path))
             if not report.success:
                 raise ValidationFailed(
@@ -245,9 +260,7 @@ def commit_events(
                     + f" (report: {run.lake.display(report.json_path)})"
                 )
             validated = True
-        accepted = accepted.sort("event_date", "organization_id", "event_time", "event_id")
         try:
-            actions = lk.write_event_files(run.lake, accepted)
             run.summary.events_version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)

@@ -82,7 +82,7 @@ def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[An
         lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
     )
     pieces = max(1, -(-size_bytes // TARGET_FILE_BYTES))
-    actions = lk.write_event_files(lake, frame.sort(SORT), data_change=False, rows_per_file=-(-frame.height // pieces))
+    actions = lk.write_event_files(lake, frame, order=SORT, data_change=False, rows_per_file=-(-frame.height // pieces))
     values = {"event_date": day.isoformat(), "organization_id": organization_id}
     stamp = int(time.time() * 1000)
     return actions + [RemoveAction(p, False, stamp, None, values) for p in paths], frame.height
@@ -107,8 +107,7 @@ def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> Compac
     )
     # on exactly the version read, never resolved against a newer one: delta-rs lets two
     # compactions that removed the same files both commit, which doubled the partition's rows
-    lk.commit_event_files(table, actions, metadata)
-    done.versions.append(table.version())
+    done.versions.append(lk.commit_event_files(table, actions, metadata))
     return done
 
 
