@@ -65,9 +65,7 @@ def test_a_run_writes_its_own_files_and_one_month_of_index(roots, now, monkeypat
     two_runs(roots["raw"], roots["lake"], now)
     written: list[str] = []
     real = Root.write_bytes
-    monkeypatch.setattr(
-        Root, "write_bytes", lambda self, path, data, **kw: (written.append(path), real(self, path, data, **kw))
-    )
+    monkeypatch.setattr(Root, "write_bytes", lambda self, path, data: (written.append(path), real(self, path, data)))
     read: list[str] = []
     real_read = Root.read_bytes
     monkeypatch.setattr(Root, "read_bytes", lambda self, path: (read.append(path), real_read(self, path))[1])

@@ -32,12 +32,14 @@ from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
-from .validation import ValidationFailed, validate_in_background, warm_up
+from .validation import ValidationFailed, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_BYTES = DEFAULT_BATCH_MB << 20
 COMMIT_ATTEMPTS = 8
+CHUNK_BYTES = 8 << 20
+"""Raw bytes parsed at a time: a 1.68 GB file's peak was 1,125 MiB with 32 MB chunks, 888 with 8 MB."""
 
 
 class ConcurrentIngest(RuntimeError):
@@ -111,9 +113,12 @@ def plan_batches(
     root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes: int, limits: raw.Limits
 ) -> Iterator[Batch]:
     """Read the pending files in chunks and group them, in order, into batches of about ``batch_bytes``
-    (a batch closes when half another chunk would take it past ``batch_bytes``: 64 MB is 2 chunks of
-    ~32 MB, not 3)."""
-    chunk_bytes = max(min(batch_bytes, 32 << 20), 1 << 16)
+    (a batch closes when half another chunk would take it past ``batch_bytes``).
+
+    Chunks of at most CHUNK_BYTES: parsing a chunk holds a few copies of it while the previous batch
+    commits, so a big file's peak grows with the chunk, not only with the batch.
+    """
+    chunk_bytes = max(min(batch_bytes, CHUNK_BYTES), 1 << 16)
     batch = Batch()
     for file, start in pending:
         for chunk in raw.read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=start, limits=limits):
@@ -228,11 +233,8 @@ ORDER = ("event_time", "event_id")
 def commit_events(
     run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Deduplicate against the latest table version and append the new events on exactly that version.
-
-    Great Expectations checks the batch while its data files are written; the commit waits for its
-    report, so nothing it rejects ever becomes visible (a failed batch leaves unreferenced files).
-    """
+    """Deduplicate against the latest table version, validate, and append the new events on exactly
+    that version."""
     validated = False
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
@@ -243,15 +245,8 @@ def commit_events(
         )
         if accepted.is_empty():
             return accepted, conflicts, duplicates
-        # a retry only removes rows, so one validation covers it
-        checking = (
-            validate_in_background(run.lake, accepted, run.window, batch_id) if run.validate and not validated else None
-        )
-        try:
-            actions = lk.write_event_files(run.lake, accepted, order=ORDER)
-        finally:
-            report = checking.result() if checking else None  # never leave GE running into the next attempt
-        if report is not None:
+        if run.validate and not validated:  # a retry only removes rows, so one validation covers it
+            report = validate_batch(run.lake, accepted, run.window, batch_id)
             run.summary.validation_reports.append(run.lake.display(report.html_path))
             if not report.success:
                 raise ValidationFailed(
@@ -261,6 +256,7 @@ def commit_events(
                 )
             validated = True
         try:
+            actions = lk.write_event_files(run.lake, accepted, order=ORDER)
             run.summary.events_version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)

@@ -245,13 +245,11 @@ def write_event_files(
         relative = "/".join(f"{k}={v}" for k, v in values.items()) + f"/part-{uuid.uuid4().hex}.zstd.parquet"
         buffer = io.BytesIO()
         pq.write_table(data.slice(piece["_start"], piece["_rows"]), buffer, compression="zstd")
-        lake.write_bytes(lake.join(EVENTS, relative), buffer.getvalue(), durable=False)
+        lake.write_bytes(lake.join(EVENTS, relative), buffer.getvalue())
         return AddAction(relative, buffer.tell(), values, stamp, data_change, file_stats(piece))
 
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        actions = list(pool.map(write, pieces.iter_rows(named=True)))
-    lake.sync()  # one flush for all the files, before any commit can reference them
-    return actions
+        return list(pool.map(write, pieces.iter_rows(named=True)))
 
 
 def file_stats(piece: Mapping[str, Any]) -> str:

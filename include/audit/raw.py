@@ -17,6 +17,7 @@ line reaches a parser that recurses before its nesting depth is known to be with
 
 from __future__ import annotations
 
+import codecs
 import functools
 import io
 import json
@@ -458,9 +459,12 @@ def _extra_fields(line: bytes, values: tuple | None) -> str | object | None:
 # --- parsing: a block of lines ----------------------------------------------------------------
 
 
-def _is_utf8(data: bytes) -> bool:
+def _is_utf8(data: bytes, step: int = 1 << 20) -> bool:
+    """Whether ``data`` is UTF-8, checked a MiB at a time (never a whole block's text in memory)."""
+    decoder, view = codecs.getincrementaldecoder("utf-8")(), memoryview(data)
     try:
-        data.decode("utf-8")
+        for start in range(0, len(data), step):
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
     except UnicodeDecodeError:
         return False
     return True

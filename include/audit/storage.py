@@ -8,11 +8,9 @@ touches a filesystem directly.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import posixpath
 import re
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -44,7 +42,6 @@ with exponential backoff and jitter, a few times, so a dead endpoint fails in un
 SPOOL_BYTES = 16 << 20
 """A conditional create of a stream keeps this much in memory, the rest in a temporary file."""
 
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # for syncfs(2)
 _OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
 _SECRETS: set[str] = set()  # credential values that must never be printed
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -307,29 +304,12 @@ class Root:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
-        """Write ``data`` so that readers see either the whole new object or none of it.
-
-        ``durable=False`` leaves a local file's bytes to the next :meth:`sync` (many files, one
-        flush); an object store's completed upload is always durable.
-        """
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write ``data`` so that readers see either the whole new object or none of it."""
         if self.is_local:
-            _publish_local(path, [data], os.replace, durable)
+            self.write_chunks(path, [data])
         else:
             self.fs.pipe_file(path, data)
-
-    def sync(self) -> None:
-        """Make every local file written so far durable: one flush of the root's file system
-        (``syncfs``, or ``sync`` where there is none) instead of one per file. No-op on object stores."""
-        if not self.is_local:
-            return
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            if _LIBC is None or _LIBC.syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
 
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
         """Stream ``chunks`` into ``path``, atomically for readers; returns the bytes written.
@@ -436,11 +416,9 @@ class Root:
             return None
 
 
-def _publish_local(
-    path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None], durable: bool = True
-) -> int:
-    """Write ``chunks`` to a hidden temporary file beside ``path``, synced (if ``durable``), then
-    ``publish(tmp, path)`` (rename or link: readers see the whole file or none); returns the bytes written."""
+def _publish_local(path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None]) -> int:
+    """Write ``chunks`` to a hidden temporary file beside ``path``, synced, then ``publish(tmp, path)``
+    (rename or link: readers see the whole file or none); returns the bytes written."""
     directory = posixpath.dirname(path)
     os.makedirs(directory, exist_ok=True)
     tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
@@ -451,8 +429,7 @@ def _publish_local(
                 f.write(chunk)
                 size += len(chunk)
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         publish(tmp, path)
     except FileExistsError:
         raise

@@ -25,7 +25,6 @@ import struct
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,17 +282,6 @@ def failures(result_json: dict) -> list[str]:
         sample = (r.get("result") or {}).get("partial_unexpected_list") or []
         out.append(f"{config.get('type')}({kwargs.get('column', '')}): unexpected {sample[:3]!r}")
     return out
-
-
-def validate_in_background(
-    lake: Root, accepted: pl.DataFrame, window: Window, batch_id: str
-) -> Future[ValidationReport]:
-    """:func:`validate_batch` in a thread of its own, so that the batch's data files are written while
-    GE checks it (they stay invisible until the commit, which waits for the report)."""
-    return _BACKGROUND.submit(validate_batch, lake, accepted, window, batch_id)
-
-
-_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="validation")
 
 
 def validate_batch(lake: Root, accepted: pl.DataFrame, window: Window, batch_id: str) -> ValidationReport:
