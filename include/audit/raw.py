@@ -452,8 +452,7 @@ def _extra_fields(line: bytes, values: tuple | None) -> str | object | None:
                 return _UNCLEAR
     except Exception:
         return _UNCLEAR
-    kept = {k: v for k, v in obj.items() if v is not None and k not in _EVENT_FIELD_SET}
-    return _CANONICAL.encode(kept) if kept else None
+    return attributes_json({k: v for k, v in obj.items() if k not in _EVENT_FIELD_SET})
 
 
 # --- parsing: a block of lines ----------------------------------------------------------------
