@@ -111,11 +111,11 @@ class EventIndex:
             elif _day_rows(self.lake, self.path(day)).get(day) == rows:  # changed since consolidation
                 self.days[day] = (rows, self.path(day))
             else:
-                files = lk.files_in(table, [("event_date", "=", day.isoformat())])
-                parts = [
-                    fingerprints(lk.read_files(self.lake, group, lk.EVENT_COLUMNS, CONTENT_COLUMNS))
-                    for group in lk.in_groups(files, REBUILD_ROWS)
-                ]
+                filters = [("event_date", "=", day.isoformat())]
+                groups = lk.read_table_in_groups(
+                    self.lake, table, lk.EVENT_COLUMNS, filters, CONTENT_COLUMNS, REBUILD_ROWS
+                )
+                parts = [fingerprints(group) for group in groups]
                 self._store(day, rows, pl.concat([NO_FINGERPRINTS, *parts]))
                 log.info("rebuilt the event-id index of %s (%d events)", day, rows)
 

@@ -226,10 +226,6 @@ class Run:
     summary: IngestSummary
 
 
-ORDER = ("event_time", "event_id")
-"""How rows are sorted inside each data file of a batch."""
-
-
 def commit_events(
     run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -256,7 +252,7 @@ def commit_events(
                 )
             validated = True
         try:
-            actions = lk.write_event_files(run.lake, accepted, order=ORDER)
+            actions = lk.write_event_files(run.lake, accepted)
             run.summary.events_version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)

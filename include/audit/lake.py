@@ -51,10 +51,12 @@ TABLE_CONFIGURATION: dict[str, str] = {
     "delta.logRetentionDuration": "interval 30 days",
     "delta.deletedFileRetentionDuration": "interval 7 days",
 }
-STATS_COLUMNS = ["event_time", "event_id"]
-"""The events columns each data file keeps min/max statistics for (data skipping; compaction's sort
-order). Only these: full statistics made each file's entry in the log ~1.8 KB, and a table's open
-state grows with its files (+160 MB at 20,000 files)."""
+FILE_ORDER = ("event_time", "event_id")
+"""How the rows of every events data file are sorted, by ingest and by compaction alike."""
+STATS_COLUMNS = list(FILE_ORDER)
+"""The events columns each data file keeps min/max statistics for: the sort order, so a time range
+skips files. Only these: full statistics made each file's entry in the log ~1.8 KB, and a table's
+open state grows with its files (+160 MB at 20,000 files)."""
 METADATA_PREFIX = "audit."
 """Keys of our entries in a commit's metadata (``DeltaTable.history()`` shows them)."""
 
@@ -203,12 +205,11 @@ def write_event_files(
     lake: Root,
     frame: pl.DataFrame,
     *,
-    order: Sequence[str] = (),
     data_change: bool = True,
     rows_per_file: int | None = None,
 ) -> list[Any]:
     """Write ``frame`` (events table columns) as one Parquet file per partition, or per
-    ``rows_per_file`` rows of it, each sorted by ``order``; the Delta Add actions that commit them.
+    ``rows_per_file`` rows of it, each sorted by ``FILE_ORDER``; the Delta Add actions that commit them.
 
     Memory holds one encoded file per thread. delta-rs's writer keeps a Parquet writer open per
     partition until the end: +270 MiB for a 64 MB batch spread over 800 partitions, against
@@ -220,7 +221,7 @@ def write_event_files(
     import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
-    frame = frame.sort([*PARTITION_COLUMNS, *order], maintain_order=True)  # each file's rows are contiguous
+    frame = frame.sort([*PARTITION_COLUMNS, *FILE_ORDER], maintain_order=True)  # each file's rows are contiguous
     per_file = rows_per_file or max(frame.height, 1)
     pieces = (
         frame.with_row_index("_row")
@@ -376,15 +377,6 @@ def files_in(table: Any, filters: list[tuple[str, str, Any]] | None = None) -> p
     )
 
 
-def in_groups(files: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
-    """``files`` (a :func:`files_in` frame) in consecutive groups of about ``rows`` rows each (a
-    bigger file alone): reading group by group bounds memory whatever a partition's size."""
-    start = pl.col("rows").cum_sum() - pl.col("rows")
-    yield from files.with_columns((start // max(rows, 1)).alias("_group")).partition_by(
-        "_group", maintain_order=True, include_key=False
-    )
-
-
 def read_files(
     lake: Root,
     files: pl.DataFrame,
@@ -394,10 +386,12 @@ def read_files(
 ) -> pl.DataFrame:
     """The rows of ``files`` (a :func:`files_in` frame) in ``columns`` (default: all of ``schema``), read
     with polars file by file; partition values come from the log, columns a file lacks are null.
-    ``where`` (on stored columns) is applied to each file as it is read: memory holds the matches only."""
+    ``where`` (on stored columns, wanted or not) is applied to each file as it is read: memory holds
+    the matches only."""
     wanted = list(columns or schema)
     partitions = [c for c in files.columns if c not in ("uri", "rows")]
-    stored = [c for c in wanted if c not in partitions]
+    filtered_on = where.meta.root_names() if where is not None else []
+    stored = [c for c in dict.fromkeys([*wanted, *filtered_on]) if c not in partitions]
     empty = pl.DataFrame(schema={c: schema[c] for c in wanted})
     if lake.is_local and stored and files.height > 1:
         with contextlib.suppress(pl.exceptions.PolarsError):  # files of differing schemas: one by one below
@@ -454,6 +448,25 @@ def read_table(
     return read_files(lake, files_in(table, filters), schema, columns)
 
 
+def read_table_in_groups(
+    lake: Root,
+    table: Any,
+    schema: Mapping[str, pl.DataType],
+    filters: list[tuple[str, str, Any]],
+    columns: Sequence[str],
+    rows: int,
+) -> Iterator[pl.DataFrame]:
+    """:func:`read_table`, a group of whole files of about ``rows`` rows at a time (a bigger file
+    alone): memory is bounded whatever a partition's size."""
+    files = files_in(table, filters)
+    start = pl.col("rows").cum_sum() - pl.col("rows")
+    groups = files.with_columns((start // max(rows, 1)).alias("_group")).partition_by(
+        "_group", maintain_order=True, include_key=False
+    )
+    for group in groups:
+        yield read_files(lake, group, schema, columns)
+
+
 def read_partition(lake: Root, day: date, organization_id: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """All events of one (date, organization), with organization_id (always) among the columns."""
     wanted = list(dict.fromkeys([*(columns or EVENT_COLUMNS), "organization_id"]))
@@ -483,27 +496,14 @@ def read_dates(
 def files_holding(lake: Root, files: pl.DataFrame, ids: pl.Series) -> list[str]:
     """The uris of ``files`` that hold one of ``ids`` (an imploded list), reading event_id alone.
 
-    Local files are scanned as one streaming polars query (only hits are kept, whatever the number
-    of files); remote ones one by one (each read whole, and dropped before the next).
+    Each file's uri rides along as a partition value would, so :func:`read_files` bounds the read
+    as it does any other: matches only, whatever the number of files.
     """
-    uris = files["uri"].to_list()
-    if lake.is_local and uris:
-        paths = {lake.fs._strip_protocol(u): u for u in uris}
-        hits = (
-            pl.scan_parquet(list(paths), include_file_paths="file", missing_columns="insert", extra_columns="ignore")
-            .select("event_id", "file")
-            .filter(pl.col("event_id").is_in(ids))
-            .select(pl.col("file").unique())
-            .collect()
-        )
-        return [paths[f] for f in hits["file"].to_list()]
-    return [
-        uri
-        for uri in uris
-        if read_files(lake, files.filter(pl.col("uri") == uri), EVENT_COLUMNS, ["event_id"])["event_id"]
-        .is_in(ids)
-        .any()
-    ]
+    tagged = files.select("uri", "rows", pl.col("uri").alias("holding_file"))
+    found = read_files(
+        lake, tagged, {**EVENT_COLUMNS, "holding_file": pl.String()}, ["holding_file"], pl.col("event_id").is_in(ids)
+    )
+    return found["holding_file"].unique().to_list()
 
 
 # --- dropping partitions (retention) -------------------------------------------------------------

@@ -36,7 +36,6 @@ GROUP_BYTES = 1 << 30
 
 TARGET_FILE_BYTES = 512 << 20
 DEFAULT_VACUUM_HOURS = 7 * 24
-SORT = lk.STATS_COLUMNS
 
 Partition = tuple[date, str, list[str], int]
 """(event_date, organization_id, paths of its live files, their bytes): one partition to compact."""
@@ -82,7 +81,7 @@ def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[An
         lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
     )
     pieces = max(1, -(-size_bytes // TARGET_FILE_BYTES))
-    actions = lk.write_event_files(lake, frame, order=SORT, data_change=False, rows_per_file=-(-frame.height // pieces))
+    actions = lk.write_event_files(lake, frame, data_change=False, rows_per_file=-(-frame.height // pieces))
     values = {"event_date": day.isoformat(), "organization_id": organization_id}
     stamp = int(time.time() * 1000)
     return actions + [RemoveAction(p, False, stamp, None, values) for p in paths], frame.height
