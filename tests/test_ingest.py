@@ -1,10 +1,12 @@
 """Ingest end to end on local disk: counts, quarantine, dedupe, reruns, crashes, and the GE gate."""
 
 import json
+from datetime import date
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -13,6 +15,7 @@ from include.audit import ingest as ingest_module
 from include.audit import lake as lk
 from include.audit import ledger as ledger_module
 from include.audit import quarantine
+from include.audit.events import CONTENT_COLUMNS
 from include.audit.generate import generate
 from include.audit.ingest import ingest
 from include.audit.storage import Root
@@ -104,7 +107,7 @@ def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collisi
     (day,) = index.days
     entries = dedupe_module.fingerprints(stored)
     collision = pl.DataFrame({"h": pl.Series(["e2"]).hash(seed=0), "c": pl.Series([123], dtype=pl.UInt64)})
-    dedupe_module._write_days(lake, index.path(day), [(day, 1, pl.concat([entries, collision]))])
+    dedupe_module._write_days(lake, index.path(day), [(day, 1, [pl.concat([entries, collision])])])
     index.days[day] = (1, index.path(day))
 
     def outcome(valid: pl.DataFrame) -> tuple[int, int, int]:
@@ -139,6 +142,38 @@ def test_an_index_file_another_process_consolidated_away_is_found_again(roots, n
     assert day not in updating.days
     updating.refresh(table)
     assert updating.days[day] == (2, updating.path())
+
+
+def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(roots, monkeypatch):
+    """Each batch rewrites the days it touched. The day's file is copied a row group at a time,
+    so memory holds one group, not the day; small batches still leave full row groups behind."""
+    monkeypatch.setattr(dedupe_module, "INDEX_ROW_GROUP", 1000)
+    lake = Root.open(roots["lake"])
+    index = dedupe_module.EventIndex(lake)
+    day = date(2026, 11, 20)
+    batches = [
+        pl.DataFrame({"event_id": [f"b{b}-e{i}" for i in range(700)]}).with_columns(
+            *(pl.lit(f"{c} {b}").alias(c) for c in CONTENT_COLUMNS if c != "event_id"), event_date=pl.lit(day)
+        )
+        for b in range(7)
+    ]
+    written: list[int] = []
+    write_table = pq.ParquetWriter.write_table
+    monkeypatch.setattr(
+        pq.ParquetWriter,
+        "write_table",
+        lambda self, table, **kw: written.append(table.num_rows) or write_table(self, table, **kw),
+    )
+    for batch in batches:
+        index.add(batch)
+    assert index.days[day] == (4900, index.path(day))
+    assert max(written) == 1000  # the writer never holds more than a row group of the day
+    with lake.open_input(index.path(day)) as f:
+        metadata = pq.ParquetFile(f).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000] * 4 + [900]
+    stored = dedupe_module._read_days(lake, index.path(day), {day}).drop("event_date")
+    expected = dedupe_module.fingerprints(pl.concat(batches))
+    assert stored.sort("h", "c").equals(expected.sort("h", "c"))
 
 
 def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):

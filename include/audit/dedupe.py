@@ -16,9 +16,10 @@ update, a concurrent writer or a retention drop only makes that day be rebuilt f
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
@@ -39,7 +40,6 @@ HASH_FUNCTION = f"polars-{pl.__version__}-seed0-id-content"
 """What the stored hashes were computed with: an index from another polars version is rebuilt."""
 REBUILD_ROWS = 200_000
 """Rows read at a time to rebuild a day's index: memory holds their content columns, not the day's."""
-NO_FINGERPRINTS = pl.DataFrame(schema={"h": pl.UInt64(), "c": pl.UInt64()})
 
 
 def fingerprints(events: pl.DataFrame) -> pl.DataFrame:
@@ -115,8 +115,7 @@ class EventIndex:
                 groups = lk.read_table_in_groups(
                     self.lake, table, lk.EVENT_COLUMNS, filters, CONTENT_COLUMNS, REBUILD_ROWS
                 )
-                parts = [fingerprints(group) for group in groups]
-                self._store(day, rows, pl.concat([NO_FINGERPRINTS, *parts]))
+                self._store(day, rows, (fingerprints(group) for group in groups))
                 log.info("rebuilt the event-id index of %s (%d events)", day, rows)
 
     def matching(self, table: Any, valid: pl.DataFrame) -> pl.DataFrame:
@@ -144,13 +143,12 @@ class EventIndex:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             rows, path = self.days.get(day, (0, None))
-            try:
-                current = _read_days(self.lake, path, {day}).drop("event_date") if path else NO_FINGERPRINTS
+            try:  # the day's file is copied a row group at a time: memory does not grow with the day
+                current = _day_groups(self.lake, path, {day}) if path else iter(())
+                self._store(day, rows + part.height, itertools.chain(current, [fingerprints(part)]))
             except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
                 del self.days[day]
                 self.consolidated = None
-                continue
-            self._store(day, rows + part.height, pl.concat([current, fingerprints(part)]))
 
     def consolidate(self, table: Any) -> int:
         """Write every day into the consolidated file, a day at a time, and remove the per-day files;
@@ -158,7 +156,8 @@ class EventIndex:
 
         def write() -> list[date]:
             days = sorted(self.days)
-            pieces = ((day, self.days[day][0], _read_days(self.lake, self.days[day][1], {day})) for day in days)
+            # every source opened first: one consolidated away meanwhile fails here, before the write
+            pieces = [(day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days]
             _write_days(self.lake, self.path(), pieces)
             return days
 
@@ -193,7 +192,7 @@ class EventIndex:
                 self.refresh(table)
         raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
 
-    def _store(self, day: date, rows: int, day_fingerprints: pl.DataFrame) -> None:
+    def _store(self, day: date, rows: int, day_fingerprints: Iterable[pl.DataFrame]) -> None:
         _write_days(self.lake, self.path(day), [(day, rows, day_fingerprints)])
         self.days[day] = (rows, self.path(day))
 
@@ -219,30 +218,87 @@ def _day_rows(lake: Root, path: str) -> dict[date, int]:
 def _read_days(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> pl.DataFrame:
     """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
     ``wanted`` if given; one row group in memory at a time."""
-    parts = [_NO_ENTRIES]
-    with lake.open_input(path) as f:
-        reader = pq.ParquetFile(f)
-        for i in range(reader.num_row_groups):
-            stats = reader.metadata.row_group(i).column(0).statistics
-            if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
-                continue
-            group = pl.from_arrow(reader.read_row_group(i))
-            assert isinstance(group, pl.DataFrame)
-            if wanted is not None:
-                group = group.join(wanted, on="h", how="semi")
-            parts.append(group.filter(pl.col("event_date").is_in(list(days))))
-    return pl.concat(parts)
+    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted)])
 
 
-def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, pl.DataFrame]]) -> None:
-    """Write days' fingerprints (in order, a day at a time) and their row counts as one index file."""
-    buffer = io.BytesIO()
-    rows: dict[str, int] = {}
+def _day_groups(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> Iterator[pl.DataFrame]:
+    """:func:`_read_days` a row group at a time. The file is opened now: a missing one raises
+    FileNotFoundError here, not when the groups are read."""
+    source = lake.open_input(path)
+
+    def groups() -> Iterator[pl.DataFrame]:
+        with source as f:
+            reader = pq.ParquetFile(f)
+            for i in range(reader.num_row_groups):
+                stats = reader.metadata.row_group(i).column(0).statistics
+                if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
+                    continue
+                group = pl.from_arrow(reader.read_row_group(i))
+                assert isinstance(group, pl.DataFrame)
+                if wanted is not None:
+                    group = group.join(wanted, on="h", how="semi")
+                yield group.filter(pl.col("event_date").is_in(list(days)))
+
+    return groups()
+
+
+def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[pl.DataFrame]]]) -> None:
+    """Write days' fingerprints (in order; each day's as a stream of frames) and their row counts as
+    one index file, streamed to storage in row groups of ``INDEX_ROW_GROUP`` entries."""
     schema = lk.arrow_schema(dict(_NO_ENTRIES.schema))
-    with pq.ParquetWriter(buffer, schema, compression="zstd") as writer:
-        for day, count, entries in days:
-            rows[day.isoformat()] = count
-            table = entries.select(pl.lit(day, pl.Date).alias("event_date"), "h", "c").to_arrow()
-            writer.write_table(table.cast(schema), row_group_size=INDEX_ROW_GROUP)
-        writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
-    lake.write_bytes(path, buffer.getvalue())
+    rows: dict[str, int] = {}
+
+    def encoded() -> Iterator[bytes]:
+        sink = _Sink()
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            for day, count, parts in days:
+                rows[day.isoformat()] = count
+                for group in _regrouped((p.select("h", "c") for p in parts), INDEX_ROW_GROUP):
+                    table = group.select(pl.lit(day, pl.Date).alias("event_date"), "h", "c").to_arrow()
+                    writer.write_table(table.cast(schema))
+                    yield sink.take()
+            writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
+        yield sink.take()
+
+    lake.write_chunks(path, encoded())
+
+
+def _regrouped(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """``frames`` cut and joined into frames of ``size`` rows (the last one smaller): row groups of
+    one size, however small or large the pieces that feed them."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for frame in frames:
+        pending.append(frame)
+        held += frame.height
+        while held >= size:
+            joined = pl.concat(pending)
+            yield joined.head(size)
+            pending, held = [joined.slice(size)], held - size
+    if held:
+        yield pl.concat(pending)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream that hands over what was written since the last :meth:`take`, while
+    reporting the total as its position (Parquet records offsets with it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(self.parts[-1])
+        return len(self.parts[-1])
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
