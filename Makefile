@@ -27,7 +27,7 @@ help:
 	@echo "make stack    run the docker-compose topology here without Docker (PostgreSQL, Redis, SeaweedFS, Celery); make stack-down stops it"
 
 $(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip check

@@ -8,9 +8,10 @@ is recognised from the index alone, and only an event_id whose content differs i
 the lake (its event_id column only, for exactness). The index is one consolidated file for all days
 (``_state/event-ids/all.parquet``, rewritten by daily maintenance) plus one file per day changed
 since (``event_date=D.parquet``), so a run reads a bounded number of objects however many days
-the lake holds, streamed a row group at a time. A day's entry is trusted while its row count
-equals the day's live rows in the table's metadata: a crash between a commit and the index
-update, a concurrent writer or a retention drop only makes that day be rebuilt from its rows.
+the lake holds; each is read, and a touched day rewritten, a row group at a time. A day's entry
+is trusted while its row count equals the day's live rows in the table's metadata: a crash
+between a commit and the index update, a concurrent writer or a retention drop only makes that
+day be rebuilt from its rows.
 """
 
 from __future__ import annotations
