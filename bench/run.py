@@ -1,9 +1,9 @@
 """`make bench`: the lake engine against DuckDB and against its own targets (issue 8), in one run.
 
 Every measurement runs ``--runs`` times (at least 3; 1 with ``--quick``), alternating the
-contenders, and reports the median with the min-max spread; wall time and peak resident memory
-come from GNU time (``/usr/bin/time -v``) around a whole process. Generated data and the big lake
-are cached under bench/data and never timed. Results print as a table and go to
+contenders, and reports the median with the min-max spread; wall time, peak resident memory and
+CPU seconds come from GNU time (``/usr/bin/time -v``) around a whole process. Generated data and
+the big lake are cached under bench/data and never timed. Results print as a table and go to
 bench/results/<timestamp>.json.
 
     python bench/run.py [--runs 3] [--quick] [--events N] [--lake-events N] [--batch-events N]
@@ -75,28 +75,48 @@ class Measure:
         return f"{self.median:.2f} ({min(self.samples):.2f}-{max(self.samples):.2f})"
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One run of a command: wall seconds, peak resident MiB, CPU seconds (user + system, the
+    whole tree) and whether it was killed at the memory cap."""
+
+    wall_s: float
+    peak_mib: float
+    cpu_s: float
+    capped: bool = False
+
+
 @dataclass
 class Contender:
-    """Wall seconds and peak MiB of one command over the runs."""
+    """Wall seconds, peak MiB and CPU seconds of one command over the runs."""
 
     wall_s: Measure = field(default_factory=Measure)
     peak_mib: Measure = field(default_factory=Measure)
+    cpu_s: Measure = field(default_factory=Measure)
     capped_runs: int = 0  # runs killed at the memory cap: their peak is a lower bound, their wall meaningless
 
-    def add(self, seconds: float, mib: float, capped: bool = False) -> None:
-        self.wall_s.samples.append(seconds)
-        self.peak_mib.samples.append(mib)
-        self.capped_runs += capped
+    def add(self, sample: Sample) -> None:
+        self.wall_s.samples.append(sample.wall_s)
+        self.peak_mib.samples.append(sample.peak_mib)
+        self.cpu_s.samples.append(sample.cpu_s)
+        self.capped_runs += sample.capped
 
     def as_dict(self) -> dict:
-        return {"wall_s": self.wall_s.as_dict(), "peak_mib": self.peak_mib.as_dict(), "capped_runs": self.capped_runs}
+        return {
+            "wall_s": self.wall_s.as_dict(),
+            "peak_mib": self.peak_mib.as_dict(),
+            "cpu_s": self.cpu_s.as_dict(),
+            "capped_runs": self.capped_runs,
+        }
 
 
 _MAX_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
+_CPU = re.compile(r"(?:User|System) time \(seconds\): ([\d.]+)")
 
 
-def run_measured(args: list[str], cap_mib: float | None = None) -> tuple[float, float, bool]:
-    """Run a command to completion; its wall seconds, peak resident MiB and whether it was capped.
+def run_measured(args: list[str], cap_mib: float | None = None) -> Sample:
+    """Run a command to completion: its wall seconds, peak resident MiB, CPU seconds and whether it
+    was capped. CPU next to wall says how much of a 2-core machine the run kept busy.
 
     The peak is the larger of GNU time -v's (the largest single process) and the sum over the
     command's process tree sampled every 50 ms: ingest runs Great Expectations in a worker process,
@@ -127,12 +147,14 @@ def run_measured(args: list[str], cap_mib: float | None = None) -> tuple[float, 
     proc.wait()
     elapsed = time.perf_counter() - start
     if capped:
-        return elapsed, seen, True
+        return Sample(elapsed, seen, 0.0, capped=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(args)} failed: {errors.read_text(errors='replace')[-2000:]}")
-    match = _MAX_RSS.search(report.read_text())
+    text = report.read_text()
+    match = _MAX_RSS.search(text)
     assert match, "GNU time printed no maximum resident set size"
-    return elapsed, max(int(match.group(1)) / 1024, seen), False
+    cpu = sum(float(seconds) for seconds in _CPU.findall(text))  # GNU time counts waited-for children too
+    return Sample(elapsed, max(int(match.group(1)) / 1024, seen), cpu)
 
 
 def _children(pid: int) -> list:
@@ -161,10 +183,12 @@ def alternate(runs: int, commands: dict[str, callable], cap_mib: float | None = 
     names = list(commands)
     for i in range(runs):
         for name in names if i % 2 == 0 else reversed(names):
-            seconds, mib, capped = run_measured(commands[name](), cap_mib)
-            out[name].add(seconds, mib, capped)
+            sample = run_measured(commands[name](), cap_mib)
+            out[name].add(sample)
             print(
-                f"  {name}: {seconds:.2f} s, {mib:.0f} MiB{' (killed at the memory cap)' if capped else ''}", flush=True
+                f"  {name}: {sample.wall_s:.2f} s, {sample.peak_mib:.0f} MiB, CPU {sample.cpu_s:.1f} s"
+                + (" (killed at the memory cap)" if sample.capped else ""),
+                flush=True,
             )
     return out
 
@@ -447,6 +471,7 @@ def summary(f: dict, sizes: Sizes) -> list[tuple[str, str, str, str, str]]:
             f"<= 3: {verdict(f['ingest_ratio'], 3)}",
         ),
         ("  its peak memory", mib(ing["project"]), mib(ing["duckdb"]), "", ""),
+        ("  its CPU (user + system), s", rng(ing["project"], "cpu_s"), rng(ing["duckdb"], "cpu_s"), "", ""),
         (
             f"{sizes.batch_events:,}-event batch on a {sizes.lake_events:,} lake (vs empty), s",
             rng(gr["big"]),

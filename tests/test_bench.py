@@ -24,9 +24,17 @@ def data(tmp_path, monkeypatch) -> Path:
 
 def test_run_measured_reports_the_commands_own_peak_memory(data):
     touch_300_mib = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
-    seconds, mib, capped = run.run_measured([sys.executable, "-c", touch_300_mib])
-    assert seconds > 0 and not capped
-    assert 300 <= mib < 1000
+    sample = run.run_measured([sys.executable, "-c", touch_300_mib])
+    assert sample.wall_s > 0 and not sample.capped
+    assert 300 <= sample.peak_mib < 1000
+    assert 0 < sample.cpu_s < 60
+
+
+def test_run_measured_counts_the_cpu_of_the_whole_process_tree(data):
+    spin = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {spin!r}], check=True)"
+    sample = run.run_measured([sys.executable, "-c", child])
+    assert sample.cpu_s >= 1.4  # the child's spin, counted through its parent
 
 
 def test_run_measured_kills_a_command_past_the_memory_cap(data):
@@ -34,10 +42,10 @@ def test_run_measured_kills_a_command_past_the_memory_cap(data):
         "import time\nb = []\nwhile True:\n"
         "    b.append(bytearray(50 * 2**20)); b[-1][::4096] = b'x' * 12800; time.sleep(0.05)"
     )
-    seconds, mib, capped = run.run_measured([sys.executable, "-c", grow], cap_mib=400)
-    assert capped
-    assert 400 < mib < 2000
-    assert seconds < 60
+    sample = run.run_measured([sys.executable, "-c", grow], cap_mib=400)
+    assert sample.capped
+    assert 400 < sample.peak_mib < 2000
+    assert sample.wall_s < 60
 
 
 def test_run_measured_stops_with_the_commands_error(data):
