@@ -16,10 +16,10 @@ day be rebuilt from its rows.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from . import lake as lk
 from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS
-from .storage import Root
+from .storage import SPOOL_BYTES, Root
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,8 +157,7 @@ class EventIndex:
 
         def write() -> list[date]:
             days = sorted(self.days)
-            # every source opened first: one consolidated away meanwhile fails here, before the write
-            pieces = [(day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days]
+            pieces = ((day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days)
             _write_days(self.lake, self.path(), pieces)
             return days
 
@@ -245,23 +244,20 @@ def _day_groups(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | N
 
 def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[pl.DataFrame]]]) -> None:
     """Write days' fingerprints (in order; each day's as a stream of frames) and their row counts as
-    one index file, streamed to storage in row groups of ``INDEX_ROW_GROUP`` entries."""
+    one index file, in row groups of ``INDEX_ROW_GROUP`` entries. The file is spooled (memory, then
+    a temporary file) and streamed to storage: memory holds a row group, not a day."""
     schema = lk.arrow_schema(dict(_NO_ENTRIES.schema))
     rows: dict[str, int] = {}
-
-    def encoded() -> Iterator[bytes]:
-        sink = _Sink()
-        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        with pq.ParquetWriter(spool, schema, compression="zstd") as writer:
             for day, count, parts in days:
                 rows[day.isoformat()] = count
                 for group in _regrouped((p.select("h", "c") for p in parts), INDEX_ROW_GROUP):
                     table = group.select(pl.lit(day, pl.Date).alias("event_date"), "h", "c").to_arrow()
                     writer.write_table(table.cast(schema))
-                    yield sink.take()
             writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
-        yield sink.take()
-
-    lake.write_chunks(path, encoded())
+        spool.seek(0)
+        lake.write_chunks(path, iter(lambda: spool.read(SPOOL_BYTES), b""))
 
 
 def _regrouped(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
@@ -278,28 +274,3 @@ def _regrouped(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFra
             pending, held = [joined.slice(size)], held - size
     if held:
         yield pl.concat(pending)
-
-
-class _Sink(io.RawIOBase):
-    """A write-only stream that hands over what was written since the last :meth:`take`, while
-    reporting the total as its position (Parquet records offsets with it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[bytes] = []
-        self.position = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
-        self.position += len(self.parts[-1])
-        return len(self.parts[-1])
-
-    def tell(self) -> int:
-        return self.position
-
-    def take(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
