@@ -144,8 +144,8 @@ class EventIndex:
         """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             rows, path = self.days.get(day, (0, None))
-            try:  # the day's file is copied a row group at a time: memory does not grow with the day
-                current = _day_groups(self.lake, path, {day}) if path else iter(())
+            current = _day_groups(self.lake, path, {day}) if path else iter(())
+            try:  # the day's file is copied a row group at a time (into a spool, uploaded after)
                 self._store(day, rows + part.height, itertools.chain(current, [fingerprints(part)]))
             except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
                 del self.days[day]
@@ -222,24 +222,18 @@ def _read_days(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | No
 
 
 def _day_groups(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> Iterator[pl.DataFrame]:
-    """:func:`_read_days` a row group at a time. The file is opened now: a missing one raises
-    FileNotFoundError here, not when the groups are read."""
-    source = lake.open_input(path)
-
-    def groups() -> Iterator[pl.DataFrame]:
-        with source as f:
-            reader = pq.ParquetFile(f)
-            for i in range(reader.num_row_groups):
-                stats = reader.metadata.row_group(i).column(0).statistics
-                if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
-                    continue
-                group = pl.from_arrow(reader.read_row_group(i))
-                assert isinstance(group, pl.DataFrame)
-                if wanted is not None:
-                    group = group.join(wanted, on="h", how="semi")
-                yield group.filter(pl.col("event_date").is_in(list(days)))
-
-    return groups()
+    """:func:`_read_days` a row group at a time."""
+    with lake.open_input(path) as f:
+        reader = pq.ParquetFile(f)
+        for i in range(reader.num_row_groups):
+            stats = reader.metadata.row_group(i).column(0).statistics
+            if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
+                continue
+            group = pl.from_arrow(reader.read_row_group(i))
+            assert isinstance(group, pl.DataFrame)
+            if wanted is not None:
+                group = group.join(wanted, on="h", how="semi")
+            yield group.filter(pl.col("event_date").is_in(list(days)))
 
 
 def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[pl.DataFrame]]]) -> None:
