@@ -1,6 +1,7 @@
 """Ingest end to end on local disk: counts, quarantine, dedupe, reruns, crashes, and the GE gate."""
 
 import json
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -306,6 +307,26 @@ def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roo
         ingest(roots["raw"], roots["lake"], now=now)
     assert lake_events(roots["lake"]).height == 0  # nothing bad reached the lake
     assert list((Path(roots["lake"]) / "_validation").glob("*.json"))
+
+
+def test_great_expectations_checks_a_batch_while_its_files_are_written(roots, now, monkeypatch):
+    """The batch's files are encoded and uploaded while the worker validates it; the commit waits."""
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2")])
+    writing, overlapped = threading.Event(), []
+    real_validate, real_write = ingest_module.validate_batch, lk.write_event_files
+
+    def validate(*args):
+        overlapped.append(writing.wait(timeout=10))  # sequential code would only write after this returns
+        return real_validate(*args)
+
+    def write(*args, **kwargs):
+        writing.set()
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "validate_batch", validate)
+    monkeypatch.setattr(lk, "write_event_files", write)
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert overlapped == [True] and summary.ingested == 2 and len(summary.validation_reports) == 1
 
 
 def test_unreadable_file_is_quarantined_and_the_run_goes_on(roots, now):

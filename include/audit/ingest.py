@@ -17,6 +17,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,7 @@ from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
-from .validation import ValidationFailed, validate_batch, warm_up
+from .validation import ValidationFailed, ValidationReport, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,13 @@ def commit_events(
     run: Run, shaped: pl.DataFrame, batch_id: str, metadata: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Deduplicate against the latest table version, validate, and append the new events on exactly
-    that version."""
-    validated = False
+    that version.
+
+    Great Expectations checks the batch in its worker while this process encodes and writes the
+    batch's files: they stay invisible until the commit, which waits for the verdict (a failed
+    batch leaves unreferenced files, as a crash would, for vacuum).
+    """
+    validated = not run.validate
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
         run.index.refresh(table)
@@ -241,18 +247,14 @@ def commit_events(
         )
         if accepted.is_empty():
             return accepted, conflicts, duplicates
-        if run.validate and not validated:  # a retry only removes rows, so one validation covers it
-            report = validate_batch(run.lake, accepted, run.window, batch_id)
-            run.summary.validation_reports.append(run.lake.display(report.html_path))
-            if not report.success:
-                raise ValidationFailed(
-                    f"batch {batch_id} failed the Great Expectations suite: "
-                    + "; ".join(report.failures)
-                    + f" (report: {run.lake.display(report.json_path)})"
-                )
-            validated = True
-        try:
+        with ThreadPoolExecutor(1, thread_name_prefix="validation") as pool:
+            # a retry only removes rows, so one validation covers it
+            verdict = None if validated else pool.submit(validate_batch, run.lake, accepted, run.window, batch_id)
             actions = lk.write_event_files(run.lake, accepted)
+            if verdict is not None:
+                _require_success(run, verdict.result(), batch_id)
+                validated = True
+        try:
             run.summary.events_version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)
@@ -263,6 +265,17 @@ def commit_events(
         f"batch {batch_id}: the events table kept changing; gave up after "
         f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)"
     )
+
+
+def _require_success(run: Run, report: ValidationReport, batch_id: str) -> None:
+    """List the batch's validation report in the summary; ValidationFailed if the suite failed."""
+    run.summary.validation_reports.append(run.lake.display(report.html_path))
+    if not report.success:
+        raise ValidationFailed(
+            f"batch {batch_id} failed the Great Expectations suite: "
+            + "; ".join(report.failures)
+            + f" (report: {run.lake.display(report.json_path)})"
+        )
 
 
 def _commit_quarantine(run: Run, batch: Batch, records: pl.DataFrame, batch_id: str, metadata: dict[str, str]) -> None:
