@@ -146,15 +146,13 @@ def run_measured(args: list[str], cap_mib: float | None = None) -> Sample:
         time.sleep(0.05)
     proc.wait()
     elapsed = time.perf_counter() - start
-    if capped:
-        return Sample(elapsed, seen, 0.0, capped=True)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not capped:
         raise SystemExit(f"bench: {' '.join(args)} failed: {errors.read_text(errors='replace')[-2000:]}")
-    text = report.read_text()
+    text = report.read_text()  # GNU time reports a killed command too: its figures up to the kill
     match = _MAX_RSS.search(text)
     assert match, "GNU time printed no maximum resident set size"
     cpu = sum(float(seconds) for seconds in _CPU.findall(text))  # GNU time counts waited-for children too
-    return Sample(elapsed, max(int(match.group(1)) / 1024, seen), cpu)
+    return Sample(elapsed, max(int(match.group(1)) / 1024, seen), cpu, capped=capped)
 
 
 def _children(pid: int) -> list:

@@ -46,6 +46,7 @@ def test_run_measured_kills_a_command_past_the_memory_cap(data):
     assert sample.capped
     assert 400 < sample.peak_mib < 2000
     assert sample.wall_s < 60
+    assert 0 < sample.cpu_s < 60  # what GNU time saw up to the kill, not a made-up zero
 
 
 def test_run_measured_stops_with_the_commands_error(data):
