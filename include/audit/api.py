@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -49,7 +49,6 @@ EXPORT_SECONDS = float(os.environ.get("AUDIT_API_EXPORT_SECONDS", "300"))
 MAX_SCANNED_ROWS = int(os.environ.get("AUDIT_API_MAX_SCANNED_ROWS", "20000000"))
 """Lake rows one request may read before it is refused (503): about a year of a busy organization."""
 TOKEN_COOKIE = "_token"  # where the Airflow UI keeps the user's JWT (airflow.api_fastapi.auth.managers)
-CHUNK_BYTES = 1 << 20
 
 TokenVerifier = Callable[[str], Awaitable[tuple[str, bool]]]
 """A JWT -> (user name, is Admin); raises jwt.InvalidTokenError on an invalid or expired token."""
@@ -203,13 +202,6 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
         "pageSize": size,
         "missingDays": sorted(d.isoformat() for d, found in codes.items() if "missing_day" in found),
     }
-
-
-def read_chunks(root: Root, path: str) -> Iterator[bytes]:
-    """A file's bytes in CHUNK_BYTES pieces (any fsspec root)."""
-    with root.fs.open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            yield chunk
 
 
 def error_body(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -404,7 +396,7 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
             raise ApiError(404, f"no archived {what} for {organization} on {when.isoformat()}")
         path = chosen[-1].path
         return StreamingResponse(
-            read_chunks(exports, path),
+            exports.read_pieces(path),
             media_type="application/json" if manifest else "text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'},
         )

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from . import lake as lk
 from .events import CONFLICTING_DUPLICATE, CONTENT_COLUMNS
-from .storage import SPOOL_BYTES, Root
+from .storage import SPOOL_BYTES, Root, pieces
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,7 +251,7 @@ def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[
                     writer.write_table(table.cast(schema))
             writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
         spool.seek(0)
-        lake.write_chunks(path, iter(lambda: spool.read(SPOOL_BYTES), b""))
+        lake.write_chunks(path, pieces(spool))
 
 
 def _regrouped(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:

@@ -24,7 +24,7 @@ from .config import RETENTION_DAYS
 from .filters import Query, export_filter_for, load_export_filters
 from .inputs import validate_organization_id
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows
-from .storage import SPOOL_BYTES, Root
+from .storage import SPOOL_BYTES, Root, pieces
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ FORMULA_START = (
 """A cell a spreadsheet could run as a formula (OWASP "CSV Injection", ASVS 5.0 1.2.10): one that starts
 with = + - @ (or their fullwidth and small forms) after any leading whitespace (Unicode spaces such as
 NBSP and U+3000, zero-width spaces, the BOM), or that starts with NUL, tab, CR or LF."""
-CHUNK_BYTES = 1 << 20
 
 
 def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
@@ -263,7 +262,7 @@ def export_filtered(lake_url: str, flt: EventFilter, out_url: str, never_overwri
         while True:
             path = out.path if version == 1 else re.sub(r"(\.csv)?$", f".v{version}.csv", out.path, count=1)
             spool.seek(0)
-            if out.create_chunks_if_absent(path, iter(lambda: spool.read(CHUNK_BYTES), b"")):
+            if out.create_chunks_if_absent(path, pieces(spool)):
                 break
             if ar.sha256_hex(out.read_bytes(path)) == digest.hexdigest():
                 break

@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -41,6 +41,8 @@ with exponential backoff and jitter, a few times, so a dead endpoint fails in un
 
 SPOOL_BYTES = 16 << 20
 """A conditional create of a stream keeps this much in memory, the rest in a temporary file."""
+PIECE_BYTES = 1 << 20
+"""What a stream is read in, when a file is passed on without being held whole."""
 
 _OPTIONS: dict[str, dict[str, Any]] = {}  # protocol -> storage options set for this process
 _SECRETS: set[str] = set()  # credential values that must never be printed
@@ -311,6 +313,11 @@ class Root:
         else:
             self.fs.pipe_file(path, data)
 
+    def read_pieces(self, path: str) -> Iterator[bytes]:
+        """``path``'s bytes, PIECE_BYTES at a time (a download streamed on, never held whole)."""
+        with self.fs.open(path, "rb") as handle:
+            yield from pieces(handle)
+
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
         """Stream ``chunks`` into ``path``, atomically for readers; returns the bytes written.
 
@@ -414,6 +421,12 @@ class Root:
             return self.fs.call_s3("head_object", Bucket=bucket, Key=key).get("ETag")
         except FileNotFoundError:
             return None
+
+
+def pieces(stream: IO[bytes], size: int = PIECE_BYTES) -> Iterator[bytes]:
+    """A readable stream's bytes, ``size`` at a time, until it ends."""
+    while piece := stream.read(size):
+        yield piece
 
 
 def _publish_local(path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None]) -> int:

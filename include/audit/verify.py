@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import archive as ar
 from .signing import signature_valid
-from .storage import Root
+from .storage import Root, pieces
 
 CODES = ("hash_mismatch", "rows_mismatch", "missing_file", "missing_day", "broken_chain", "bad_signature", "unsigned")
 CHUNK_BYTES = 1 << 20
@@ -71,7 +71,7 @@ def csv_digest(exports: Root, path: str) -> tuple[str, int, int]:
     """SHA-256, size and data rows of a CSV, streamed: a record ends at a newline outside quotes."""
     digest, size, newlines, quoted = hashlib.sha256(), 0, 0, False
     with exports.fs.open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
+        for chunk in pieces(handle, CHUNK_BYTES):
             digest.update(chunk)
             size += len(chunk)
             if not quoted and b'"' not in chunk:
