@@ -19,6 +19,7 @@ from include.audit import quarantine
 from include.audit.events import CONTENT_COLUMNS
 from include.audit.generate import generate
 from include.audit.ingest import ingest
+from include.audit.maintenance import vacuum
 from include.audit.storage import Root
 from include.audit.validation import ValidationFailed
 
@@ -307,6 +308,10 @@ def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roo
         ingest(roots["raw"], roots["lake"], now=now)
     assert lake_events(roots["lake"]).height == 0  # nothing bad reached the lake
     assert list((Path(roots["lake"]) / "_validation").glob("*.json"))
+    events = Path(roots["lake"]) / "events"
+    assert list(events.glob("event_date=*/*/*.parquet"))  # written while GE checked the batch, never committed
+    vacuum(roots["lake"], hours=0)
+    assert not list(events.glob("event_date=*/*/*.parquet"))
 
 
 def test_great_expectations_checks_a_batch_while_its_files_are_written(roots, now, monkeypatch):
