@@ -58,6 +58,25 @@ def test_full_flow_through_the_cli_with_env_roots(roots):
     assert json.loads(done.stdout)["events"] == 300
 
 
+def test_an_on_demand_export_imports_only_what_it_needs(roots):
+    """The export is a short command beside DuckDB (issue 8: at most 1.5x): no pandas, no
+    pyarrow.dataset, no Great Expectations, no cryptography (only an archive entry is signed)."""
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1", organization_id="acme-001")])
+    assert cli("ingest", "--now", "2026-11-26T12:00:00Z").returncode == 0
+    heavy = ("pandas", "pyarrow.dataset", "great_expectations", "cryptography", "airflow")
+    code = (
+        "import sys\n"
+        "from include.audit.cli import main\n"
+        "rc = main(['export', '--org', 'acme-001', '--start', '2026-11-20T00:00:00Z', '--end', '2026-11-26T12:00:00Z',"
+        f" '--out', {str(Path(roots['exports']) / 'one.csv')!r}])\n"
+        f"print(rc, [m for m in {heavy!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    assert (Path(roots["exports"]) / "one.csv").read_text().count("\n") == 2  # the header and the event
+
+
 def test_explicit_flags_win_over_env(roots, tmp_path):
     write_lines(tmp_path / "elsewhere" / "a.jsonl", [event()])
     done = cli("ingest", "--raw-root", str(tmp_path / "elsewhere"), "--now", "2026-11-26T12:00:00Z")

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .signing import sign, signing_key
 from .storage import Root
 
 CHAIN = "_chain"
@@ -175,6 +174,8 @@ def append(
     Sets ``sequence``, ``previous_sha256`` and ``created_at``, signs it when a key is configured,
     and returns the entry as stored.
     """
+    from .signing import sign, signing_key  # cryptography: ~40 ms of import that only signing needs
+
     key = signing_key()
     relative = exports.relative(path)
     exports.fs.invalidate_cache(path)
