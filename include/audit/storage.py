@@ -313,10 +313,10 @@ class Root:
         else:
             self.fs.pipe_file(path, data)
 
-    def read_pieces(self, path: str) -> Iterator[bytes]:
-        """``path``'s bytes, PIECE_BYTES at a time (a download streamed on, never held whole)."""
+    def read_pieces(self, path: str, size: int = PIECE_BYTES) -> Iterator[bytes]:
+        """``path``'s bytes, ``size`` at a time (a file streamed on, never held whole)."""
         with self.fs.open(path, "rb") as handle:
-            yield from pieces(handle)
+            yield from pieces(handle, size)
 
     def write_chunks(self, path: str, chunks: Iterable[bytes]) -> int:
         """Stream ``chunks`` into ``path``, atomically for readers; returns the bytes written.

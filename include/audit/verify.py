@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import archive as ar
 from .signing import signature_valid
-from .storage import Root, pieces
+from .storage import Root
 
 CODES = ("hash_mismatch", "rows_mismatch", "missing_file", "missing_day", "broken_chain", "bad_signature", "unsigned")
 CHUNK_BYTES = 1 << 20
@@ -70,17 +70,16 @@ class OrgReport:
 def csv_digest(exports: Root, path: str) -> tuple[str, int, int]:
     """SHA-256, size and data rows of a CSV, streamed: a record ends at a newline outside quotes."""
     digest, size, newlines, quoted = hashlib.sha256(), 0, 0, False
-    with exports.fs.open(path, "rb") as handle:
-        for chunk in pieces(handle, CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-            if not quoted and b'"' not in chunk:
-                newlines += chunk.count(b"\n")
-                continue
-            for index, part in enumerate(chunk.split(b'"')):
-                quoted = quoted != (index > 0)
-                if not quoted:
-                    newlines += part.count(b"\n")
+    for chunk in exports.read_pieces(path, CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+        if not quoted and b'"' not in chunk:
+            newlines += chunk.count(b"\n")
+            continue
+        for index, part in enumerate(chunk.split(b'"')):
+            quoted = quoted != (index > 0)
+            if not quoted:
+                newlines += part.count(b"\n")
     return digest.hexdigest(), size, max(newlines - 1, 0)
 
 
