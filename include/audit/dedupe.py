@@ -157,8 +157,8 @@ class EventIndex:
 
         def write() -> list[date]:
             days = sorted(self.days)
-            pieces = ((day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days)
-            _write_days(self.lake, self.path(), pieces)
+            sources = ((day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days)
+            _write_days(self.lake, self.path(), sources)
             return days
 
         self.refresh(table)
