@@ -9,6 +9,7 @@ The same lake rows always give the same bytes.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import tempfile
@@ -48,8 +49,10 @@ def neutralize_formulas(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def csv_body(frame: pl.DataFrame) -> bytes:
-    """User-visible rows -> CSV lines without the header."""
-    return neutralize_formulas(frame).write_csv(include_header=False, quote_style="necessary").encode()
+    """User-visible rows -> CSV lines without the header (written as bytes: no text copy to encode)."""
+    out = io.BytesIO()
+    neutralize_formulas(frame).write_csv(out, include_header=False, quote_style="necessary")
+    return out.getvalue()
 
 
 def csv_chunks(frames: Iterable[pl.DataFrame]) -> Iterator[bytes]:

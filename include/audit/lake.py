@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
-from .storage import Root, delta_options
+from .storage import Root, delta_options, local_path
 
 if TYPE_CHECKING:  # imported where used: pyarrow costs 0.2 s that a reading command never needs
     import pyarrow as pa
@@ -398,7 +398,7 @@ def read_files(
             return pl.concat([empty, _scan_local(lake, files, {c: schema[c] for c in stored}, where).select(wanted)])
     frames = []
     for uri, rows, *values in files.select("uri", "rows", *partitions).iter_rows():
-        source = lake.fs._strip_protocol(uri) if lake.is_local else io.BytesIO(lake.read_bytes(uri))
+        source = local_path(uri) if lake.is_local else io.BytesIO(lake.read_bytes(uri))
         frame = _read_parquet(source, {c: schema[c] for c in stored}, where) if stored else pl.DataFrame(height=rows)
         frames.append(
             frame.with_columns(pl.lit(v, files.schema[c]).alias(c) for c, v in zip(partitions, values, strict=True))
@@ -411,7 +411,7 @@ def _scan_local(
 ) -> pl.DataFrame:
     """Local ``files`` read as one streaming polars query (many small files: one pass, matches only),
     partition values joined on from the log by file."""
-    located = files.with_columns(pl.col("uri").map_elements(lake.fs._strip_protocol, pl.String).alias("_file"))
+    located = files.with_columns(pl.col("uri").map_elements(local_path, pl.String).alias("_file"))
     scan = pl.scan_parquet(
         located["_file"].to_list(),
         schema=dict(columns),  # the table's types: a file that differs fails, and is read alone instead

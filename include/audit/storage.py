@@ -15,10 +15,11 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+if TYPE_CHECKING:
+    import fsspec
 
 
 def is_hidden(path: str) -> bool:
@@ -49,9 +50,20 @@ _SECRETS: set[str] = set()  # credential values that must never be printed
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
 
+LOCAL_PROTOCOLS = ("file", "local")
+
+
 def protocol_of(url: str) -> str:
     """The fsspec protocol of a root URL (``file`` for plain paths)."""
     return str(url).split("://", 1)[0].lower() if "://" in str(url) else "file"
+
+
+def local_path(url: str) -> str:
+    """A local URL (``file://...``) or path as an absolute path, as fsspec's local filesystem names it."""
+    url = str(url)
+    if protocol_of(url) in LOCAL_PROTOCOLS and "://" in url:
+        url = url.split("://", 1)[1]
+    return os.path.abspath(os.path.expanduser(url))
 
 
 def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -203,24 +215,38 @@ def describe_error(exc: BaseException) -> str | None:
 
 @dataclass(frozen=True)
 class Root:
-    """A storage root: a filesystem and the base path inside it."""
+    """A storage root: the base path inside a filesystem (local, or fsspec's for a URL)."""
 
-    fs: fsspec.AbstractFileSystem
     path: str
     url: str
     options: dict[str, Any] = field(default_factory=dict, compare=False)
+    remote: fsspec.AbstractFileSystem | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def open(cls, url: str, **storage_options: object) -> Root:
-        """Resolve ``url`` (a local path or any fsspec URL) to a root."""
-        fs, path = fsspec.core.url_to_fs(str(url), **merge_options(default_options(str(url)), storage_options))
-        if isinstance(fs, LocalFileSystem):
-            path = os.path.abspath(path)
-        return cls(fs=fs, path=path.rstrip("/") or "/", url=str(url), options=dict(storage_options))
+        """Resolve ``url`` (a local path or any fsspec URL) to a root. A remote root's filesystem is
+        made now, with the options in force now (:func:`use_options`)."""
+        url = str(url)
+        if protocol_of(url) in LOCAL_PROTOCOLS:
+            return cls(path=local_path(url).rstrip("/") or "/", url=url, options=dict(storage_options))
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **merge_options(default_options(url), storage_options))
+        return cls(path=path.rstrip("/") or "/", url=url, options=dict(storage_options), remote=fs)
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem. A local root makes it on first use: importing fsspec is ~50 ms of a
+        process, and an export or a read of local files does everything with ``os`` and polars."""
+        if self.remote is not None:
+            return self.remote
+        from fsspec.implementations.local import LocalFileSystem
+
+        return LocalFileSystem(**merge_options(default_options(self.url), self.options))
 
     @property
     def is_local(self) -> bool:
-        return isinstance(self.fs, LocalFileSystem)
+        return self.remote is None
 
     @property
     def protocol(self) -> str:
@@ -240,7 +266,7 @@ class Root:
 
     def relative(self, path: str) -> str:
         """``path`` relative to this root."""
-        path = self.fs._strip_protocol(path)
+        path = local_path(path) if self.is_local else self.fs._strip_protocol(path)
         return posixpath.relpath(path, self.path)
 
     def display(self, path: str) -> str:
@@ -250,7 +276,7 @@ class Root:
     # --- reads -------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return self.fs.exists(path)
+        return os.path.lexists(local_path(path)) if self.is_local else self.fs.exists(path)
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)

@@ -1,0 +1,30 @@
+"""Local roots: named as fsspec names them, without importing fsspec until a call needs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fsspec.core import url_to_fs
+
+from include.audit.storage import Root
+
+
+@pytest.mark.parametrize("form", ["lake", "./lake/", "a/../lake", "file://{cwd}/lake", "~/lake", "{cwd}/lake//"])
+def test_a_local_root_has_the_path_fsspec_gives_it(form: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    url = form.format(cwd=tmp_path)
+    root = Root.open(url)
+    _, expected = url_to_fs(url)
+    assert root.is_local and root.path == os.path.abspath(expected)
+    assert root.relative("file://" + root.join("events", "x.parquet")) == "events/x.parquet"
+
+
+def test_a_local_root_still_offers_fsspec_operations(tmp_path: Path) -> None:
+    root = Root.open(str(tmp_path))
+    root.write_bytes(root.join("d", "f.txt"), b"abc")
+    assert root.exists(root.join("d", "f.txt")) and not root.exists(root.join("nothing"))
+    assert root.find(root.path) == [root.join("d", "f.txt")]
+    assert root.listdir(root.path) == ["d"] and root.read_bytes(root.join("d", "f.txt")) == b"abc"
