@@ -25,6 +25,10 @@ def test_a_local_root_has_the_path_fsspec_gives_it(form: str, tmp_path: Path, mo
 def test_a_local_root_still_offers_fsspec_operations(tmp_path: Path) -> None:
     root = Root.open(str(tmp_path))
     root.write_bytes(root.join("d", "f.txt"), b"abc")
-    assert root.exists(root.join("d", "f.txt")) and not root.exists(root.join("nothing"))
-    assert root.find(root.path) == [root.join("d", "f.txt")]
-    assert root.listdir(root.path) == ["d"] and root.read_bytes(root.join("d", "f.txt")) == b"abc"
+    assert root.find(root.path) == [root.join("d", "f.txt")] and root.listdir(root.path) == ["d"]
+    assert root.read_bytes(root.join("d", "f.txt")) == b"abc"
+    os.symlink(root.join("nothing"), root.join("broken"))
+    os.symlink(root.join("d"), root.join("linked"))
+    fs = url_to_fs(str(tmp_path))[0]
+    for name in ("broken", "linked", "d", "nothing"):  # as fsspec says: a dangling link is not there
+        assert root.exists(root.join(name)) == fs.exists(root.join(name)), name

@@ -276,7 +276,7 @@ class Root:
     # --- reads -------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(local_path(path)) if self.is_local else self.fs.exists(path)
+        return os.path.exists(local_path(path)) if self.is_local else self.fs.exists(path)
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
