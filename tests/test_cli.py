@@ -113,6 +113,9 @@ def test_explicit_flags_win_over_env(roots, tmp_path):
         (["ingest", "--now", "2026-11-26T12:00:00"], "no timezone"),
         (["export", "--org", "acme"], "required"),
         (["frobnicate"], "invalid choice"),
+        (["vacuum", "--hours", "a week"], "must be a whole number, got 'a week'"),
+        (["vacuum", "--hours", "-1"], "must be at least 0"),
+        (["generate", "--bad-share", "some"], "must be a number between 0 and 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, message):
@@ -122,6 +125,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, 
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert not out.exists() and not Path(roots["lake"]).exists()
+
+
+def test_vacuum_hours_0_removes_a_killed_writers_files_now(roots):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    assert cli("ingest", "--now", "2026-11-26T12:00:00Z").returncode == 0
+    stray = next((Path(roots["lake"]) / "events").glob("event_date=*/organization_id=*")) / "part-killed.parquet"
+    stray.write_bytes(b"PAR1 left by a killed writer")
+    done = cli("vacuum")  # the default keeps a day-old file: this one is seconds old
+    assert done.returncode == 0 and stray.exists()
+    done = cli("vacuum", "--hours", "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["retention_hours"] == 0 and not stray.exists()
+    assert json.loads(cli("status").stdout)["events"] == 1
 
 
 def test_failures_are_one_line_exit_1(roots, tmp_path):

@@ -39,15 +39,25 @@ def _now(value: str | None) -> datetime:
     return parse_time(value, "--now") if value else datetime.now(UTC)
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def _whole(value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return number
 
 
+def _positive(value: str) -> int:
+    return _whole(value, 1)
+
+
 def _share(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {value!r}") from None
     if not 0 <= number <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return number
@@ -113,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("vacuum", help="delete files the lake's tables no longer reference, after a safe retention")
     roots(p, "lake")
-    p.add_argument("--hours", type=_positive, default=7 * 24, help="keep unreferenced files this long (default 168)")
+    p.add_argument(
+        "--hours",
+        type=_whole,
+        default=7 * 24,
+        help="keep unreferenced files this long (default 168); 0 removes them all now, so use it only "
+        "while no ingest or compaction runs (their files are unreferenced until they commit)",
+    )
 
     p = sub.add_parser(
         "replay", help="re-run quarantined lines through the current rules; those that pass enter the lake"
