@@ -291,6 +291,7 @@ def test_validation_report_is_stored_beside_the_batch(roots, now):
     (batch,) = summary.batches
     result = json.loads((Path(roots["lake"]) / "_validation" / f"{batch}.json").read_text())
     assert result["success"] is True and len(result["results"]) > 10
+    assert all(r["result"]["unexpected_count"] == 0 for r in result["results"] if "unexpected_count" in r["result"])
     html = (Path(roots["lake"]) / "_validation" / f"{batch}.html").read_text()
     assert "<html" in html.lower() and "audit_events" in html
 
@@ -307,7 +308,10 @@ def test_the_great_expectations_gate_fails_loudly_if_a_bad_row_slips_through(roo
     with pytest.raises(ValidationFailed, match="ip_address"):
         ingest(roots["raw"], roots["lake"], now=now)
     assert lake_events(roots["lake"]).height == 0  # nothing bad reached the lake
-    assert list((Path(roots["lake"]) / "_validation").glob("*.json"))
+    (report,) = (Path(roots["lake"]) / "_validation").glob("2*.json")
+    failed = [r["result"] for r in json.loads(report.read_text())["results"] if not r["success"]]
+    # a failed batch's report counts each unexpected value (GE's SUMMARY results)
+    assert failed and failed[0]["partial_unexpected_counts"] == [{"value": "999.1.1.1", "count": 1}]
     events = Path(roots["lake"]) / "events"
     assert list(events.glob("event_date=*/*/*.parquet"))  # written while GE checked the batch, never committed
     vacuum(roots["lake"], hours=0)

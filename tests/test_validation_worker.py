@@ -85,6 +85,28 @@ def test_an_error_inside_great_expectations_fails_only_that_batch(roots, now):
     assert WORKER.process.pid == pid  # the same worker went on
 
 
+def test_the_worker_never_runs_the_modules_it_defers(roots, now):
+    accepted = lake_rows(roots, now)
+    assert validate_batch(Root.open(roots["lake"]), accepted, Window(now), "20261126T120000Z-00000004").success
+    maps = Path(f"/proc/{WORKER.process.pid}/maps").read_text()
+    assert "/scipy/_lib/" in maps  # SciPy itself is loaded (GE imports it) ...
+    assert "/scipy/stats/" not in maps  # ... but SciPy's statistics never ran
+
+
+def test_a_deferred_module_loads_when_used():
+    script = (
+        "import sys\n"
+        "from include.audit.validation import DEFERRED_IMPORTS, _DeferredImports\n"
+        "sys.meta_path.insert(0, _DeferredImports(DEFERRED_IMPORTS))\n"
+        "import scipy.stats, altair\n"
+        "ran = ['scipy.stats._distn_infrastructure' in sys.modules, 'altair.vegalite' in sys.modules]\n"
+        "print(ran, scipy.stats.norm.cdf(0.0), altair.Chart.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[False,", "False]", "0.5", "Chart"]
+
+
 def test_the_worker_exits_when_its_ingest_process_is_killed():
     script = (
         "import sys, time\n"

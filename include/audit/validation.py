@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
+import importlib.abc
+import importlib.util
 import json
 import logging
 import os
@@ -48,6 +50,10 @@ SENT_COLUMNS = [c for c in LAKE_SCHEMA if c not in ("ingested_at", "source_file"
 """The event's own columns, what the worker receives; the suite picks the ones it checks."""
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FRAME = struct.Struct(">Q")
+DEFERRED_IMPORTS = frozenset({"scipy.stats", "altair"})
+"""Modules GE imports with itself that this suite never runs: SciPy's distributions (for GE's
+distributional expectations) and Altair (GE's charts; the pages here are our own). The worker
+loads them on first use instead: its import takes ~1.5 s less CPU and ~80 MB less memory."""
 
 # Great Expectations logs ~200 INFO lines while importing (its docs decorators); only warnings matter.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -184,6 +190,27 @@ def use_catalog(actions: dict[str, str]) -> None:
     events.ACTION_TYPES = tuple(dict.fromkeys(actions.values()))
 
 
+class _DeferredImports(importlib.abc.MetaPathFinder):
+    """Import the named modules lazily (``importlib.util.LazyLoader``): their code runs when one
+    of their attributes is first used, so a module imported but never used costs nothing."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.names:
+            return None
+        for finder in sys.meta_path:
+            found = (
+                finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            )
+            if found is not None:
+                if hasattr(found.loader, "exec_module"):
+                    found.loader = importlib.util.LazyLoader(found.loader)
+                return found
+        return None
+
+
 def serve() -> None:
     """The worker's loop: import GE, then answer requests until the input closes.
 
@@ -196,6 +223,7 @@ def serve() -> None:
     os.dup2(2, 1)
     requests = sys.stdin.buffer
     logging.basicConfig(level=logging.WARNING, format="validation worker: %(levelname)s %(name)s: %(message)s")
+    sys.meta_path.insert(0, _DeferredImports(DEFERRED_IMPORTS))
     import great_expectations  # noqa: F401  (its ~million long-lived objects, then out of the collector's sight)
 
     gc.freeze()
@@ -232,7 +260,7 @@ def _context() -> Any:
     return context
 
 
-def checkpoint(context: Any, checks: list[Any]) -> Any:
+def checkpoint(context: Any, checks: list[Any], result_format: str = "SUMMARY") -> Any:
     """The ``audit_ingest`` checkpoint: suite ``audit_events`` on data asset ``accepted_events``."""
     import great_expectations as gx
 
@@ -246,7 +274,7 @@ def checkpoint(context: Any, checks: list[Any]) -> Any:
         gx.ValidationDefinition(name=f"{SUITE_NAME}_on_{DATA_ASSET}", data=batch, suite=suite)
     )
     return context.checkpoints.add(
-        gx.Checkpoint(name=CHECKPOINT, validation_definitions=[definition], result_format="SUMMARY")
+        gx.Checkpoint(name=CHECKPOINT, validation_definitions=[definition], result_format=result_format)
     )
 
 
@@ -257,17 +285,26 @@ def run_name(batch_id: str) -> str:
 
 def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
-    returns GE's validation result."""
+    returns GE's validation result.
+
+    A batch is checked with GE's ``BASIC`` results (counts and the first unexpected values) and, only
+    if it fails, again with ``SUMMARY`` (also each unexpected value's count, for its report). The
+    verdict does not depend on the format, and a passing batch's page is the same with either;
+    ``BASIC`` costs ~0.2 s less CPU a batch.
+    """
     from great_expectations.core.run_identifier import RunIdentifier
 
-    checks = expectations(window, RULES)
-    columns = sorted({e.column for e in checks if getattr(e, "column", None)})
+    columns = sorted({e.column for e in expectations(window, RULES) if getattr(e, "column", None)})
     view = accepted.select(columns).to_pandas()
     # GE's page renderer feeds the run name to dateutil: a bare batch id such as 20261126T120000Z-9941a10a
     # parses as a time with a 99-hour offset and fails the page; a leading word never parses.
     run_id = RunIdentifier(run_name=run_name(batch_id), run_time=datetime.now(UTC))
-    result = checkpoint(_context(), checks).run(batch_parameters={"dataframe": view}, run_id=run_id)
-    (validation,) = result.run_results.values()
+    for result_format in ("BASIC", "SUMMARY"):
+        checks = expectations(window, RULES)  # an expectation belongs to one suite: each run makes its own
+        result = checkpoint(_context(), checks, result_format).run(batch_parameters={"dataframe": view}, run_id=run_id)
+        (validation,) = result.run_results.values()
+        if validation.success:
+            break
     return validation
 
 
