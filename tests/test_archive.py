@@ -205,6 +205,10 @@ def test_signing_key_create_writes_a_private_pem_only_its_owner_reads(capsys, tm
             "--until",
         ),
         (["hold", "release", "--export-root", "{exports}", "--org", "acme"], "no legal hold"),
+        (
+            ["hold", "place", "--export-root", "{exports}", "--org", "acme", "--reason", "x", "--until", "2020-01-01"],
+            "is past",
+        ),
     ],
 )
 def test_bad_archive_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path: Path) -> None:
@@ -237,3 +241,17 @@ def test_nothing_under_the_exports_root_is_written_twice(
     )
     assert writes and max(writes.values()) == 1, writes.most_common(3)
     assert not [t for m, t, s in responses if m in ("DELETE", "POST") and exports_key in t]
+
+
+def test_a_new_hold_may_extend_one_in_force_but_never_end_it_sooner(capsys, tmp_path: Path) -> None:
+    exports = str(tmp_path / "exports")
+    place = ["hold", "place", "--export-root", exports, "--org", "acme", "--reason"]
+    assert run_cli(capsys, *place, "case 1", "--until", "8000-01-01")[0] == 0
+    assert run_cli(capsys, *place, "case 2", "--until", "8500-01-01")[0] == 0  # later: extends
+    code, _, err = run_cli(capsys, *place, "typo", "--until", "8100-01-01")
+    assert code == 2 and "already held until 8500-01-01" in err and len(err.strip().splitlines()) == 1
+    assert run_cli(capsys, *place, "case 3")[0] == 0  # open-ended: extends
+    code, _, err = run_cli(capsys, *place, "typo", "--until", "8900-01-01")
+    assert code == 2 and "already held until released" in err
+    (held,) = cli(capsys, "hold", "list", "--export-root", exports)["holds"]
+    assert held["reason"] == "case 3" and held["until"] is None

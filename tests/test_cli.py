@@ -116,6 +116,12 @@ def test_explicit_flags_win_over_env(roots, tmp_path):
         (["vacuum", "--hours", "a week"], "must be a whole number, got 'a week'"),
         (["vacuum", "--hours", "-1"], "must be at least 0"),
         (["generate", "--bad-share", "some"], "must be a number between 0 and 1"),
+        (["vacuum", "--hours", "18446744073709551615"], "must be at most 876000"),
+        (["ingest", "--days", "1000000"], "must be at most 36500"),
+        (["ingest", "--now", "0001-01-01T00:00:00Z"], "outside the years 1970-8999"),
+        (["replay", "--now", "9999-12-31T23:59:59Z", "--dry-run"], "outside the years 1970-8999"),
+        (["export-daily", "--date", "0001-01-01"], "outside the years 1970-8999"),
+        (["retain", "--today", "9999-12-31"], "outside the years 1970-8999"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, message):
@@ -138,6 +144,51 @@ def test_vacuum_hours_0_removes_a_killed_writers_files_now(roots):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["retention_hours"] == 0 and not stray.exists()
     assert json.loads(cli("status").stdout)["events"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["ingest", "--raw-root", "{file}"], "--raw-root"),
+        (["ingest", "--lake-root", "{file}"], "--lake-root"),
+        (["status", "--lake-root", "{file}"], "--lake-root"),
+        (["verify", "--export-root", "{file}"], "--export-root"),
+        (["hold", "list", "--export-root", "{file}"], "--export-root"),
+    ],
+)
+def test_a_root_that_is_a_file_is_one_line_exit_2(roots, tmp_path, args, flag):
+    file = tmp_path / "a-file"
+    file.write_text("hi")
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    done = cli(*[a.format(file=file) for a in args], "--now", "2026-11-26T12:00:00Z") if args[0] == "ingest" else None
+    done = done or cli(*[a.format(file=file) for a in args])
+    assert done.returncode == 2 and done.stderr == f"error: {flag}: {file} is a file, not a folder\n"
+    assert file.read_text() == "hi" and not Path(roots["lake"]).exists()
+
+
+@pytest.mark.parametrize(
+    "out, message", [("", "is a folder"), (".", "is a folder"), ("{file}/x.csv", "which is a file")]
+)
+def test_an_export_out_that_cannot_be_a_file_is_one_line_exit_2(roots, tmp_path, out, message):
+    file = tmp_path / "a-file"
+    file.write_text("hi")
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    assert cli("ingest", "--now", "2026-11-26T12:00:00Z").returncode == 0
+    window = ["--org", "acme", "--start", "2026-11-25T00:00:00Z", "--end", "2026-11-26T00:00:00Z"]
+    done = cli("export", *window, "--out", out.format(file=file))
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.splitlines()) == 1
+    assert file.read_text() == "hi"
+
+
+def test_a_free_text_value_may_start_with_a_dash(roots, tmp_path):
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(), event(event_id="evt-2", user_email="bot@acme.com")])
+    assert cli("ingest", "--now", "2026-11-26T12:00:00Z").returncode == 0
+    window = ["--org", "acme", "--start", "2026-11-25T00:00:00Z", "--end", "2026-11-26T00:00:00Z"]
+    for flags in (["--query", "-user:bot@acme.com"], ["--query", "-user:bot@acme.com", "--search", "-"]):
+        out = tmp_path / "out.csv"
+        done = cli("export", *window, *flags, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert [line.rsplit(",", 1)[-1] for line in out.read_text().splitlines()[1:]] == ["evt-1"]
 
 
 def test_failures_are_one_line_exit_1(roots, tmp_path):

@@ -124,6 +124,8 @@ def test_each_organization_gets_its_own_file(roots, now):
     )
     results = {r.organization_id: r.rows for r in export_daily(roots["lake"], roots["exports"], DAY)}
     assert results == {"acme": 1, "globex": 2}
+    named_twice = export_daily(roots["lake"], roots["exports"], DAY, ["globex", "globex"])
+    assert [(r.organization_id, r.rows) for r in named_twice] == [("globex", 2)]
     assert (Path(roots["exports"]) / "globex/2026/11/25/audit-log_globex_2026-11-25.csv").exists()
     # a day without events: each organization active in the window gets a header-only heartbeat
     quiet = export_daily(roots["lake"], roots["exports"], date(2026, 11, 26))

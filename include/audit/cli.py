@@ -14,11 +14,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from . import config
-from .inputs import BadInput, parse_date, parse_time, validate_organization_id
+from .inputs import BadInput, check_clock, parse_date, parse_time, validate_organization_id
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -36,21 +36,57 @@ def redact(message: str) -> str:
 
 
 def _now(value: str | None) -> datetime:
-    return parse_time(value, "--now") if value else datetime.now(UTC)
+    return check_clock(parse_time(value, "--now"), "--now") if value else datetime.now(UTC)
 
 
-def _whole(value: str, minimum: int = 0) -> int:
+def _out_file(url: str) -> str:
+    """``--out``: a local path must name a file that can be written (not a folder, not below a file)."""
+    from .storage import LOCAL_PROTOCOLS, local_path, protocol_of
+
+    if protocol_of(url) not in LOCAL_PROTOCOLS:
+        return url
+    path = local_path(url)
+    if not url.strip() or os.path.isdir(path):
+        raise BadInput(f"--out {url!r} is a folder: name the CSV file to write")
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise BadInput(f"--out {url!r} is below {parent}, which is a file")
+    return url
+
+
+def _day(value: str, name: str) -> date:
+    """A day a command runs as or acts on (``--date``, ``--today``, ``--until``...)."""
+    return check_clock(parse_date(value, name), name)
+
+
+MAX_DAYS = 36_500
+"""The most days a flag may count (100 years): more is a typo, and would overflow date arithmetic."""
+
+
+def _whole(value: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
     if number < minimum:
         raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and number > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
     return number
 
 
 def _positive(value: str) -> int:
     return _whole(value, 1)
+
+
+def _days(value: str) -> int:
+    return _whole(value, 1, MAX_DAYS)
+
+
+def _hours(value: str) -> int:
+    return _whole(value, 0, MAX_DAYS * 24)
 
 
 def _share(value: str) -> float:
@@ -79,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="load new raw files into the lake")
     roots(p, "raw", "lake")
     p.add_argument("--now", help="ingest time (ISO 8601 with timezone); default: the current time")
-    p.add_argument("--days", type=_positive, default=90, help="retention days (older events are quarantined)")
+    p.add_argument("--days", type=_days, default=90, help="retention days (older events are quarantined)")
     p.add_argument(
         "--batch-mb",
         type=_positive,
@@ -113,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retain", help="drop partitions older than the retention window, once exported")
     roots(p, "lake", "export")
     p.add_argument("--today", required=True, help="YYYY-MM-DD (UTC)")
-    p.add_argument("--days", type=_positive, default=90)
+    p.add_argument("--days", type=_days, default=90)
     p.add_argument("--force", action="store_true", help="drop even partitions whose export is missing or stale")
     p.add_argument("--dry-run", action="store_true", help="report what would be dropped (would_drop), drop nothing")
 
@@ -125,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     roots(p, "lake")
     p.add_argument(
         "--hours",
-        type=_whole,
+        type=_hours,
         default=7 * 24,
         help="keep unreferenced files this long (default 168); 0 removes them all now, so use it only "
         "while no ingest or compaction runs (their files are unreferenced until they commit)",
@@ -144,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--since", help="only records quarantined on or after this date (YYYY-MM-DD)")
     p.add_argument("--now", help="replay time (ISO 8601 with timezone); default: the current time")
-    p.add_argument("--days", type=_positive, default=90, help="retention days (as for ingest)")
+    p.add_argument("--days", type=_days, default=90, help="retention days (as for ingest)")
     p.add_argument("--dry-run", action="store_true", help="say what would pass, change nothing")
 
     p = sub.add_parser("migrate", help="convert a lake written before the Delta tables, in place")
@@ -193,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="write seeded synthetic raw event files")
     roots(p, "raw")
     p.add_argument("--events", type=_positive, default=10_000)
-    p.add_argument("--days", type=_positive, default=7)
+    p.add_argument("--days", type=_days, default=7)
     p.add_argument("--orgs", type=_positive, default=20)
     p.add_argument("--users-per-org", type=_positive, default=8)
     p.add_argument("--bad-share", type=_share, default=0.002, help="share of each kind of bad line")
@@ -207,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Any:
     """Execute a parsed command; returns its JSON-able result."""
-    root, existing = config.root, config.existing_root  # a root a command reads must exist
+    root, existing = config.creatable_root, config.existing_root  # a root a command reads must exist
     if args.command == "ingest":
         from .ingest import ingest
 
@@ -222,7 +258,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "export-daily":
         from .exports import export_daily
 
-        day = parse_date(args.date, "--date")
+        day = _day(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
         results = export_daily(
             existing("AUDIT_LAKE_ROOT", args.lake_root),
@@ -246,11 +282,12 @@ def run(args: argparse.Namespace) -> Any:
             users=args.user,
             actions=args.action,
         )
-        return asdict(export_filtered(existing("AUDIT_LAKE_ROOT", args.lake_root), flt, args.out))
+        out = _out_file(args.out)
+        return asdict(export_filtered(existing("AUDIT_LAKE_ROOT", args.lake_root), flt, out))
     if args.command == "retain":
         from .retention import retain
 
-        today = parse_date(args.today, "--today")
+        today = _day(args.today, "--today")
         return retain(
             existing("AUDIT_LAKE_ROOT", args.lake_root),
             root("AUDIT_EXPORT_ROOT", args.export_root),
@@ -262,7 +299,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "compact":
         from .maintenance import compact
 
-        day = parse_date(args.date, "--date") if args.date else None
+        day = _day(args.date, "--date") if args.date else None
         return compact(existing("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
     if args.command == "vacuum":
         from .maintenance import vacuum
@@ -271,13 +308,13 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "replay":
         from .replay import replay, replayable
 
-        since = parse_date(args.since, "--since") if args.since else None
-        reasons = replayable(args.reason)
+        since = _day(args.since, "--since") if args.since else None
+        reasons, now = replayable(args.reason), _now(args.now)
         return replay(
             existing("AUDIT_LAKE_ROOT", args.lake_root),
             reasons=reasons,
             since=since,
-            now=_now(args.now),
+            now=now,
             dry_run=args.dry_run,
             retention_days=args.days,
         )
@@ -324,7 +361,7 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
         return {"keys": apikeys.list_keys(lake)}
     if args.api_key_command == "revoke":
         return apikeys.revoke_key(lake, args.key_id)
-    expires = parse_date(args.expires, "--expires") if args.expires else None
+    expires = _day(args.expires, "--expires") if args.expires else None
     created = apikeys.create_key(lake, validate_organization_id(args.org), expires=expires)
     return {
         "key_id": created.key_id,
@@ -339,12 +376,12 @@ def _archive_command(args: argparse.Namespace) -> Any:
         from .signing import create_key_pair
 
         return create_key_pair(args.out)
-    export_root = config.root("AUDIT_EXPORT_ROOT", args.export_root)
+    export_root = config.creatable_root("AUDIT_EXPORT_ROOT", args.export_root)
     if args.command == "hold":
         from . import holds
 
         if args.hold_command == "place":
-            until = parse_date(args.until, "--until") if args.until else None
+            until = _day(args.until, "--until") if args.until else None
             return holds.place(export_root, validate_organization_id(args.org), args.reason, until)
         if args.hold_command == "release":
             return holds.release(export_root, validate_organization_id(args.org))
@@ -356,7 +393,7 @@ def _archive_command(args: argparse.Namespace) -> Any:
     from .verify import verify
 
     org = validate_organization_id(args.org) if args.org else None
-    through = parse_date(args.through, "--through") if args.through else datetime.now(UTC).date() - timedelta(days=1)
+    through = _day(args.through, "--through") if args.through else datetime.now(UTC).date() - timedelta(days=1)
     key = load_public_key(args.public_key) if args.public_key else None
     exports = Root.open(export_root)
     if not exports.exists(exports.path):
@@ -389,8 +426,25 @@ def origin(exc: BaseException) -> str:
     return text
 
 
+TEXT_FLAGS = ("--query", "--search", "--reason", "--user")
+"""Flags whose value is free text, which may start with "-" (``--query "-user:bot@acme.com"``)."""
+
+
+def _attach_text_values(argv: Sequence[str]) -> list[str]:
+    """``--query -x`` as ``--query=-x``: argparse would take a value starting with "-" for a flag."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        value = next(args, None) if arg in TEXT_FLAGS else None
+        if value is not None and value.startswith("-"):
+            out.append(f"{arg}={value}")
+        else:
+            out.extend([arg] if value is None else [arg, value])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_text_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

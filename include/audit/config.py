@@ -34,19 +34,34 @@ def flag_of(variable: str) -> str:
     return "--" + variable.removeprefix("AUDIT_").lower().replace("_", "-")
 
 
+def _source(variable: str, override: str | None) -> str:
+    """Where a root's value came from, for an error message."""
+    return flag_of(variable) if override else f"${variable}" if os.environ.get(variable) else "the default"
+
+
+def creatable_root(variable: str, override: str | None = None) -> str:
+    """:func:`root`, for a command that creates it when missing; a local file there is a BadInput."""
+    from .inputs import BadInput
+    from .storage import LOCAL_PROTOCOLS, local_path, protocol_of
+
+    url = root(variable, override)
+    if protocol_of(url) in LOCAL_PROTOCOLS and os.path.isfile(local_path(url)):
+        raise BadInput(f"{_source(variable, override)}: {url} is a file, not a folder")
+    return url
+
+
 def existing_root(variable: str, override: str | None = None) -> str:
-    """:func:`root`, which must exist (a local folder, or an s3:// bucket and prefix with objects).
+    """:func:`creatable_root`, which must exist (a local folder, or an s3:// bucket and prefix with objects).
 
     Raises BadInput naming where the value came from, before anything is read or written.
     """
     from .connections import open_root
     from .inputs import BadInput
 
-    url = root(variable, override)
+    url = creatable_root(variable, override)
     opened = open_root(url)
     if not opened.exists(opened.path):
-        source = flag_of(variable) if override else f"${variable}" if os.environ.get(variable) else "the default"
-        raise BadInput(f"{source}: {url} does not exist")
+        raise BadInput(f"{_source(variable, override)}: {url} does not exist")
     return url
 
 

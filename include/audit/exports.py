@@ -203,7 +203,7 @@ def export_daily(
     $AUDIT_EXPORT_FILTERS; none: every event).
     """
     lake, exports = Root.open(lake_url), Root.open(export_url)
-    orgs = list(organizations) if organizations is not None else active_organizations(lake, day, days)
+    orgs = list(dict.fromkeys(organizations)) if organizations is not None else active_organizations(lake, day, days)
     filters = load_export_filters(filters_path)
     counts = lk.partition_row_counts(lake, [day])
     return [

@@ -50,11 +50,24 @@ def _today() -> date:
 def place(
     export_url: str, organization_id: str, reason: str, until: date | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Record a legal hold on the organization (a new entry in its chain)."""
+    """Record a legal hold on the organization (a new entry in its chain).
+
+    The latest entry decides, so a new hold may extend one in force but never end it sooner: a
+    hold is shortened only by releasing it first. An ``until`` already past is refused.
+    """
     validate_organization_id(organization_id)
     if not reason.strip():
         raise BadInput("--reason is required: say why the data is held")
+    today = now.astimezone(UTC).date() if now else _today()
+    if until is not None and until < today:
+        raise BadInput(f"--until {until.isoformat()} is past: a hold ends after its --until date (UTC)")
     exports = Root.open(export_url)
+    held = active_hold(exports, organization_id, today)
+    if held is not None and until is not None and (not held.get("until") or until < date.fromisoformat(held["until"])):
+        raise BadInput(
+            f"{organization_id} is already held until {held.get('until') or 'released'}: a new hold may only "
+            "extend it (release it first to shorten it)"
+        )
     path = exports.join(organization_id, ar.HOLDS, f"{ar.unique_suffix(now)}_hold.json")
     return ar.append(
         exports,

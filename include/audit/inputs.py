@@ -10,13 +10,29 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from .events import ORGANIZATION_ID_PATTERN
 
-__all__ = ["MAX_RANGE", "BadInput", "check_range", "parse_date", "parse_time", "validate_organization_id"]
+__all__ = [
+    "CLOCK_YEARS",
+    "MAX_RANGE",
+    "BadInput",
+    "check_clock",
+    "check_range",
+    "parse_date",
+    "parse_time",
+    "validate_organization_id",
+]
 
+T = TypeVar("T", date, datetime)
 MAX_RANGE = timedelta(days=366)
 """The longest time range one request or export may read (the lake keeps 90 days)."""
+
+
+CLOCK_YEARS = range(1970, 9000)
+"""Years a command may run as (``--now``, ``--today``) or be given as a day to archive, retain or
+hold: it counts days and years from them, which must never overflow the calendar."""
 
 
 class BadInput(ValueError):
@@ -103,3 +119,10 @@ def check_range(start: datetime, end: datetime, start_name: str = "start", end_n
         raise BadInput(
             f"the range from {start_name} to {end_name} is longer than {MAX_RANGE.days} days (the lake keeps 90)"
         )
+
+
+def check_clock(value: T, name: str) -> T:
+    """``value`` (a date or time) if its year is in CLOCK_YEARS, else BadInput."""
+    if value.year not in CLOCK_YEARS:
+        raise BadInput(f"{name} {value.isoformat()} is outside the years {CLOCK_YEARS[0]}-{CLOCK_YEARS[-1]}")
+    return value
