@@ -431,12 +431,13 @@ TEXT_FLAGS = ("--query", "--search", "--reason", "--user")
 
 
 def _attach_text_values(argv: Sequence[str]) -> list[str]:
-    """``--query -x`` as ``--query=-x``: argparse would take a value starting with "-" for a flag."""
+    """``--query -x`` as ``--query=-x``: argparse would take a value starting with "-" for a flag (one
+    starting with "--" stays a flag: a forgotten value must not swallow the next option)."""
     out: list[str] = []
     args = iter(argv)
     for arg in args:
         value = next(args, None) if arg in TEXT_FLAGS else None
-        if value is not None and value.startswith("-"):
+        if value is not None and value.startswith("-") and not value.startswith("--"):
             out.append(f"{arg}={value}")
         else:
             out.extend([arg] if value is None else [arg, value])
