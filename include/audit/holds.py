@@ -43,8 +43,9 @@ def active_hold(exports: Root, organization_id: str, today: date) -> dict[str, A
     return latest if is_active(latest, today) else None
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
+def _today(now: datetime | None = None) -> date:
+    """The UTC date of ``now`` (default: the current time)."""
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
 def place(
@@ -58,7 +59,7 @@ def place(
     validate_organization_id(organization_id)
     if not reason.strip():
         raise BadInput("--reason is required: say why the data is held")
-    today = now.astimezone(UTC).date() if now else _today()
+    today = _today(now)
     if until is not None and until < today:
         raise BadInput(f"--until {until.isoformat()} is past: a hold ends after its --until date (UTC)")
     exports = Root.open(export_url)
@@ -82,7 +83,7 @@ def release(export_url: str, organization_id: str, now: datetime | None = None) 
     """Record the end of the organization's hold; BadInput when none is in force."""
     validate_organization_id(organization_id)
     exports = Root.open(export_url)
-    held = active_hold(exports, organization_id, (now.astimezone(UTC).date() if now else _today()))
+    held = active_hold(exports, organization_id, _today(now))
     if held is None:
         raise BadInput(f"{organization_id} has no legal hold in force")
     path = exports.join(organization_id, ar.HOLDS, f"{ar.unique_suffix(now)}_release.json")

@@ -260,7 +260,7 @@ def _context() -> Any:
     return context
 
 
-def checkpoint(context: Any, checks: list[Any], result_format: str = "SUMMARY") -> Any:
+def checkpoint(context: Any, checks: list[Any], result_format: str) -> Any:
     """The ``audit_ingest`` checkpoint: suite ``audit_events`` on data asset ``accepted_events``."""
     import great_expectations as gx
 
@@ -294,17 +294,18 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
-    columns = sorted({e.column for e in expectations(window, RULES) if getattr(e, "column", None)})
+    checks = expectations(window, RULES)
+    columns = sorted({e.column for e in checks if getattr(e, "column", None)})
     view = accepted.select(columns).to_pandas()
     # GE's page renderer feeds the run name to dateutil: a bare batch id such as 20261126T120000Z-9941a10a
     # parses as a time with a 99-hour offset and fails the page; a leading word never parses.
     run_id = RunIdentifier(run_name=run_name(batch_id), run_time=datetime.now(UTC))
     for result_format in ("BASIC", "SUMMARY"):
-        checks = expectations(window, RULES)  # an expectation belongs to one suite: each run makes its own
         result = checkpoint(_context(), checks, result_format).run(batch_parameters={"dataframe": view}, run_id=run_id)
         (validation,) = result.run_results.values()
         if validation.success:
             break
+        checks = expectations(window, RULES)  # an expectation belongs to one suite: the re-run makes its own
     return validation
 
 
