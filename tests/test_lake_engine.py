@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 
 from include.audit import lake as lk
 from include.audit import ledger as ledgers
-from include.audit import quarantine
+from include.audit import maintenance, quarantine
 from include.audit.exports import export_daily
 from include.audit.generate import generate
 from include.audit.ingest import ingest
@@ -139,6 +139,37 @@ def test_compaction_keeps_rows_and_loses_nothing_to_a_concurrent_ingest(storage:
     compact(storage.lake)
     files = lk.live_files(lk.events_table(lake).open()).group_by("event_date", "organization_id").len()
     assert files["len"].max() == 1  # one live file per partition
+
+
+def test_an_ingest_committing_mid_compaction_neither_blocks_it_nor_doubles_rows(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ingest commits into the same partitions after the compaction read them and before it
+    commits. Its files stay beside the compacted one; the rewrite is committed without being redone."""
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    generate(storage.raw, events=2000, days=2, organizations=2, compress=False, now=now)
+    ingest(storage.raw, storage.lake, now=now, batch_bytes=100_000)
+    late_raw = f"{storage.raw}-late"
+    more = generate(late_raw, events=400, days=2, organizations=2, compress=False, now=now, seed=99)
+    lake = Root.open(storage.lake)
+    before = lake_event_ids(storage.lake).len()
+    rewrites: list[tuple[date, str]] = []
+    real = maintenance._rewrite_partition
+
+    def rewrite_then_let_an_ingest_commit(lake_root, table, part):
+        done = real(lake_root, table, part)
+        if not rewrites:
+            ingest(late_raw, storage.lake, now=now)  # commits while this compaction holds its rewrites
+        rewrites.append(part[:2])
+        return done
+
+    monkeypatch.setattr(maintenance, "_rewrite_partition", rewrite_then_let_an_ingest_commit)
+    result = compact(storage.lake)
+    assert result.partitions == len(set(rewrites)) == len(rewrites) > 0  # each partition rewritten once
+    ids = lake_event_ids(storage.lake)
+    assert ids.len() == ids.n_unique() == before + more.valid_events
+    files = lk.live_files(lk.events_table(lake).open()).group_by("event_date", "organization_id").len()
+    assert files["len"].max() == 2  # the compacted file, and the late ingest's file beside it
 
 
 def test_two_compactions_at_once_double_nothing(storage: Storage) -> None:

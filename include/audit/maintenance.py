@@ -71,9 +71,18 @@ def partitions_to_compact(files: pl.DataFrame, day: date | None = None) -> pl.Da
     return grouped.filter(pl.col("files") > 1).sort("event_date", "organization_id")
 
 
-def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[Any], int]:
-    """Write one partition's rows (as of ``table``'s version) as sorted file(s); the Add and Remove
-    actions that swap them for its old files, and its rows."""
+@dataclass(frozen=True)
+class Rewrite:
+    """One partition rewritten: the files it replaces, the Add and Remove actions that swap them, its rows."""
+
+    replaces: frozenset[str]
+    actions: list[Any]
+    rows: int
+
+
+def _rewrite_partition(lake: Root, table: Any, part: Partition) -> Rewrite:
+    """Write one partition's rows as sorted file(s). ``part`` lists the partition's live files at
+    ``table``'s version, which are exactly the files read and the files removed."""
     from deltalake.transaction import RemoveAction
 
     day, organization_id, paths, size_bytes = part
@@ -84,45 +93,53 @@ def _rewrite_partition(lake: Root, table: Any, part: Partition) -> tuple[list[An
     actions = lk.write_event_files(lake, frame, data_change=False, rows_per_file=-(-frame.height // pieces))
     values = {"event_date": day.isoformat(), "organization_id": organization_id}
     stamp = int(time.time() * 1000)
-    return actions + [RemoveAction(p, False, stamp, None, values) for p in paths], frame.height
+    removes = [RemoveAction(p, False, stamp, None, values) for p in paths]
+    return Rewrite(frozenset(paths), actions + removes, frame.height)
 
 
-def compact_partitions(lake: Root, table: Any, parts: list[Partition]) -> CompactResult:
-    """Rewrite ``parts`` (each with the paths of its live files) as sorted files, all in one
-    dataChange=false commit on exactly ``table``'s version."""
-    done = CompactResult()
-    actions: list[Any] = []
-    for part in parts:
-        rewritten, rows = _rewrite_partition(lake, table, part)
-        actions += rewritten
-        done.partitions += 1
-        done.files_removed += len(part[2])
-        done.rows += rows
-    done.files_added = len(actions) - done.files_removed
+def _commit_rewrites(table: Any, rewrites: dict[tuple[date, str], Rewrite]) -> CompactResult:
+    """Commit ``rewrites`` in one dataChange=false commit on exactly ``table``'s version."""
+    done = CompactResult(partitions=len(rewrites))
+    for rewrite in rewrites.values():
+        done.files_removed += len(rewrite.replaces)
+        done.files_added += len(rewrite.actions) - len(rewrite.replaces)
+        done.rows += rewrite.rows
     metadata = lk.commit_metadata(
         operation="compact",
-        partitions=[f"{d.isoformat()}/{o}" for d, o, _, _ in parts],
+        partitions=[f"{d.isoformat()}/{o}" for d, o in sorted(rewrites)],
         files_removed=done.files_removed,
     )
-    # on exactly the version read, never resolved against a newer one: delta-rs lets two
+    # on exactly the version read, never resolved by delta-rs against a newer one: it let two
     # compactions that removed the same files both commit, which doubled the partition's rows
+    actions = [action for rewrite in rewrites.values() for action in rewrite.actions]
     done.versions.append(lk.commit_event_files(table, actions, metadata))
     return done
 
 
 def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
-    """Compact ``parts`` on the table's latest version, again from a fresh read when another writer
-    committed first (an ingest, or another compaction); None when nothing is left to compact."""
+    """Compact ``parts`` on the table's latest version; None when nothing is left to compact.
+
+    When another writer commits first, a partition's rewrite stays valid as long as every file it
+    replaces is still live (Delta's rule: appends do not conflict with a compaction; files added
+    meanwhile stay beside the new one), so only partitions that lost a file are rewritten again.
+    Each attempt lists the partitions' files afresh: a rewrite reads and removes the same files.
+    """
+    wanted = {(d, o) for d, o, _, _ in parts}
+    rewrites: dict[tuple[date, str], Rewrite] = {}
     for _ in range(COMMIT_ATTEMPTS):
-        table = lk.events_table(lake).open()  # the latest version: only files still live are rewritten
-        live = set(lk.live_files(table)["path"].to_list())
-        still = [(d, o, kept, size) for d, o, paths, size in parts if len(kept := [p for p in paths if p in live]) > 1]
-        if not still:
+        table = lk.events_table(lake).open()
+        files = lk.live_files(table)
+        live = set(files["path"].to_list())
+        rewrites = {key: r for key, r in rewrites.items() if r.replaces <= live}
+        for day, org, paths, _, size, _ in partitions_to_compact(files).iter_rows():
+            if (day, org) in wanted and (day, org) not in rewrites:
+                rewrites[(day, org)] = _rewrite_partition(lake, table, (day, org, paths, size))
+        if not rewrites:
             return None
         try:
-            return compact_partitions(lake, table, still)
-        except lk.CommitConflict as exc:  # its new files stay unreferenced: vacuum removes them
-            log.info("compaction of %d partitions: %s; reading them again", len(still), exc)
+            return _commit_rewrites(table, rewrites)
+        except lk.CommitConflict as exc:  # the files of rewrites dropped here stay unreferenced: vacuum removes them
+            log.info("compaction of %d partitions: %s; checking them again", len(rewrites), exc)
     log.warning("compaction of %d partitions gave up: the table kept changing (the next run retries)", len(parts))
     return None
 
