@@ -16,7 +16,7 @@ from include.audit.holds import place
 from include.audit.ingest import ingest
 from include.audit.signing import create_key_pair, load_public_key, sign
 from include.audit.storage import Root
-from include.audit.verify import csv_digest, verify
+from include.audit.verify import MISSING_DAYS_LISTED, csv_digest, missing_days, verify
 
 from .helpers import event, write_lines
 
@@ -102,6 +102,34 @@ def test_a_removed_day_is_a_missing_day(signed_archive):
     manifest_path.unlink()
     found = problems(signed_archive)
     assert codes_for(found, csv_path) == {"missing_day"}
+
+
+def test_a_through_years_ahead_lists_a_bounded_number_of_missing_days(signed_archive):
+    """One line per missing day up to MISSING_DAYS_LISTED, then one line counting the rest exactly:
+    ``--through 8999-12-31`` once listed ~2.6 million days and grew by ~11 MB/s."""
+    far = date(8999, 12, 31)
+    summary = verify(str(signed_archive["exports"]), far)
+    assert len(summary["problems"]) == MISSING_DAYS_LISTED + 1
+    listed = [line for line in summary["problems"] if "no version of this day" in line]
+    assert len(listed) == MISSING_DAYS_LISTED and f"audit-log_acme_{THROUGH + timedelta(days=1)}.csv" in listed[0]
+    more = (far - THROUGH).days - MISSING_DAYS_LISTED
+    last_listed = THROUGH + timedelta(days=MISSING_DAYS_LISTED)
+    assert summary["problems"][-1].endswith(f": {more} more days without a version after {last_listed}, through {far}")
+
+
+@pytest.mark.parametrize(
+    ("archived", "through", "listed", "expected"),
+    [
+        ([date(2026, 1, 1), date(2026, 1, 4)], date(2026, 1, 5), 10, (["01-02", "01-03", "01-05"], 0)),
+        ([date(2026, 1, 1), date(2026, 1, 4)], date(2026, 1, 5), 2, (["01-02", "01-03"], 1)),
+        ([date(2026, 1, 1), date(2026, 1, 9)], date(2026, 1, 3), 10, (["01-02", "01-03"], 0)),
+        ([date(2026, 1, 5)], date(2026, 1, 1), 10, ([], 0)),
+        ([], date(2026, 1, 1), 10, ([], 0)),
+    ],
+)
+def test_missing_days_counts_gaps_in_order(archived, through, listed, expected):
+    days, more = missing_days(archived, through, listed)
+    assert ([f"{d:%m-%d}" for d in days], more) == expected
 
 
 def test_a_manifest_removed_from_the_middle_of_the_chain_breaks_it(signed_archive):

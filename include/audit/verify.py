@@ -27,6 +27,9 @@ from .storage import Root
 CODES = ("hash_mismatch", "rows_mismatch", "missing_file", "missing_day", "broken_chain", "bad_signature", "unsigned")
 CHUNK_BYTES = 1 << 20
 READ_THREADS = 8
+MISSING_DAYS_LISTED = 1000
+"""Missing days listed one by one per organization; one more line counts the rest (a ``--through``
+years ahead stays one line, not one per day)."""
 
 
 @dataclass(frozen=True)
@@ -200,14 +203,30 @@ def verify_organization(
             report.problems += found
     archived = sorted({date.fromisoformat(m.body["date"]) for m in manifests})
     report.days, report.versions = len(archived), len(manifests)
-    if archived:
-        have = set(archived)
-        for offset in range((through - archived[0]).days + 1):
-            day = archived[0] + timedelta(days=offset)
-            if day not in have:
-                expected = exports.join(ar.day_dir(exports, organization_id, day), ar.csv_name(organization_id, day))
-                report.problems.append(Problem(show(expected), "missing_day", "no version of this day", day))
+    listed, more = missing_days(archived, through)
+    for day in listed:
+        expected = exports.join(ar.day_dir(exports, organization_id, day), ar.csv_name(organization_id, day))
+        report.problems.append(Problem(show(expected), "missing_day", "no version of this day", day))
+    if more:
+        detail = f"{more} more days without a version after {listed[-1]}, through {through}"
+        report.problems.append(Problem(show(exports.join(organization_id)), "missing_day", detail))
     return report
+
+
+def missing_days(archived: list[date], through: date, listed: int = MISSING_DAYS_LISTED) -> tuple[list[date], int]:
+    """The first ``listed`` days from the first of ``archived`` (sorted) through ``through`` that have no
+    version, and how many more there are: counted gap by gap, so work is bounded whatever ``through``."""
+    inside = [d for d in archived if d <= through]
+    found: list[date] = []
+    more = 0
+    if not inside:
+        return found, more
+    for day, following in zip(inside, [*inside[1:], through + timedelta(days=1)], strict=True):
+        gap = (following - day).days - 1
+        take = max(0, min(gap, listed - len(found)))
+        found += [day + timedelta(days=n) for n in range(1, take + 1)]
+        more += gap - take
+    return found, more
 
 
 def _valid_date(body: dict[str, Any]) -> bool:
