@@ -146,6 +146,27 @@ def test_vacuum_hours_0_removes_a_killed_writers_files_now(roots):
     assert json.loads(cli("status").stdout)["events"] == 1
 
 
+def test_a_panic_inside_delta_rs_is_one_line_exit_1(roots, monkeypatch, capsys):
+    """pyo3's PanicException is not an Exception: the CLI still reports it in one line, no traceback."""
+    from include.audit import cli as command_line
+    from include.audit import maintenance
+
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event()])
+    assert cli("ingest", "--now", "2026-11-26T12:00:00Z").returncode == 0
+
+    real_vacuum = maintenance.vacuum
+
+    def vacuum_out_of_range(lake_url, hours):  # the real delta-rs, given what once reached it from --hours
+        return real_vacuum(lake_url, 3_000_000_000_000)
+
+    monkeypatch.setattr(maintenance, "vacuum", vacuum_out_of_range)
+    capsys.readouterr()
+    assert command_line.main(["vacuum", "--lake-root", roots["lake"]]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "PanicException" in lines[0] and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "args, flag",
     [

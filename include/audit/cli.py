@@ -456,7 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as exc:  # one line for the operator; the traceback only on request
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # one line for the operator (also for a Rust panic in delta-rs: pyo3's
+        # PanicException is a BaseException); the traceback only on request
         if os.environ.get("AUDIT_DEBUG"):
             raise
         from .storage import describe_error
