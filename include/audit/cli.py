@@ -41,11 +41,11 @@ def _now(value: str | None) -> datetime:
 
 def _out_file(url: str) -> str:
     """``--out``: a local path must name a file that can be written (not a folder, not below a file)."""
-    from .storage import LOCAL_PROTOCOLS, local_path, protocol_of
+    from .storage import local_path_of
 
-    if protocol_of(url) not in LOCAL_PROTOCOLS:
+    path = local_path_of(url)
+    if path is None:
         return url
-    path = local_path(url)
     if not url.strip() or os.path.isdir(path):
         raise BadInput(f"--out {url!r} is a folder: name the CSV file to write")
     parent = os.path.dirname(path)
@@ -388,16 +388,15 @@ def _archive_command(args: argparse.Namespace) -> Any:
         return {"holds": holds.list_holds(export_root)}
     from datetime import timedelta
 
+    from .connections import open_root
     from .signing import load_public_key
-    from .storage import Root
     from .verify import verify
 
     org = validate_organization_id(args.org) if args.org else None
     through = _day(args.through, "--through") if args.through else datetime.now(UTC).date() - timedelta(days=1)
     key = load_public_key(args.public_key) if args.public_key else None
-    exports = Root.open(export_root)
-    if not exports.exists(exports.path):
-        raise BadInput(f"--export-root {export_root} does not exist")
+    export_root = config.existing_root("AUDIT_EXPORT_ROOT", args.export_root)
+    exports = open_root(export_root)
     if org and not exports.exists(exports.join(org)):
         raise BadInput(f"no archive for organization {org!r} under {export_root}")
     return verify(export_root, through, org, key)

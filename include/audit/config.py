@@ -42,10 +42,10 @@ def _source(variable: str, override: str | None) -> str:
 def creatable_root(variable: str, override: str | None = None) -> str:
     """:func:`root`, for a command that creates it when missing; a local file there is a BadInput."""
     from .inputs import BadInput
-    from .storage import LOCAL_PROTOCOLS, local_path, protocol_of
+    from .storage import local_path_of
 
     url = root(variable, override)
-    if protocol_of(url) in LOCAL_PROTOCOLS and os.path.isfile(local_path(url)):
+    if (path := local_path_of(url)) is not None and os.path.isfile(path):
         raise BadInput(f"{_source(variable, override)}: {url} is a file, not a folder")
     return url
 

@@ -66,6 +66,11 @@ def local_path(url: str) -> str:
     return os.path.abspath(os.path.expanduser(url))
 
 
+def local_path_of(url: str) -> str | None:
+    """The absolute local path ``url`` names, or None for a remote URL (``s3://...``)."""
+    return local_path(url) if protocol_of(url) in LOCAL_PROTOCOLS else None
+
+
 def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``override``, merging nested dicts (e.g. client_kwargs) one level deep."""
     merged = dict(base)
@@ -227,8 +232,8 @@ class Root:
         """Resolve ``url`` (a local path or any fsspec URL) to a root. A remote root's filesystem is
         made now, with the options in force now (:func:`use_options`)."""
         url = str(url)
-        if protocol_of(url) in LOCAL_PROTOCOLS:
-            return cls(path=local_path(url).rstrip("/") or "/", url=url, options=dict(storage_options))
+        if (path := local_path_of(url)) is not None:
+            return cls(path=path.rstrip("/") or "/", url=url, options=dict(storage_options))
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(url, **merge_options(default_options(url), storage_options))
