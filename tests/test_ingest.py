@@ -60,6 +60,7 @@ def test_each_batch_is_one_commit_whose_metadata_says_what_it_loaded(roots, now)
     assert all(m["files"] and m["lines"] > 0 for m in loaded)
     committed = {p for m in loaded for p in m["files"]}
     assert committed == {str(p.relative_to(roots["raw"])) for p in Path(roots["raw"]).rglob("*.jsonl.gz")}
+    assert summary.events_version == DeltaTable(f"{roots['lake']}/events").version()  # the last batch's commit
 
 
 def test_rerun_with_no_new_files_writes_nothing(roots, now):

@@ -166,6 +166,8 @@ def test_an_ingest_committing_mid_compaction_neither_blocks_it_nor_doubles_rows(
     monkeypatch.setattr(maintenance, "_rewrite_partition", rewrite_then_let_an_ingest_commit)
     result = compact(storage.lake)
     assert result.partitions == len(set(rewrites)) == len(rewrites) > 0  # each partition rewritten once
+    history = [lk.read_commit_metadata(c) | {"version": c["version"]} for c in lk.events_table(lake).open().history()]
+    assert result.versions == [c["version"] for c in history if c.get("operation") == "compact"]
     ids = lake_event_ids(storage.lake)
     assert ids.len() == ids.n_unique() == before + more.valid_events
     files = lk.live_files(lk.events_table(lake).open()).group_by("event_date", "organization_id").len()

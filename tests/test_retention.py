@@ -66,3 +66,33 @@ def test_force_drops_unexported_partitions_and_dry_run_drops_nothing(roots, now)
     forced = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3, force=True)
     assert forced.dropped == dry.dropped and lk.event_dates(lake) == [date(2026, 11, 25)]
     assert retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3).dropped == []  # rerun: nothing
+
+
+def test_an_event_ingested_between_the_archive_check_and_the_delete_is_never_dropped(roots, now, monkeypatch):
+    """A real ingest commits a late event into an expired, archived day after retention counted and
+    checked it, before its delete: the delete conflicts, the run checks again, finds the archive
+    stale and keeps the day (before: the late event was deleted without any archive copy)."""
+    from include.audit import retention
+
+    lake_with_two_days(roots, now)
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 20))
+    write_lines(Path(roots["raw"]) / "late.jsonl", [event(event_id="late", event_time="2026-11-20T23:00:00Z")])
+    real_receipt = retention.write_receipt
+    receipts = []
+
+    def ingest_then_write_receipt(*args, **kwargs):
+        if not receipts:
+            ingest(roots["raw"], roots["lake"], now=now)
+        receipts.append(real_receipt(*args, **kwargs))
+        return receipts[-1]
+
+    monkeypatch.setattr(retention, "write_receipt", ingest_then_write_receipt)
+    result = retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3)
+    assert result.kept == {"2026-11-20/acme": "daily export is stale"}
+    assert result.dropped == ["2026-11-20/globex"]
+    lake = Root.open(roots["lake"])
+    assert lk.organizations(lake, date(2026, 11, 20)) == ["acme"]
+    assert lk.partition_row_counts(lake, [date(2026, 11, 20)]) == {(date(2026, 11, 20), "acme"): 2}
+    history = [lk.read_commit_metadata(c) for c in lk.events_table(lake).open().history()]
+    (dropped,) = [m for m in history if m.get("operation") == "retention"]
+    assert dropped["dropped"] == ["2026-11-20/globex"] and dropped["receipts"] == result.receipts

@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_hours,
         default=7 * 24,
         help="keep unreferenced files this long (default 168); 0 removes them all now, so use it only "
-        "while no ingest or compaction runs (their files are unreferenced until they commit)",
+        "while no ingest or compaction runs: their files are unreferenced until they commit, and "
+        "deleting them loses those events and leaves the table unreadable",
     )
 
     p = sub.add_parser(

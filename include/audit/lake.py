@@ -276,6 +276,7 @@ def commit_event_files(table: Any, actions: list[Any], metadata: dict[str, str])
     from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError
 
+    read = table.version()
     try:
         table.create_write_transaction(
             actions,
@@ -285,8 +286,8 @@ def commit_event_files(table: Any, actions: list[Any], metadata: dict[str, str])
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
         )
     except CommitFailedError as exc:
-        raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
-    return table.version()
+        raise CommitConflict(f"{table.table_uri} changed since version {read}: {exc}") from None
+    return read + 1  # no retries: exactly the next version (the table object itself is not advanced)
 
 
 # --- what is in the events table (metadata only) ------------------------------------------------
@@ -311,8 +312,11 @@ def live_files(table: Any) -> pl.DataFrame:
 def partition_row_counts(lake: Root, days: Iterable[date] | None = None) -> dict[tuple[date, str], int]:
     """Live rows per (event_date, organization_id), read from the table's metadata, not its data."""
     table = events_table(lake).open()
-    if table is None:
-        return {}
+    return {} if table is None else row_counts(table, days)
+
+
+def row_counts(table: Any, days: Iterable[date] | None = None) -> dict[tuple[date, str], int]:
+    """:func:`partition_row_counts` of an open events table, at the version it was read at."""
     files = live_files(table)
     if days is not None:
         files = files.filter(pl.col("event_date").is_in(list(days)))
@@ -509,31 +513,30 @@ def files_holding(lake: Root, files: pl.DataFrame, ids: pl.Series) -> list[str]:
 # --- dropping partitions (retention) -------------------------------------------------------------
 
 
-def drop_partitions(lake: Root, keys: Sequence[tuple[date, str]]) -> dict[tuple[date, str], int]:
-    """Delete whole (event_date, organization_id) partitions, one Delta delete per date; rows dropped per key.
+def drop_partitions(table: Any, keys: Sequence[tuple[date, str]], metadata: dict[str, str]) -> int:
+    """Delete whole (event_date, organization_id) partitions in one Delta delete read at ``table``'s
+    version; the new version. CommitConflict if another writer added files to them since (an ingest,
+    a compaction): rows the caller did not count and check are never dropped.
 
     The files stay readable to time travel until ``vacuum`` removes them after its retention.
     """
-    table = events_table(lake).open()
-    if table is None or not keys:
-        return {}
-    counts = partition_row_counts(lake, {d for d, _ in keys})
-    by_day: dict[date, list[str]] = {}
-    for day, org in keys:
-        by_day.setdefault(day, []).append(org)
     from deltalake import CommitProperties
+    from deltalake.exceptions import CommitFailedError
 
-    for day, orgs in sorted(by_day.items()):
-        quoted = ", ".join("'" + o.replace("'", "''") + "'" for o in sorted(set(orgs)))
-        table.delete(
-            f"event_date = '{day.isoformat()}' AND organization_id IN ({quoted})",
-            commit_properties=CommitProperties(
-                custom_metadata=commit_metadata(
-                    operation="retention", dropped=[f"{day.isoformat()}/{o}" for o in sorted(set(orgs))]
-                )
-            ),
-        )
-    return {key: counts.get(key, 0) for key in keys}
+    by_day: dict[date, set[str]] = {}
+    for day, org in keys:
+        by_day.setdefault(day, set()).add(org)
+    predicate = " OR ".join(
+        f"(event_date = '{day.isoformat()}' AND organization_id IN ("
+        + ", ".join("'" + o.replace("'", "''") + "'" for o in sorted(orgs))
+        + "))"
+        for day, orgs in sorted(by_day.items())
+    )
+    try:
+        table.delete(predicate, commit_properties=CommitProperties(custom_metadata=metadata))
+    except CommitFailedError as exc:
+        raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
+    return table.version()
 
 
 def new_batch_id(now: datetime) -> str:

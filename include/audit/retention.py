@@ -3,7 +3,11 @@
 A partition goes only when its date's latest archived version covers every row it holds (or with
 ``force``), and never while its organization is under a legal hold. Each run that drops
 partitions first writes, per organization, a purge receipt into the organization's chain: which
-dates, how many rows, and the SHA-256 of the manifest that proves each was archived.
+dates, how many rows, and the SHA-256 of the manifest that proves each was archived. The rows
+counted and checked are one table version's, and the delete commits only if no writer added
+files to those partitions since; else the run checks again. A receipt records a drop about to
+happen: the delete's commit metadata lists the receipts it carried out (a receipt it does not
+list, after a conflict or a crash, dropped nothing).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from . import archive as ar
 from . import lake as lk
@@ -25,6 +30,8 @@ from .storage import Root
 log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = RETENTION_DAYS
+COMMIT_ATTEMPTS = 5
+"""Tries of a run when writers keep committing into the partitions it drops."""
 
 
 @dataclass
@@ -116,21 +123,13 @@ def write_receipt(
     return exports.display(path)
 
 
-def retain(
-    lake_url: str,
-    export_url: str,
-    today: date,
-    days: int = DEFAULT_DAYS,
-    force: bool = False,
-    dry_run: bool = False,
-    run_id: str | None = None,
-) -> RetentionResult:
-    """Drop every expired (date, organization) whose latest version is current; keep and report the rest."""
-    lake, exports = Root.open(lake_url), Root.open(export_url)
-    result = RetentionResult(today.isoformat(), days, dry_run)
+def plan(exports: Root, table: Any, result: RetentionResult, force: bool) -> dict[str, list[Drop]]:
+    """Per organization, the expired partitions of ``table`` (at the version it was read at) that may go;
+    fills ``result`` with what is dropped, kept and held."""
+    today = date.fromisoformat(result.today)
     expired: dict[str, dict[date, int]] = defaultdict(dict)
-    counts = lk.partition_row_counts(lake)  # one metadata read for every partition
-    old = set(expired_dates(sorted({day for day, _ in counts}), today, days))
+    counts = lk.row_counts(table) if table is not None else {}  # one metadata read for every partition
+    old = set(expired_dates(sorted({day for day, _ in counts}), today, result.days))
     for (day, org), rows in counts.items():
         if day in old:
             expired[org][day] = rows
@@ -151,11 +150,54 @@ def retain(
             drops.setdefault(org, []).append(Drop(day, org, rows, digest))
             result.dropped.append(key)
     result.dropped.sort()
-    if not dry_run and drops:
-        run = run_id or ar.unique_suffix()
+    return drops
+
+
+def retain(
+    lake_url: str,
+    export_url: str,
+    today: date,
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> RetentionResult:
+    """Drop every expired (date, organization) whose latest version is current; keep and report the rest.
+
+    The rows counted and checked against the archive are those of one table version, and the delete
+    commits only if no writer added files to those partitions since; otherwise the run checks them
+    again (an ingest of a late event, a compaction), with the same run id.
+    """
+    lake, exports = Root.open(lake_url), Root.open(export_url)
+    run = run_id or ar.unique_suffix()
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        result = RetentionResult(today.isoformat(), days, dry_run)
+        table = lk.events_table(lake).open()
+        drops = plan(exports, table, result, force)
+        if dry_run or not drops:
+            break
         for org, org_drops in drops.items():  # the receipt first: a crash leaves data, never a silent drop
             result.receipts.append(write_receipt(exports, org, today, run, org_drops, force))
-        lk.drop_partitions(lake, [(d.day, d.organization_id) for org_drops in drops.values() for d in org_drops])
+        metadata = lk.commit_metadata(
+            operation="retention", run_id=run, dropped=result.dropped, receipts=result.receipts
+        )
+        try:
+            lk.drop_partitions(table, [(d.day, d.organization_id) for ds in drops.values() for d in ds], metadata)
+            break
+        except lk.CommitConflict as exc:
+            log.warning(
+                "retention run %s, attempt %d: another writer committed into the partitions it drops (%s); "
+                "its receipts %s record a drop that did not happen; checking again",
+                run,
+                attempt,
+                exc,
+                result.receipts,
+            )
+    else:
+        raise lk.CommitConflict(
+            f"retention run {run}: the events table kept changing; gave up after {COMMIT_ATTEMPTS} attempts "
+            "(nothing was dropped by the last one; run it again)"
+        )
     if result.kept:
         log.warning(
             "kept %d expired partitions whose daily export is missing or stale (export them, or use --force), e.g. %s",
