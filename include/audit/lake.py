@@ -65,6 +65,19 @@ class CommitConflict(RuntimeError):
     """Another writer committed to the table since we read it: re-read and try again."""
 
 
+@contextlib.contextmanager
+def conflicts_raised(table: Any) -> Iterator[None]:
+    """Around one delta-rs commit on ``table``: its CommitFailedError (another writer committed first)
+    as CommitConflict, naming the version the commit was read at."""
+    from deltalake.exceptions import CommitFailedError
+
+    read = table.version()
+    try:
+        yield
+    except CommitFailedError as exc:
+        raise CommitConflict(f"{table.table_uri} changed since version {read}: {exc}") from None
+
+
 # --- tables -----------------------------------------------------------------------------------
 
 
@@ -179,11 +192,10 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
     """
     import pyarrow as pa
     from deltalake import CommitProperties, WriterProperties, write_deltalake
-    from deltalake.exceptions import CommitFailedError
 
     names = pa.schema(table.schema().to_arrow()).names  # a migrated table keeps its files' column order
     data = data.select(names)
-    try:
+    with conflicts_raised(table):
         write_deltalake(
             table,
             data,
@@ -192,8 +204,6 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
             writer_properties=WriterProperties(compression="ZSTD"),
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
         )
-    except CommitFailedError as exc:
-        raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
     return table.version()
 
 
@@ -274,10 +284,9 @@ def commit_event_files(table: Any, actions: list[Any], metadata: dict[str, str])
     at (CommitConflict if anyone committed since: never resolved against a newer version); the
     new version."""
     from deltalake import CommitProperties
-    from deltalake.exceptions import CommitFailedError
 
     read = table.version()
-    try:
+    with conflicts_raised(table):
         table.create_write_transaction(
             actions,
             mode="append",
@@ -285,8 +294,6 @@ def commit_event_files(table: Any, actions: list[Any], metadata: dict[str, str])
             partition_by=PARTITION_COLUMNS,
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
         )
-    except CommitFailedError as exc:
-        raise CommitConflict(f"{table.table_uri} changed since version {read}: {exc}") from None
     return read + 1  # no retries: exactly the next version (the table object itself is not advanced)
 
 
@@ -521,7 +528,6 @@ def drop_partitions(table: Any, keys: Sequence[tuple[date, str]], metadata: dict
     The files stay readable to time travel until ``vacuum`` removes them after its retention.
     """
     from deltalake import CommitProperties
-    from deltalake.exceptions import CommitFailedError
 
     by_day: dict[date, set[str]] = {}
     for day, org in keys:
@@ -532,10 +538,8 @@ def drop_partitions(table: Any, keys: Sequence[tuple[date, str]], metadata: dict
         + "))"
         for day, orgs in sorted(by_day.items())
     )
-    try:
+    with conflicts_raised(table):
         table.delete(predicate, commit_properties=CommitProperties(custom_metadata=metadata))
-    except CommitFailedError as exc:
-        raise CommitConflict(f"{table.table_uri} changed since version {table.version()}: {exc}") from None
     return table.version()
 
 

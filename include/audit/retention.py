@@ -123,10 +123,9 @@ def write_receipt(
     return exports.display(path)
 
 
-def plan(exports: Root, table: Any, result: RetentionResult, force: bool) -> dict[str, list[Drop]]:
-    """Per organization, the expired partitions of ``table`` (at the version it was read at) that may go;
-    fills ``result`` with what is dropped, kept and held."""
-    today = date.fromisoformat(result.today)
+def plan(exports: Root, table: Any, today: date, result: RetentionResult, force: bool) -> dict[str, list[Drop]]:
+    """Per organization, the expired partitions of ``table`` (at the version it was read at) that may go
+    on ``today``; fills ``result`` with what is dropped, kept and held."""
     expired: dict[str, dict[date, int]] = defaultdict(dict)
     counts = lk.row_counts(table) if table is not None else {}  # one metadata read for every partition
     old = set(expired_dates(sorted({day for day, _ in counts}), today, result.days))
@@ -173,7 +172,7 @@ def retain(
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         result = RetentionResult(today.isoformat(), days, dry_run)
         table = lk.events_table(lake).open()
-        drops = plan(exports, table, result, force)
+        drops = plan(exports, table, today, result, force)
         if dry_run or not drops:
             break
         for org, org_drops in drops.items():  # the receipt first: a crash leaves data, never a silent drop
