@@ -1,6 +1,7 @@
 """Ingest end to end on local disk: counts, quarantine, dedupe, reruns, crashes, and the GE gate."""
 
 import json
+import shutil
 import threading
 from datetime import date
 from pathlib import Path
@@ -142,15 +143,18 @@ def test_an_index_file_another_process_consolidated_away_is_found_again(roots, n
     known = running.matching(table, stored)
     assert sorted(known["event_id"]) == ["e1", "e2"]
     updating.add(stored.with_columns(event_id=pl.lit("e3")))
+    updating.flush()
     assert day not in updating.days
     updating.refresh(table)
     assert updating.days[day] == (2, updating.path())
 
 
 def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(roots, monkeypatch):
-    """Each batch rewrites the days it touched. The day's file is copied a row group at a time,
-    so memory holds one group, not the day; small batches still leave full row groups behind."""
+    """A run holds its commits' entries and rewrites the days they touched once it holds
+    FLUSH_ENTRIES, and at its end. The day's file is copied a row group at a time, so memory holds
+    one group, not the day; small batches still leave full row groups behind."""
     monkeypatch.setattr(dedupe_module, "INDEX_ROW_GROUP", 1000)
+    monkeypatch.setattr(dedupe_module, "FLUSH_ENTRIES", 2000)
     lake = Root.open(roots["lake"])
     index = dedupe_module.EventIndex(lake)
     day = date(2026, 11, 20)
@@ -167,9 +171,15 @@ def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(r
         "write_table",
         lambda self, table, **kw: written.append(table.num_rows) or write_table(self, table, **kw),
     )
+    after_each = []
     for batch in batches:
         index.add(batch)
-    assert index.days[day] == (4900, index.path(day))
+        after_each.append(sum(written))
+    assert after_each == [0, 0, 2100, 2100, 2100, 2100 + 4200, 6300]  # the day at 2,100 held, then at 4,200
+    assert sum(written) == 6300 and index.days[day] == (4900, index.path(day))
+    assert sorted(index.matching(None, batches[6])["event_id"]) == sorted(batches[6]["event_id"])  # held, yet known
+    index.flush()
+    assert sum(written) == 6300 + 4900 and not index.unwritten
     assert max(written) == 1000  # the writer never holds more than a row group of the day
     with lake.open_input(index.path(day)) as f:
         metadata = pq.ParquetFile(f).metadata
@@ -177,6 +187,26 @@ def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(r
     stored = dedupe_module._read_days(lake, index.path(day), {day}).drop("event_date")
     expected = dedupe_module.fingerprints(pl.concat(batches))
     assert stored.sort("h", "c").equals(expected.sort("h", "c"))
+
+
+def test_an_index_a_run_could_not_write_is_rebuilt_and_the_run_still_succeeds(roots, now, monkeypatch, caplog):
+    """The event-id index is a cache of the table: a run that fails to write it (storage trouble at
+    its end) still succeeds, and the next run rebuilds the days from their rows and knows every event."""
+    expected = generate(roots["raw"], events=600, days=2, organizations=3, bad_share=0.0, now=now)
+
+    def fail(self):
+        raise OSError("simulated storage error writing the index")
+
+    monkeypatch.setattr(dedupe_module.EventIndex, "flush", fail)
+    assert ingest(roots["raw"], roots["lake"], now=now).ingested == expected.valid_events
+    assert "the event-id index was not written" in caplog.text
+    assert not (Path(roots["lake"]) / "_state" / "event-ids").exists()
+    monkeypatch.undo()
+    redelivered = Path(roots["raw"]) / "again"
+    shutil.copytree(roots["raw"], redelivered, ignore=shutil.ignore_patterns("again"))
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert summary.ingested == 0 and summary.duplicates == summary.lines > 0
+    assert lake_events(roots["lake"])["event_id"].n_unique() == expected.valid_events
 
 
 def test_absent_null_and_empty_optional_fields_are_the_same_event(roots, now):

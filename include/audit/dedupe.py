@@ -11,7 +11,9 @@ since (``event_date=D.parquet``), so a run reads a bounded number of objects how
 the lake holds; each is read, and a touched day rewritten, a row group at a time. A day's entry
 is trusted while its row count equals the day's live rows in the table's metadata: a crash
 between a commit and the index update, a concurrent writer or a retention drop only makes that
-day be rebuilt from its rows.
+day be rebuilt from its rows. A run keeps the entries of its own commits in memory and writes
+each touched day once, at its end (or every ``FLUSH_ENTRIES``), instead of rewriting the day's
+file after every batch.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ HASH_FUNCTION = f"polars-{pl.__version__}-seed0-id-content"
 """What the stored hashes were computed with: an index from another polars version is rebuilt."""
 REBUILD_ROWS = 200_000
 """Rows read at a time to rebuild a day's index: memory holds their content columns, not the day's."""
+FLUSH_ENTRIES = 1 << 21
+"""Entries a run holds in memory before writing the days they belong to (16 bytes each: 32 MiB).
+Each batch rewrote its days' files before: 1.5 s of a 1M-event run, growing with the run's length."""
 
 
 def fingerprints(events: pl.DataFrame) -> pl.DataFrame:
@@ -86,12 +91,14 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
 @dataclass
 class EventIndex:
     """The event-id index of one lake, as a run uses it: per day, its row count and the index file
-    that holds its fingerprints. Fingerprints stay on storage and are streamed a row group at a
-    time, so a run's memory does not grow with the lake (a 5M-event lake's index is 80 MB)."""
+    that holds its fingerprints (None: none yet), plus the fingerprints this run committed and has not
+    written yet. Stored fingerprints stay on storage and are streamed a row group at a time, so a run's
+    memory does not grow with the lake (a 5M-event lake's index is 80 MB)."""
 
     lake: Root
-    days: dict[date, tuple[int, str]] = field(default_factory=dict)
+    days: dict[date, tuple[int, str | None]] = field(default_factory=dict)
     consolidated: dict[date, int] | None = None  # rows per day in the consolidated file
+    unwritten: dict[date, list[pl.DataFrame]] = field(default_factory=dict)
 
     def path(self, day: date | None = None) -> str:
         name = CONSOLIDATED if day is None else f"event_date={day.isoformat()}.parquet"
@@ -103,10 +110,11 @@ class EventIndex:
         if self.consolidated is None:
             self.consolidated = _day_rows(self.lake, self.path())
         for day in set(self.days) - set(counts):
-            del self.days[day]
+            self._forget(day)
         for day, rows in sorted(counts.items()):
             if day in self.days and self.days[day][0] == rows:
                 continue
+            self.unwritten.pop(day, None)  # the day is found or rebuilt whole, this run's commits included
             if self.consolidated.get(day) == rows:
                 self.days[day] = (rows, self.path())
             elif _day_rows(self.lake, self.path(day)).get(day) == rows:  # changed since consolidation
@@ -141,14 +149,26 @@ class EventIndex:
         return pl.concat([same, others.select("event_id", "content").unique("event_id")])
 
     def add(self, accepted: pl.DataFrame) -> None:
-        """Count rows a commit just added (lake-shaped, with event_date) and store the days they touched."""
+        """Count rows a commit just added (lake-shaped, with event_date) and keep their fingerprints
+        until :meth:`flush` (called here once FLUSH_ENTRIES are held)."""
         for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
             rows, path = self.days.get(day, (0, None))
-            current = _day_groups(self.lake, path, {day}) if path else iter(())
-            try:  # the day's file is copied a row group at a time (into a spool, uploaded after)
-                self._store(day, rows + part.height, itertools.chain(current, [fingerprints(part)]))
+            self.days[day] = (rows + part.height, path)
+            self.unwritten.setdefault(day, []).append(fingerprints(part))
+        if sum(f.height for frames in self.unwritten.values() for f in frames) >= FLUSH_ENTRIES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write each day this run added to: its stored entries plus the new ones, as the day's file
+        (copied a row group at a time, into a spool uploaded after). The index is a cache of the
+        table: a day left unwritten (a crash, a storage error) is rebuilt by the next run that needs it."""
+        for day in sorted(self.unwritten):
+            rows, path = self.days[day]
+            stored = _day_groups(self.lake, path, {day}) if path else iter(())
+            try:
+                self._store(day, rows, itertools.chain(stored, self.unwritten.pop(day)))
             except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
-                del self.days[day]
+                self._forget(day)
                 self.consolidated = None
 
     def consolidate(self, table: Any) -> int:
@@ -161,6 +181,7 @@ class EventIndex:
             _write_days(self.lake, self.path(), sources)
             return days
 
+        self.flush()
         self.refresh(table)
         days = self._again_if_moved(table, write)
         for path in self.lake.find(self.lake.join(lk.STATE, INDEX_DIR), (".parquet",)):
@@ -171,13 +192,22 @@ class EventIndex:
         return len(days)
 
     def _entries(self, table: Any, wanted: pl.DataFrame) -> pl.DataFrame:
-        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file."""
+        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file,
+        and those this run has not written yet."""
 
         def read() -> pl.DataFrame:
             by_file: dict[str, set[date]] = {}
             for day, (_, path) in self.days.items():
-                by_file.setdefault(path, set()).add(day)
-            return pl.concat([_NO_ENTRIES, *(_read_days(self.lake, p, days, wanted) for p, days in by_file.items())])
+                if path is not None:
+                    by_file.setdefault(path, set()).add(day)
+            held = [
+                frame.join(wanted, on="h", how="semi").select(pl.lit(day, pl.Date).alias("event_date"), "h", "c")
+                for day, frames in self.unwritten.items()
+                for frame in frames
+            ]
+            return pl.concat(
+                [_NO_ENTRIES, *(_read_days(self.lake, p, days, wanted) for p, days in by_file.items()), *held]
+            )
 
         return self._again_if_moved(table, read)
 
@@ -188,9 +218,13 @@ class EventIndex:
             try:
                 return step()
             except FileNotFoundError:
-                self.days, self.consolidated = {}, None
+                self.days, self.consolidated, self.unwritten = {}, None, {}
                 self.refresh(table)
         raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
+
+    def _forget(self, day: date) -> None:
+        self.days.pop(day, None)
+        self.unwritten.pop(day, None)
 
     def _store(self, day: date, rows: int, day_fingerprints: Iterable[pl.DataFrame]) -> None:
         _write_days(self.lake, self.path(day), [(day, rows, day_fingerprints)])

@@ -370,6 +370,15 @@ def ingest_batch(run: Run, batch: Batch) -> None:
 # --- the run ----------------------------------------------------------------------------------
 
 
+def write_index(index: EventIndex) -> None:
+    """Write the event-id index entries of a run's commits; a failure only costs the next run a
+    rebuild of those days (the index is a cache of the table), so it is logged, never raised."""
+    try:
+        index.flush()
+    except Exception as exc:
+        log.warning("the event-id index was not written (%s); the next run rebuilds the days it lacks", exc)
+
+
 def ingest(
     raw_url: str,
     lake_url: str,
@@ -409,6 +418,7 @@ def ingest(
         log.warning("%s", exc)
         summary.stopped = str(exc)
     finally:
+        write_index(run.index)
         ledgers.save(lake, ledger, [f.path for f in found.files])
     return summary
 
