@@ -368,13 +368,32 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_PAIRWISE = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
+def _check_unique_keys(line: bytes) -> None:
+    """Raise _DuplicateKey if an object of ``line`` repeats a key: json.loads's steps, with one decoder."""
+    _PAIRWISE.decode(line.decode(json.detect_encoding(line), "surrogatepass"))
+
+
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def attributes_json(extras: dict[str, Any]) -> str | None:
-    """The canonical JSON of a line's extra fields (sorted keys; a null field counts as absent)."""
-    kept = {k: v for k, v in extras.items() if v is not None}
-    return _CANONICAL.encode(kept) if kept else None
+_MSGSPEC_SAME = frozenset({str, int, bool})
+"""Values msgspec writes as _CANONICAL does: strings (checked for every code point but lone surrogates,
+which msgspec never decodes), ints of any size, booleans. Not floats (1e16 against 1e+16)."""
+
+
+def attributes_json(extras: dict[str, Any], event_fields: frozenset[str] = frozenset()) -> str | None:
+    """The canonical JSON of a line's extra fields (sorted keys; a null field counts as absent), leaving
+    out ``event_fields``. msgspec writes it when it gives the same text, 10x faster."""
+    kept = {k: extras[k] for k in extras.keys() - event_fields if extras[k] is not None}  # order: sorted below
+    if not kept:
+        return None
+    for value in kept.values():
+        if type(value) not in _MSGSPEC_SAME:
+            return _CANONICAL.encode(kept)
+    return msgspec.json.encode(kept, order="sorted").decode()
 
 
 def _as_text(value: Any) -> str | None:
@@ -404,7 +423,7 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
     if not isinstance(obj, dict):
         return MALFORMED_JSON, f"a JSON {_JSON_TYPES.get(type(obj), 'value')}, not an object"
     try:  # a second, pairwise decode: the last of two equal keys must not silently win
-        json.loads(line, object_pairs_hook=_unique_pairs)
+        _check_unique_keys(line)
     except _DuplicateKey as exc:
         return MALFORMED_JSON, f"duplicate key {str(exc)[:200]!r}"
     wrong = [
@@ -418,27 +437,28 @@ def parse_line(line: bytes, depth: int = Limits.depth) -> tuple | tuple[str, str
     return (*values, attributes_json(obj))
 
 
-def _count_keys(value: dict | list) -> int:
-    """Keys in every object of a decoded JSON object or array."""
-    nested = sum(
-        _count_keys(item)
-        for item in (value.values() if isinstance(value, dict) else value)
-        if isinstance(item, (dict, list))
-    )
-    return nested + (len(value) if isinstance(value, dict) else 0)
+def _strings(value: dict | list) -> int:
+    """Strings in a decoded JSON object or array, object keys included: the quoted tokens of its text."""
+    count, items = (len(value), value.values()) if isinstance(value, dict) else (0, value)
+    for item in items:
+        if isinstance(item, str):
+            count += 1
+        elif isinstance(item, (dict, list)):
+            count += _strings(item)
+    return count
 
 
 _UNCLEAR = object()
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 
 
-def _extra_fields(line: bytes, values: tuple | None) -> str | object | None:
-    """The attributes of a line Arrow read (its event fields as ``values``, given for a line with an
-    escape); _UNCLEAR when only the careful parser can tell (a repeated key, a value Arrow read
-    otherwise, NaN...).
+def _extra_fields(line: bytes, quotes: int, values: tuple | None) -> str | object | None:
+    """The attributes of a line Arrow read, which has ``quotes`` quotes (and, if it has an escape,
+    its event fields read by Arrow as ``values``); _UNCLEAR when only the careful parser can tell
+    (a repeated key, a value Arrow read otherwise, NaN...).
 
-    Without a backslash, quotes delimit strings exactly, so the colons outside them are one per key
-    in the text: a decoded object with fewer keys means a key was repeated (and with none repeated,
+    Without a backslash, every quote opens or closes a string (a key or a value): a decoded object
+    with fewer strings than the text's quotes show means a key was repeated (and with none repeated,
     both decoders read the same bytes). A line with escapes is checked pairwise instead, as the
     careful parser does, and its event fields compared with Arrow's.
     """
@@ -446,18 +466,15 @@ def _extra_fields(line: bytes, values: tuple | None) -> str | object | None:
         obj = _decoder.decode(line)
         if not isinstance(obj, dict):
             return _UNCLEAR
-        if b"\\" in line:
-            json.loads(line, object_pairs_hook=_unique_pairs)
+        if values is not None:
+            _check_unique_keys(line)
             if tuple(obj.get(f) for f in EVENT_FIELDS) != values:
                 return _UNCLEAR
-        else:
-            flat = line.count(b"{") == 1 and b"[" not in line  # else a "{" may be in a string: count exactly
-            keys = len(obj) if flat else _count_keys(obj)
-            if keys != b"".join(line.split(b'"')[::2]).count(b":"):
-                return _UNCLEAR
+        elif 2 * _strings(obj) != quotes:
+            return _UNCLEAR
     except Exception:
         return _UNCLEAR
-    return attributes_json({k: v for k, v in obj.items() if k not in _EVENT_FIELD_SET})
+    return attributes_json(obj, _EVENT_FIELD_SET)
 
 
 # --- parsing: a block of lines ----------------------------------------------------------------
@@ -535,7 +552,16 @@ class _Lines:
 
     def per_line(self, where: np.ndarray) -> np.ndarray:
         """How many of the positions where ``where`` (a mask over the data) is true fall in each line."""
-        return np.bincount(np.searchsorted(self.stops, np.flatnonzero(where)), minlength=len(self))
+        up_to_each_stop = np.searchsorted(np.flatnonzero(where), self.stops, side="right")
+        return np.diff(up_to_each_stop, prepend=0)
+
+    def holding(self, byte: bytes) -> np.ndarray:
+        """Which lines contain ``byte``."""
+        found = np.zeros(len(self), dtype=bool)
+        if byte in self.data:
+            codes = np.frombuffer(self.data, dtype=np.uint8)
+            found[np.searchsorted(self.stops, np.flatnonzero(codes == ord(byte)))] = True
+        return found
 
     def joined(self, indices: np.ndarray) -> bytes:
         """The text of the lines at ``indices`` (ascending), one per line, for pyarrow."""
@@ -548,6 +574,36 @@ class _Lines:
 _ROW_SCHEMA: dict[str, pl.DataType] = {c: t for c, t in PARSED_SCHEMA.items() if c != "source_file"}
 _ARROW_SCHEMA = pa.schema([(f, pa.string()) for f in EVENT_FIELDS])
 _FAST_JSON = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore")
+_QUOTES_PER_FIELD = 4  # "name": "value"
+
+
+def _read_arrow(lines: _Lines, indices: np.ndarray) -> pa.Table | None:
+    """The event fields of the lines at ``indices``, one row each, as Arrow reads them; None if it fails."""
+    longest = int((lines.ends[indices] - lines.starts[indices]).max())
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(lines.joined(indices)),
+            parse_options=_FAST_JSON,
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)),
+        )
+    except Exception:
+        return None
+    return table if table.num_rows == len(indices) else None
+
+
+def _only_event_fields(frame: pl.DataFrame, quotes: np.ndarray) -> np.ndarray:
+    """Which of the rows Arrow read are lines that hold nothing but their non-null event fields, given
+    the quotes in each line (of a line with no backslash, where every quote opens or closes a string).
+
+    Arrow fails on an event field that is not a string, so each non-null one takes four quotes. Any
+    other key, a null field or a repeated one included, adds two more for its name; nothing takes
+    quotes away: a line holds only its non-null event fields exactly when it has four quotes per field.
+    """
+    present = np.full(frame.height, len(EVENT_FIELDS))
+    for column in frame.iter_columns():
+        if column.null_count():
+            present -= column.is_null().to_numpy()
+    return quotes == _QUOTES_PER_FIELD * present
 
 
 def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
@@ -556,51 +612,50 @@ def _parse_plain(lines: _Lines, indices: np.ndarray) -> tuple[pl.DataFrame, np.n
     careful way.
 
     Arrow reads the event fields only (inferring columns for extra fields would let one block of
-    distinct keys take gigabytes). A line holds nothing else when its colons are exactly one per
-    non-null event field plus those inside their values; any other line (an extra key, a null field,
-    an escape) is decoded once more, by itself, for its attributes and a check of its keys.
+    distinct keys take gigabytes). A line holds nothing else when it is _only_event_fields; any other
+    line (an extra key, a null field, an escape) is decoded once more, by itself, for its attributes
+    and a check of its keys.
     """
-    data = lines.joined(indices)
-    longest = int((lines.ends[indices] - lines.starts[indices]).max())
-    try:
-        table = pa_json.read_json(
-            io.BytesIO(data),
-            parse_options=_FAST_JSON,
-            read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * longest + 16)),
-        )
-    except Exception:
+    table = _read_arrow(lines, indices)
+    if table is None:
         return None
-    if table.num_rows != len(indices):
-        return None
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(table)  # polars from here: pyarrow.compute would import pandas (0.4 s a process)
     assert isinstance(frame, pl.DataFrame)
-    codes = np.frombuffer(lines.data, dtype=np.uint8)
-    colons = lines.per_line(codes == 58)[indices]
-    expected = frame.select(
-        pl.sum_horizontal(
-            [pl.col(f).is_not_null().cast(pl.Int64) for f in EVENT_FIELDS]
-            + [pl.col(f).str.count_matches(":", literal=True).fill_null(0) for f in EVENT_FIELDS]
-        )
+    quotes = lines.per_line(np.frombuffer(lines.data, dtype=np.uint8) == ord('"'))[indices]
+    escaped = lines.holding(b"\\")[indices]
+    checked = np.flatnonzero(escaped | ~_only_event_fields(frame, quotes))
+    attributes, unclear = _attributes(lines, indices, frame, checked, quotes, escaped)
+    frame = frame.with_columns(
+        pl.Series("attributes", attributes, dtype=pl.String),
+        pl.Series("line_number", lines.first_line + indices, dtype=pl.Int64),
     )
-    more = colons != expected.to_series().to_numpy()
-    escaped = np.zeros(len(indices), dtype=bool)
-    if b"\\" in lines.data:
-        escaped = lines.per_line(codes == 92)[indices] > 0
-        more |= escaped
-    attributes = pl.Series("attributes", [None] * len(indices), dtype=pl.String)
-    unclear = np.zeros(len(indices), dtype=bool)
-    if more.any():
-        positions = np.flatnonzero(more)
-        with_escapes = np.flatnonzero(escaped[positions])
-        arrow_read = dict(zip(with_escapes.tolist(), frame[positions[with_escapes]].rows(), strict=True))
-        bounds = zip(lines.starts[indices[positions]].tolist(), lines.ends[indices[positions]].tolist(), strict=True)
-        found = [_extra_fields(lines.data[start:end], arrow_read.get(n)) for n, (start, end) in enumerate(bounds)]
-        unclear[positions] = [f is _UNCLEAR for f in found]
-        attributes = attributes.scatter(positions, [None if f is _UNCLEAR else f for f in found])
-    frame = frame.with_columns(attributes, line_number=pl.Series(lines.first_line + indices, dtype=pl.Int64))
     if unclear.any():
         frame = frame.filter(pl.Series(~unclear))
-    return frame.cast(_ROW_SCHEMA), indices[unclear]  # type: ignore[arg-type]
+    return frame, indices[unclear]
+
+
+def _attributes(
+    lines: _Lines,
+    indices: np.ndarray,
+    frame: pl.DataFrame,
+    checked: np.ndarray,
+    quotes: np.ndarray,
+    escaped: np.ndarray,
+) -> tuple[list[str | None], np.ndarray]:
+    """The attributes of the rows Arrow read (null but at the ``checked`` positions, each read by
+    _extra_fields), and which of them are unclear (left to the careful path)."""
+    attributes: list[str | None] = [None] * len(indices)
+    unclear = np.zeros(len(indices), dtype=bool)
+    with_escapes = checked[escaped[checked]]
+    arrow_read = dict(zip(with_escapes.tolist(), frame[with_escapes].rows(), strict=True))
+    starts, ends = lines.starts[indices[checked]].tolist(), lines.ends[indices[checked]].tolist()
+    for position, start, end, count in zip(checked.tolist(), starts, ends, quotes[checked].tolist(), strict=True):
+        found = _extra_fields(lines.data[start:end], count, arrow_read.get(position))
+        if found is _UNCLEAR:
+            unclear[position] = True
+        else:
+            attributes[position] = found  # type: ignore[assignment]
+    return attributes, unclear
 
 
 def _rejection(reason: str, detail: str, source: str, line: int | None, raw: str | None) -> dict[str, Any]:
