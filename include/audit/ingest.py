@@ -418,8 +418,8 @@ def ingest(
         log.warning("%s", exc)
         summary.stopped = str(exc)
     finally:
-        write_index(run.index)
         ledgers.save(lake, ledger, [f.path for f in found.files])
+    write_index(run.index)  # not after a failure: the error stays the run's one line, the next run rebuilds
     return summary
 
 
