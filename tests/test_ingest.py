@@ -17,9 +17,9 @@ from include.audit import ingest as ingest_module
 from include.audit import lake as lk
 from include.audit import ledger as ledger_module
 from include.audit import quarantine
-from include.audit.events import CONTENT_COLUMNS
+from include.audit.events import CONTENT_COLUMNS, Window
 from include.audit.generate import generate
-from include.audit.ingest import ingest
+from include.audit.ingest import IngestSummary, ingest
 from include.audit.maintenance import vacuum
 from include.audit.storage import Root
 from include.audit.validation import ValidationFailed
@@ -187,6 +187,43 @@ def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(r
     stored = dedupe_module._read_days(lake, index.path(day), {day}).drop("event_date")
     expected = dedupe_module.fingerprints(pl.concat(batches))
     assert stored.sort("h", "c").equals(expected.sort("h", "c"))
+
+
+def test_a_stale_index_file_is_never_trusted_for_a_runs_held_entries(roots, now, tmp_path):
+    """A run's held entries are written with the day's stored ones under its row count: if the day's
+    file was rewritten meanwhile by an older view of the day (another process's rebuild landing late),
+    that file is not what the run found, so the day is left to be rebuilt, never written claiming rows
+    it lacks (the next run would take a re-delivery of the missing events as new)."""
+    source = tmp_path / "source"
+    write_lines(source / "raw" / "a.jsonl", [event(event_id=f"e{i}") for i in range(1, 7)])
+    ingest(str(source / "raw"), str(source / "lake"), now=now, validate=False)
+    rows = pl.read_delta(str(source / "lake" / "events")).sort("event_id")
+    one = {i: rows.filter(pl.col("event_id") == f"e{i}") for i in range(1, 7)}
+
+    lake = Root.open(roots["lake"])
+    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id=f"e{i}") for i in range(1, 4)])
+    ingest(roots["raw"], roots["lake"], now=now, validate=False)  # e1..e3; the day's index claims 3
+    index = dedupe_module.EventIndex(lake)
+    (day,) = lk.date_row_counts(lk.open_events(lake))
+    stale = Path(index.path(day)).read_bytes()  # what a slow rebuild of the 3-row day uploads, late
+
+    def run() -> ingest_module.Run:
+        index = dedupe_module.EventIndex(lake)
+        return ingest_module.Run(lake, Window(now=now), now, False, index, ledger_module.Ledger(), IngestSummary())
+
+    r, q = run(), run()
+    ingest_module.commit_events(r, one[4], "r1", {})  # R holds e4
+    ingest_module.commit_events(q, one[5], "q1", {})  # Q rebuilds the day (4), commits e5
+    ingest_module.write_index(q.index)  # ... and writes it: claims 5
+    ingest_module.commit_events(r, one[6], "r2", {})  # R finds the day's file (5), commits e6, holds e6
+    Path(index.path(day)).write_bytes(stale)  # the late upload: claims 3
+    ingest_module.write_index(r.index)  # R: the stale file's entries + e6, claiming 6 rows
+
+    again = run()
+    accepted, conflicts, duplicates = ingest_module.commit_events(again, pl.concat([one[4], one[5]]), "again", {})
+    events = pl.read_delta(f"{roots['lake']}/events")
+    assert (accepted.height, conflicts.height, duplicates) == (0, 0, 2)
+    assert events["event_id"].n_unique() == events.height == 6
 
 
 def test_an_index_a_run_could_not_write_is_rebuilt_and_the_run_still_succeeds(roots, now, monkeypatch, caplog):

@@ -164,7 +164,10 @@ class EventIndex:
         table: a day left unwritten (a crash, a storage error) is rebuilt by the next run that needs it."""
         for day in sorted(self.unwritten):
             rows, path = self.days[day]
-            stored = _day_groups(self.lake, path, {day}) if path else iter(())
+            held = sum(frame.height for frame in self.unwritten[day])
+            # the file must still hold what this run found in it: one rewritten meanwhile by an older
+            # view of the day (a slow rebuild landing late) would lose events under this run's count
+            stored = _day_groups(self.lake, path, {day}, expected={day: rows - held}) if path else iter(())
             try:
                 self._store(day, rows, itertools.chain(stored, self.unwritten.pop(day)))
             except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
@@ -177,7 +180,10 @@ class EventIndex:
 
         def write() -> list[date]:
             days = sorted(self.days)
-            sources = ((day, self.days[day][0], _day_groups(self.lake, self.days[day][1], {day})) for day in days)
+            found = [(day, *self.days[day]) for day in days]
+            sources = (
+                (day, rows, _day_groups(self.lake, path, {day}, expected={day: rows})) for day, rows, path in found
+            )
             _write_days(self.lake, self.path(), sources)
             return days
 
@@ -196,17 +202,21 @@ class EventIndex:
         and those this run has not written yet."""
 
         def read() -> pl.DataFrame:
-            by_file: dict[str, set[date]] = {}
-            for day, (_, path) in self.days.items():
-                if path is not None:
-                    by_file.setdefault(path, set()).add(day)
+            by_file: dict[str, dict[date, int]] = {}
+            for day, (rows, path) in self.days.items():
+                if path is not None:  # the rows the file must hold for the day: its count less the held ones
+                    by_file.setdefault(path, {})[day] = rows - sum(f.height for f in self.unwritten.get(day, ()))
             held = [
                 frame.join(wanted, on="h", how="semi").select(pl.lit(day, pl.Date).alias("event_date"), "h", "c")
                 for day, frames in self.unwritten.items()
                 for frame in frames
             ]
             return pl.concat(
-                [_NO_ENTRIES, *(_read_days(self.lake, p, days, wanted) for p, days in by_file.items()), *held]
+                [
+                    _NO_ENTRIES,
+                    *(_read_days(self.lake, p, set(days), wanted, days) for p, days in by_file.items()),
+                    *held,
+                ]
             )
 
         return self._again_if_moved(table, read)
@@ -217,7 +227,7 @@ class EventIndex:
         for _ in range(3):
             try:
                 return step()
-            except FileNotFoundError:
+            except FileNotFoundError:  # IndexMoved included: a file that no longer holds what was found in it
                 self.days, self.consolidated, self.unwritten = {}, None, {}
                 self.refresh(table)
         raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
@@ -236,29 +246,57 @@ INDEX_ROW_GROUP = 1 << 18
 """Entries per row group of an index file (6 MiB): what reading an index holds at once."""
 
 
-def _day_rows(lake: Root, path: str) -> dict[date, int]:
-    """The days an index file holds and their rows, from its footer (none if it is missing or was
-    hashed by another polars version)."""
-    try:
-        with lake.open_input(path) as f:
-            meta = pq.ParquetFile(f).metadata.metadata or {}
-    except FileNotFoundError:  # never written, or removed meanwhile by a compaction's consolidation
-        return {}
+class IndexMoved(FileNotFoundError):
+    """An index file no longer holds the rows per day this run found in it: another process rewrote it
+    (a consolidation, or a rebuild from an older table version landing late). Handled as a removed file."""
+
+
+def _claims(reader: pq.ParquetFile) -> dict[date, int]:
+    """The days an open index file holds and their rows, from its footer (none if hashed otherwise)."""
+    meta = reader.metadata.metadata or {}
     if meta.get(b"hash") != HASH_FUNCTION.encode():
         return {}
     return {date.fromisoformat(d): int(n) for d, n in json.loads(meta.get(b"rows", b"{}")).items()}
 
 
-def _read_days(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> pl.DataFrame:
+def _day_rows(lake: Root, path: str) -> dict[date, int]:
+    """The days an index file holds and their rows, from its footer (none if it is missing or was
+    hashed by another polars version)."""
+    try:
+        with lake.open_input(path) as f:
+            return _claims(pq.ParquetFile(f))
+    except FileNotFoundError:  # never written, or removed meanwhile by a compaction's consolidation
+        return {}
+
+
+def _read_days(
+    lake: Root,
+    path: str,
+    days: set[date],
+    wanted: pl.DataFrame | None = None,
+    expected: dict[date, int] | None = None,
+) -> pl.DataFrame:
     """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
-    ``wanted`` if given; one row group in memory at a time."""
-    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted)])
+    ``wanted`` if given; one row group in memory at a time. IndexMoved if the file's footer does not
+    claim the ``expected`` rows of each day."""
+    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted, expected)])
 
 
-def _day_groups(lake: Root, path: str, days: set[date], wanted: pl.DataFrame | None = None) -> Iterator[pl.DataFrame]:
+def _day_groups(
+    lake: Root,
+    path: str,
+    days: set[date],
+    wanted: pl.DataFrame | None = None,
+    expected: dict[date, int] | None = None,
+) -> Iterator[pl.DataFrame]:
     """:func:`_read_days` a row group at a time."""
     with lake.open_input(path) as f:
         reader = pq.ParquetFile(f)
+        if expected is not None:
+            claims = _claims(reader)
+            moved = {d: (n, claims.get(d)) for d, n in expected.items() if claims.get(d) != n}
+            if moved:
+                raise IndexMoved(f"{path} was rewritten meanwhile (rows expected, found: {moved})")
         for i in range(reader.num_row_groups):
             stats = reader.metadata.row_group(i).column(0).statistics
             if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
