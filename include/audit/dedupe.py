@@ -48,9 +48,22 @@ FLUSH_ENTRIES = 1 << 21
 Each batch rewrote its days' files before: 1.5 s of a 1M-event run, growing with the run's length."""
 
 
+FINGERPRINT_COLUMNS = ("_h", "_c")
+"""A batch's fingerprints, carried beside its rows (:func:`with_fingerprints`) so that the lookup,
+the dedupe and the index update hash it once, not three times (~0.7 s CPU per 1M events)."""
+
+
 def fingerprints(events: pl.DataFrame) -> pl.DataFrame:
-    """``h``, the hash of each event's event_id, and ``c``, of its content: what the index keeps."""
+    """``h``, the hash of each event's event_id, and ``c``, of its content: what the index keeps
+    (taken from the FINGERPRINT_COLUMNS when ``events`` carries them)."""
+    if all(c in events.columns for c in FINGERPRINT_COLUMNS):
+        return events.select(h=FINGERPRINT_COLUMNS[0], c=FINGERPRINT_COLUMNS[1])
     return events.select(h=pl.col("event_id").hash(seed=0), c=content_hash())
+
+
+def with_fingerprints(events: pl.DataFrame) -> pl.DataFrame:
+    """``events`` with their fingerprints as FINGERPRINT_COLUMNS, which every step after keeps."""
+    return events.with_columns(fingerprints(events).rename(dict(zip("hc", FINGERPRINT_COLUMNS, strict=True))))
 
 
 def content_hash() -> pl.Expr:
@@ -63,7 +76,7 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
 
     ``known`` holds the ``event_id`` and ``content`` hash of matching events already in the lake.
     """
-    rows = valid.with_columns(_hash=content_hash(), _first=pl.col("event_id").is_first_distinct())
+    rows = valid.with_columns(_hash=fingerprints(valid)["c"], _first=pl.col("event_id").is_first_distinct())
     batch_ref = rows.filter("_first").select("event_id", _batch_ref="_hash")
     lake_ref = known.select("event_id", _lake_ref="content")
     rows = rows.join(lake_ref, on="event_id", how="left", maintain_order="left").join(

@@ -28,7 +28,7 @@ from . import lake as lk
 from . import ledger as ledgers
 from . import quarantine, raw
 from .config import DEFAULT_BATCH_MB
-from .dedupe import EventIndex, dedupe
+from .dedupe import FINGERPRINT_COLUMNS, EventIndex, dedupe, with_fingerprints
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
@@ -238,6 +238,7 @@ def commit_events(
     batch leaves unreferenced files, as a crash would, for vacuum).
     """
     validated = not run.validate
+    shaped = with_fingerprints(shaped)
     for _ in range(COMMIT_ATTEMPTS):
         table = lk.open_events(run.lake)
         run.index.refresh(table)
@@ -246,7 +247,7 @@ def commit_events(
             ingested_at=pl.lit(run.now, UTC_DATETIME), event_date=pl.col("event_time").dt.date()
         )
         if accepted.is_empty():
-            return accepted, conflicts, duplicates
+            return accepted.drop(FINGERPRINT_COLUMNS), conflicts, duplicates
         with ThreadPoolExecutor(1, thread_name_prefix="validation") as pool:
             # a retry only removes rows, so one validation covers it
             verdict = None if validated else pool.submit(validate_batch, run.lake, accepted, run.window, batch_id)
@@ -260,7 +261,7 @@ def commit_events(
             log.info("batch %s: %s; deduplicating again", batch_id, exc)
             continue
         run.index.add(accepted)
-        return accepted, conflicts, duplicates
+        return accepted.drop(FINGERPRINT_COLUMNS), conflicts, duplicates
     raise lk.CommitConflict(
         f"batch {batch_id}: the events table kept changing; gave up after "
         f"{COMMIT_ATTEMPTS} attempts (the next run redoes it)"
