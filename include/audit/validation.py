@@ -245,7 +245,7 @@ def serve() -> None:
 def _context() -> Any:
     """A fresh ephemeral GE context, one per batch: the context and the checkpoint's objects cost
     ~0.04 s, the checkpoint's run (~0.25 s a batch however small) is GE's own work, which a context
-    kept for the run does not avoid (measured in the thirteenth session), while it keeps every
+    kept for the run does not avoid (it saved ~0.04 s a batch, measured), while it keeps every
     result. The lake keeps the results and pages, not the context."""
     import great_expectations as gx
     from great_expectations.execution_engine import pandas_execution_engine
