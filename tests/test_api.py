@@ -432,7 +432,6 @@ def test_failed_attempts_are_limited_per_key_id(lake, tokens):
 
 
 def test_verified_keys_are_cached_and_unknown_ids_cost_the_same_scrypt(lake, monkeypatch):
-    import statistics
     import time
 
     from include.audit import apikeys
@@ -448,13 +447,17 @@ def test_verified_keys_are_cached_and_unknown_ids_cost_the_same_scrypt(lake, mon
     unknown = "alk_" + "0" * 16 + "_" + key.split("_", 2)[2]
     assert verifier.organization_for(root, unknown) is None and len(calls) == 2  # the decoy hash
 
-    def median_seconds(candidate: str) -> float:
-        times = []
-        for _ in range(7):
-            began = time.perf_counter()
-            apikeys.organization_for(root, candidate)
-            times.append(time.perf_counter() - began)
-        return statistics.median(times)
+    def fastest_seconds(*candidates: str) -> list[float]:
+        """Each candidate's fastest of 9 checks, taken in turns: other load on the machine only adds
+        time, and both candidates share it (a median of 7 taken one after the other failed the ratio
+        once under a parallel benchmark)."""
+        times: list[list[float]] = [[] for _ in candidates]
+        for _ in range(9):
+            for spent, candidate in zip(times, candidates, strict=True):
+                began = time.perf_counter()
+                apikeys.organization_for(root, candidate)
+                spent.append(time.perf_counter() - began)
+        return [min(spent) for spent in times]
 
     own = Path(lake["roots"].lake).parent / "own-lake"  # revoke a key of a lake of its own
     created = create_key(str(own), ORG_A, expires=(datetime.now(UTC) + timedelta(days=1)).date())
@@ -465,7 +468,7 @@ def test_verified_keys_are_cached_and_unknown_ids_cost_the_same_scrypt(lake, mon
     assert calls == []
 
     known_wrong = key[:-4] + "AAAA"
-    known, missing = median_seconds(known_wrong), median_seconds(unknown)
+    known, missing = fastest_seconds(known_wrong, unknown)
     assert 0.5 < known / missing < 2, (known, missing)
 
 
