@@ -320,8 +320,10 @@ def test_a_stalled_ingest_posts_exactly_one_deadline_alert(roots, airflow_db, we
 
 
 def test_a_late_archive_posts_exactly_one_deadline_alert(roots, airflow_db, webhook):
+    # two days back, not one: test_dags' export run takes logical date "today 00:30" (a unique key
+    # with the dag id); when the suite crosses midnight UTC, that is this test's "yesterday 00:30"
     today = datetime.now(UTC).date()
-    scheduled = datetime.combine(today - timedelta(days=1), time(0, 30), UTC)  # due 02:00 yesterday
+    scheduled = datetime.combine(today - timedelta(days=2), time(0, 30), UTC)  # due 02:00 two days ago
     run_pk, run_id = _scheduled_run("audit_daily_export", scheduled)
     assert _scheduler_handles_missed_deadlines(run_pk) == 1
     (text,) = webhook.texts
