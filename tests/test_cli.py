@@ -122,6 +122,11 @@ def test_explicit_flags_win_over_env(roots, tmp_path):
         (["replay", "--now", "9999-12-31T23:59:59Z", "--dry-run"], "outside the years 1970-8999"),
         (["export-daily", "--date", "0001-01-01"], "outside the years 1970-8999"),
         (["retain", "--today", "9999-12-31"], "outside the years 1970-8999"),
+        # an empty value is a typo, never the default (all partitions, the current time, no key check)
+        (["compact", "--date", ""], "--date '' is not a date"),
+        (["ingest", "--now", " "], "--now ' ' is not an ISO 8601 time"),
+        (["compact", "--lake-root", ""], "--lake-root is empty"),
+        (["verify", "--public-key", ""], "cannot read an Ed25519 public key"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(roots, tmp_path, args, message):

@@ -36,7 +36,7 @@ def redact(message: str) -> str:
 
 
 def _now(value: str | None) -> datetime:
-    return check_clock(parse_time(value, "--now"), "--now") if value else datetime.now(UTC)
+    return check_clock(parse_time(value, "--now"), "--now") if value is not None else datetime.now(UTC)
 
 
 def _out_file(url: str) -> str:
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "compact":
         from .maintenance import compact
 
-        day = _day(args.date, "--date") if args.date else None
+        day = _day(args.date, "--date") if args.date is not None else None
         return compact(existing("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
     if args.command == "vacuum":
         from .maintenance import vacuum
@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "replay":
         from .replay import replay, replayable
 
-        since = _day(args.since, "--since") if args.since else None
+        since = _day(args.since, "--since") if args.since is not None else None
         reasons, now = replayable(args.reason), _now(args.now)
         return replay(
             existing("AUDIT_LAKE_ROOT", args.lake_root),
@@ -362,7 +362,7 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
         return {"keys": apikeys.list_keys(lake)}
     if args.api_key_command == "revoke":
         return apikeys.revoke_key(lake, args.key_id)
-    expires = _day(args.expires, "--expires") if args.expires else None
+    expires = _day(args.expires, "--expires") if args.expires is not None else None
     created = apikeys.create_key(lake, validate_organization_id(args.org), expires=expires)
     return {
         "key_id": created.key_id,
@@ -382,7 +382,7 @@ def _archive_command(args: argparse.Namespace) -> Any:
         from . import holds
 
         if args.hold_command == "place":
-            until = _day(args.until, "--until") if args.until else None
+            until = _day(args.until, "--until") if args.until is not None else None
             return holds.place(export_root, validate_organization_id(args.org), args.reason, until)
         if args.hold_command == "release":
             return holds.release(export_root, validate_organization_id(args.org))
@@ -393,9 +393,11 @@ def _archive_command(args: argparse.Namespace) -> Any:
     from .signing import load_public_key
     from .verify import verify
 
-    org = validate_organization_id(args.org) if args.org else None
-    through = _day(args.through, "--through") if args.through else datetime.now(UTC).date() - timedelta(days=1)
-    key = load_public_key(args.public_key) if args.public_key else None
+    org = validate_organization_id(args.org) if args.org is not None else None
+    through = (
+        _day(args.through, "--through") if args.through is not None else datetime.now(UTC).date() - timedelta(days=1)
+    )
+    key = load_public_key(args.public_key) if args.public_key is not None else None
     export_root = config.existing_root("AUDIT_EXPORT_ROOT", args.export_root)
     exports = open_root(export_root)
     if org and not exports.exists(exports.join(org)):

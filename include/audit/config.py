@@ -25,7 +25,14 @@ DEFAULTS = {
 
 
 def root(variable: str, override: str | None = None) -> str:
-    """The root named by ``variable`` (e.g. ``AUDIT_LAKE_ROOT``), unless ``override`` is given."""
+    """The root named by ``variable`` (e.g. ``AUDIT_LAKE_ROOT``), unless ``override`` is given.
+
+    An empty variable counts as unset; an empty flag is a typo (BadInput), never the default.
+    """
+    if override is not None and not override.strip():
+        from .inputs import BadInput
+
+        raise BadInput(f"{flag_of(variable)} is empty: name a folder or an s3:// URL")
     return override or os.environ.get(variable) or DEFAULTS[variable]
 
 
