@@ -61,6 +61,11 @@ def _day(value: str, name: str) -> date:
     return check_clock(parse_date(value, name), name)
 
 
+def _optional_day(value: str | None, name: str) -> date | None:
+    """:func:`_day` for an optional flag: None only when it is absent (an empty value is bad input)."""
+    return None if value is None else _day(value, name)
+
+
 MAX_DAYS = 36_500
 """The most days a flag may count (100 years): more is a typo, and would overflow date arithmetic."""
 
@@ -300,7 +305,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "compact":
         from .maintenance import compact
 
-        day = _day(args.date, "--date") if args.date is not None else None
+        day = _optional_day(args.date, "--date")
         return compact(existing("AUDIT_LAKE_ROOT", args.lake_root), day).as_dict()
     if args.command == "vacuum":
         from .maintenance import vacuum
@@ -309,7 +314,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "replay":
         from .replay import replay, replayable
 
-        since = _day(args.since, "--since") if args.since is not None else None
+        since = _optional_day(args.since, "--since")
         reasons, now = replayable(args.reason), _now(args.now)
         return replay(
             existing("AUDIT_LAKE_ROOT", args.lake_root),
@@ -362,7 +367,7 @@ def _api_key(args: argparse.Namespace, lake: str) -> Any:
         return {"keys": apikeys.list_keys(lake)}
     if args.api_key_command == "revoke":
         return apikeys.revoke_key(lake, args.key_id)
-    expires = _day(args.expires, "--expires") if args.expires is not None else None
+    expires = _optional_day(args.expires, "--expires")
     created = apikeys.create_key(lake, validate_organization_id(args.org), expires=expires)
     return {
         "key_id": created.key_id,
@@ -382,7 +387,7 @@ def _archive_command(args: argparse.Namespace) -> Any:
         from . import holds
 
         if args.hold_command == "place":
-            until = _day(args.until, "--until") if args.until is not None else None
+            until = _optional_day(args.until, "--until")
             return holds.place(export_root, validate_organization_id(args.org), args.reason, until)
         if args.hold_command == "release":
             return holds.release(export_root, validate_organization_id(args.org))
@@ -394,9 +399,7 @@ def _archive_command(args: argparse.Namespace) -> Any:
     from .verify import verify
 
     org = validate_organization_id(args.org) if args.org is not None else None
-    through = (
-        _day(args.through, "--through") if args.through is not None else datetime.now(UTC).date() - timedelta(days=1)
-    )
+    through = _optional_day(args.through, "--through") or datetime.now(UTC).date() - timedelta(days=1)
     key = load_public_key(args.public_key) if args.public_key is not None else None
     export_root = config.existing_root("AUDIT_EXPORT_ROOT", args.export_root)
     exports = open_root(export_root)
