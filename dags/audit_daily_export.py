@@ -30,7 +30,7 @@ def _export_date() -> str:
     doc_md="""
 ### Audit daily export (the compliance archive)
 A run archives the **UTC day before its logical date** for every organization with events in the
-lake within the retention window: `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.csv`
+lake within the retention window or an archive begun before that day: `<AUDIT_EXPORT_ROOT>/<org>/YYYY/MM/DD/audit-log_<org>_<date>.csv`
 and its `.manifest.json` (a header-only CSV on a quiet day: a heartbeat). It also re-archives every
 earlier (date, organization) of the window whose latest version is stale (late events) or missing:
 a new version `...vN.csv` next to the old ones, which are never touched. One mapped task per

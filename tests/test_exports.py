@@ -1,7 +1,7 @@
 """CSV exports: the exact format, idempotency, late data, and the on-demand filter."""
 
 import csv
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -19,8 +19,10 @@ from include.audit.exports import (
 from include.audit.ingest import ingest
 from include.audit.inputs import BadInput
 from include.audit.query import EventFilter
+from include.audit.retention import retain
 from include.audit.status import lake_status
 from include.audit.storage import Root
+from include.audit.verify import verify
 
 from .helpers import event, write_lines
 
@@ -217,6 +219,27 @@ def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now)
     status = lake_status(roots["lake"], roots["exports"])["archive"]
     assert status["acme"]["stale_days"] == ["2026-11-22"] and "2026-11-23" in status["acme"]["missing_days"]
     assert status["globex"]["days_archived"] == 1 and status["globex"]["first_day"] == "2026-11-24"
+
+
+def test_an_archive_goes_on_after_its_organizations_events_leave_the_window(roots, now):
+    """An organization quiet for longer than the retention window (2 days here) keeps its daily
+    heartbeats, also once retention has dropped its events: its archive never has a gap."""
+    ingest_lines(roots, now, "a.jsonl", [event(event_id="a1", event_time="2026-11-20T10:00:00Z")])
+    (Path(roots["exports"]) / "Not an org").mkdir(parents=True)  # a stray folder is no organization
+    first = date(2026, 11, 20)
+    for n in range(8):
+        day = first + timedelta(days=n)
+        for when, org in pending_exports(roots["lake"], roots["exports"], day, days=2):
+            export_daily(roots["lake"], roots["exports"], when, [org])
+        retain(roots["lake"], roots["exports"], day, days=2)
+    assert lake_status(roots["lake"], roots["exports"])["events"] == 0  # retention dropped the only event
+    last = first + timedelta(days=7)
+    report = verify(roots["exports"], last)
+    assert report["ok"] and report["organizations"]["acme"]["days"] == 8
+    assert list((Path(roots["exports"]) / "Not an org").iterdir()) == []
+    # the daily export of any later day keeps the chain going; an earlier day does not start a new one
+    assert [(r.organization_id, r.rows) for r in export_daily(roots["lake"], roots["exports"], last)] == [("acme", 0)]
+    assert export_daily(roots["lake"], roots["exports"], first - timedelta(days=1)) == []
 
 
 def test_an_on_demand_rerun_with_other_rows_gets_a_new_name(small_lake, tmp_path):

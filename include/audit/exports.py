@@ -23,7 +23,7 @@ from . import archive as ar
 from . import lake as lk
 from .config import RETENTION_DAYS
 from .filters import Query, export_filter_for, load_export_filters
-from .inputs import validate_organization_id
+from .inputs import is_organization_id, validate_organization_id
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows
 from .storage import SPOOL_BYTES, Root, pieces
 
@@ -181,11 +181,34 @@ def export_partition(
     return _result(exports, manifest_path, manifest, skipped=False)
 
 
-def active_organizations(lake: Root, day: date, days: int = RETENTION_DAYS) -> list[str]:
-    """Organizations with events in the lake within the ``days`` before ``day`` (and on it): each gets
-    an export of ``day``, a heartbeat when it had no events."""
+def _archive_days(exports: Root, organization_id: str) -> dict[date, str]:
+    """Per archived date of the organization, its latest manifest's path."""
+    return ar.latest_manifest_paths(ar.list_org(exports, organization_id), organization_id)
+
+
+def _begun_before(archived: dict[date, str], day: date) -> bool:
+    """Whether an organization's archive (``_archive_days``) began before ``day``: then it gets ``day`` too."""
+    return any(d < day for d in archived)
+
+
+def _archived_organizations(exports: Root) -> list[str]:
+    """Organizations with a folder in the archive (folder names that are not organization ids left out)."""
+    return [org for org in ar.organizations(exports) if is_organization_id(org)]
+
+
+def active_organizations(lake: Root, exports: Root, day: date, days: int = RETENTION_DAYS) -> list[str]:
+    """Organizations that get an export of ``day``, a heartbeat when they had no events: those with
+    events in the lake within the ``days`` before ``day`` (and on it), and those whose archive began
+    before ``day``. An archive, once begun, gets every day, also after the organization's last events
+    have left the retention window: a missing day always means a lost file (``verify``)."""
     start = day - timedelta(days=days)
-    return sorted({org for d, org in lk.partition_row_counts(lake) if start <= d <= day})
+    in_lake = {org for d, org in lk.partition_row_counts(lake) if start <= d <= day}
+    archived = {
+        org
+        for org in _archived_organizations(exports)
+        if org not in in_lake and _begun_before(_archive_days(exports, org), day)
+    }
+    return sorted(in_lake | archived)
 
 
 def export_daily(
@@ -203,7 +226,11 @@ def export_daily(
     $AUDIT_EXPORT_FILTERS; none: every event).
     """
     lake, exports = Root.open(lake_url), Root.open(export_url)
-    orgs = list(dict.fromkeys(organizations)) if organizations is not None else active_organizations(lake, day, days)
+    orgs = (
+        list(dict.fromkeys(organizations))
+        if organizations is not None
+        else active_organizations(lake, exports, day, days)
+    )
     filters = load_export_filters(filters_path)
     counts = lk.partition_row_counts(lake, [day])
     return [
@@ -221,14 +248,18 @@ def export_daily(
 
 
 def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETENTION_DAYS) -> list[tuple[date, str]]:
-    """What a daily run archives: ``day`` for every active organization, and every earlier (date,
-    organization) in the window whose latest version is stale or that has no version at all."""
+    """What a daily run archives: ``day`` for every active organization (``active_organizations``),
+    and every earlier (date, organization) in the window whose latest version is stale or that has no
+    version at all."""
     lake, exports = Root.open(lake_url), Root.open(export_url)
     start = day - timedelta(days=days)
     counts = {key: rows for key, rows in lk.partition_row_counts(lake).items() if start <= key[0] <= day}
+    in_lake = {org for _, org in counts}
     keys: set[tuple[date, str]] = set()
-    for org in sorted({org for _, org in counts}):
-        latest = ar.latest_manifest_paths(ar.list_org(exports, org), org)
+    for org in sorted(in_lake | set(_archived_organizations(exports))):
+        latest = _archive_days(exports, org)
+        if org not in in_lake and not _begun_before(latest, day):
+            continue  # neither events in the window nor an archive begun before ``day``
         first = max(start, min([d for d, o in counts if o == org] + list(latest)))
         for offset in range((day - first).days + 1):
             when = first + timedelta(days=offset)

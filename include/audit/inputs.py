@@ -20,6 +20,7 @@ __all__ = [
     "BadInput",
     "check_clock",
     "check_range",
+    "is_organization_id",
     "parse_date",
     "parse_time",
     "validate_organization_id",
@@ -50,9 +51,15 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def is_organization_id(value: object) -> bool:
+    """Whether ``value`` is a valid organization id (1-64 letters, digits, '_' or '-', starting with a
+    letter or digit: safe as a path segment)."""
+    return isinstance(value, str) and _ORGANIZATION_ID.fullmatch(value) is not None
+
+
 def validate_organization_id(value: object) -> str:
     """``value`` if it is a valid organization id (it becomes a path segment), else BadInput."""
-    if not isinstance(value, str) or not _ORGANIZATION_ID.fullmatch(value):
+    if not is_organization_id(value):
         raise BadInput(
             f"invalid organization id {_shown(value)}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or digit"

@@ -56,7 +56,8 @@ def export_date_for(logical_date: datetime | None, run_after: datetime | None = 
 @uses_airflow_storage
 def archive_work(day: date, only_behind: bool = False) -> list[dict[str, str]]:
     """What a daily-export run archives: ``day`` for every organization active in the retention
-    window (a heartbeat when it had no events), and every stale or missing earlier day.
+    window or with an archive begun before ``day`` (a heartbeat when it had no events), and every
+    stale or missing earlier day.
 
     An asset-triggered run (``only_behind``) archives only ``day``, for the organizations whose
     archive of it is missing or stale: late events reach the archive without waiting for 00:30.
