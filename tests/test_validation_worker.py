@@ -1,14 +1,18 @@
 """Great Expectations runs in a worker process of its own: the ingest process never imports it, a
 worker that dies is replaced for the same batch, an error inside GE fails only that batch, and the
-worker never outlives the process that started it."""
+worker never outlives the process that started it. Workers are forked by a validation server that
+imports GE once per host: runs share it, it answers only its own user and its own code, and it
+exits when idle."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,3 +127,70 @@ def test_the_worker_exits_when_its_ingest_process_is_killed():
         parent.kill()
         parent.wait()
     assert gone(worker, 60), "the worker outlived its ingest process"
+
+
+WORKER_OF_A_RUN = (
+    "import os, psutil\n"
+    "from include.audit.validation import WORKER\n"
+    "WORKER.start()\n"
+    "worker = psutil.Process(WORKER.process.pid)\n"
+    "print(os.getpid(), worker.pid, worker.ppid(), ' '.join(worker.parent().cmdline()), flush=True)\n"
+)
+
+
+def run_worker(tmp: Path, idle: str) -> tuple[int, int, str, int]:
+    """Start a worker in a run (a process) of its own with TMPDIR ``tmp``: the worker's pid, its
+    parent's, the parent's command, and the run's pid."""
+    env = {**os.environ, "TMPDIR": str(tmp), "AUDIT_VALIDATION_SERVER_IDLE_SECONDS": idle}
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_OF_A_RUN], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    run, pid, parent, command = done.stdout.strip().split(" ", 3)
+    return int(pid), int(parent), command, int(run)
+
+
+@pytest.fixture
+def short_tmp():
+    """A temporary directory with a short path (a Unix socket's path is at most 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ge-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_runs_share_one_validation_server_which_exits_when_idle(short_tmp):
+    tmp_path = short_tmp
+    first, server, command, _ = run_worker(tmp_path, "4")
+    assert "serve_forks" in command
+    second, same_server, _, _ = run_worker(tmp_path, "4")
+    assert same_server == server and second != first  # GE imported once, a fresh worker per run
+    assert gone(first, 10) and gone(second, 10)  # each worker ended with its run
+    (socket_path,) = (tmp_path / f"audit-ge-{os.getuid()}").glob("*.sock")
+    assert gone(server, 60), "the server outlived its idle time"
+    assert not socket_path.exists()
+    _, new_server, _, _ = run_worker(tmp_path, "4")  # the next run starts a new one
+    assert new_server != server and gone(new_server, 60)
+
+
+def test_no_server_when_turned_off_or_when_its_folder_is_not_private(short_tmp):
+    tmp_path = short_tmp
+    _, parent, _, run = run_worker(tmp_path, "0")
+    assert parent == run  # the run's own child
+    shared = tmp_path / "shared"
+    (shared / f"audit-ge-{os.getuid()}").mkdir(parents=True, mode=0o777)
+    os.chmod(shared / f"audit-ge-{os.getuid()}", 0o777)  # others could plant a server there
+    _, parent, _, run = run_worker(shared, "5")
+    assert parent == run
+    assert not list((shared / f"audit-ge-{os.getuid()}").iterdir())
+
+
+def test_a_dead_servers_socket_is_replaced(short_tmp):
+    tmp_path = short_tmp
+    _, server, _, _ = run_worker(tmp_path, "30")
+    os.kill(server, signal.SIGKILL)
+    assert gone(server, 10)
+    (socket_path,) = (tmp_path / f"audit-ge-{os.getuid()}").glob("*.sock")
+    assert socket_path.exists()  # left behind: nobody listens there any more
+    _, new_server, command, _ = run_worker(tmp_path, "30")
+    assert new_server != server and "serve_forks" in command
+    os.kill(new_server, signal.SIGTERM)
