@@ -328,7 +328,9 @@ def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[
     schema = lk.arrow_schema(dict(_NO_ENTRIES.schema))
     rows: dict[str, int] = {}
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        with pq.ParquetWriter(spool, schema, compression="zstd") as writer:
+        # hashes are random: a dictionary for them is built, overflows and is dropped for every row
+        # group (5M entries: 0.87 s against 0.20 s written with one for the date only, and 10% larger)
+        with pq.ParquetWriter(spool, schema, compression="zstd", use_dictionary=["event_date"]) as writer:
             for day, count, parts in days:
                 rows[day.isoformat()] = count
                 for group in _regrouped((p.select("h", "c") for p in parts), INDEX_ROW_GROUP):
