@@ -194,3 +194,18 @@ def test_a_dead_servers_socket_is_replaced(short_tmp):
     _, new_server, command, _ = run_worker(tmp_path, "30")
     assert new_server != server and "serve_forks" in command
     os.kill(new_server, signal.SIGTERM)
+
+
+def test_a_stopped_server_never_stops_a_run(short_tmp):
+    _, server, _, _ = run_worker(short_tmp, "60")
+    os.kill(server, signal.SIGSTOP)  # it accepts no more: a run waits HANDSHAKE_SECONDS, then starts another
+    try:
+        started = time.monotonic()
+        _, new_server, command, _ = run_worker(short_tmp, "60")
+        assert new_server != server and "serve_forks" in command
+        assert time.monotonic() - started < 120
+    finally:
+        os.kill(server, signal.SIGKILL)
+    _, same, _, _ = run_worker(short_tmp, "60")
+    assert same == new_server  # the new server took the socket
+    os.kill(new_server, signal.SIGTERM)

@@ -78,6 +78,9 @@ DEFAULT_SERVER_IDLE = 900
 SERVER_START_SECONDS = 120
 """How long a run waits for a server it started to import GE and listen, before it starts a worker
 of its own instead."""
+HANDSHAKE_SECONDS = 10
+"""How long a run waits for a server to fork its worker (milliseconds when it is well) before it
+stops asking that server (a stopped or stuck one) and starts another."""
 SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 """What the server keeps of the environment of the run that starts it: no credentials outlive a run."""
 
@@ -225,14 +228,16 @@ def _connect(path: str) -> _Forked | None:
     """A worker forked for this process by the server at ``path``; None if no server answers there."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        connection.settimeout(30)
+        connection.settimeout(HANDSHAKE_SECONDS)
         connection.connect(path)
-        socket.send_fds(connection, [b"\0"], _stderr_fds())  # the worker writes to our stderr
         stream = connection.makefile("rb")
-        header = _read_frame(stream)
+        header = _read_frame(stream)  # the forked worker's pid: a live server answered
         stream.close()
         if header is None:
             raise EOFError("the server closed the connection")
+        # only now our stderr, for the worker to write to: a descriptor sent to a server that never
+        # accepts (stopped, stuck) would stay in flight and hold our stderr open after we exit
+        socket.send_fds(connection, [b"\0"], _stderr_fds())
         connection.settimeout(None)
         return _Forked(connection, int(header))
     except (OSError, EOFError, ValueError):
@@ -447,15 +452,18 @@ def serve() -> None:
 
 
 def _serve_connection(connection: socket.socket) -> None:
-    """A forked worker: the run's stderr (passed over the socket) becomes its own, then it answers the run."""
-    _, fds, _, _ = socket.recv_fds(connection, 1, 1)
+    """A forked worker: it tells the run its pid, takes the run's stderr (passed over the socket) for its
+    own, then answers the run."""
+    pid = str(os.getpid()).encode()
+    connection.sendall(FRAME.pack(len(pid)) + pid)
+    message, fds, _, _ = socket.recv_fds(connection, 1, 1)
+    if not message:
+        return  # the run went away before its first request
     for fd in fds:
         os.dup2(fd, 2)
         os.close(fd)
     os.dup2(2, 1)  # anything GE prints goes to the run's stderr, never into the protocol
-    answers, requests = connection.makefile("wb"), connection.makefile("rb")
-    _write_frame(answers, str(os.getpid()).encode())
-    answer_requests(requests, answers)
+    answer_requests(connection.makefile("rb"), connection.makefile("wb"))
 
 
 def _reaped(pid: int) -> bool:
@@ -490,6 +498,10 @@ def serve_forks(path: str, idle: float) -> None:
             connection: socket.socket | None = listener.accept()[0]
         except TimeoutError:
             connection = None
+        except OSError as exc:  # out of file descriptors, say: the run falls back to a worker of its own
+            log.warning("the validation server could not accept a run: %s", exc)
+            connection = None
+            time.sleep(0.1)
         workers = {pid for pid in workers if not _reaped(pid)}
         if connection is None:
             if workers:
@@ -498,7 +510,12 @@ def serve_forks(path: str, idle: float) -> None:
                 break
             continue
         last = time.monotonic()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: the run sees its connection close and falls back
+            log.warning("the validation server could not fork a worker: %s", exc)
+            connection.close()
+            continue
         if pid == 0:  # the worker
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
