@@ -9,6 +9,7 @@ it waits for dies. Nothing here knows about Airflow or the lake.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,37 +33,66 @@ class ServiceError(RuntimeError):
 # --- ports and processes -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
+PORT_FLOOR = 10_000
+"""The lowest port handed out (below: well-known and registered services' usual ports)."""
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel picks as a connection's source port (32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _candidates(top: int) -> list[int]:
+    """Ports from PORT_FLOOR up to ``top`` (at least 5,000 of them: a kernel whose ephemeral range
+    starts lower leaves no safe range) in random order, none handed out before by this process."""
+    ports = [p for p in range(PORT_FLOOR, max(top, PORT_FLOOR + 5_000)) if p not in _handed_out]
+    random.shuffle(ports)
+    return ports
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now, below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) can be taken, between this call and the
+    service's bind, as the source port of any outgoing connection: a stack's api-server once
+    failed to bind because its database migration's connections had taken it. Below the range only
+    another server can take it.
+    """
+    for port in _candidates(_ephemeral_start()):
+        if _bindable(port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as s:  # no free port below the range: the kernel's choice
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
 def free_port_pairs(count: int, offset: int = SEAWEED_GRPC_OFFSET) -> list[int]:
-    """``count`` loopback ports p, each with p + ``offset`` also free, all free a moment ago."""
-    held: list[socket.socket] = []
+    """``count`` loopback ports p, each with p + ``offset`` also free, all free a moment ago (both
+    below the ephemeral range, as :func:`free_port`'s)."""
     found: list[int] = []
-    try:
-        while len(found) < count:
-            first = socket.socket()
-            first.bind((LOOPBACK, 0))
-            held.append(first)
-            port = first.getsockname()[1]
-            if port + offset > 65535:
-                continue
-            second = socket.socket()
-            try:
-                second.bind((LOOPBACK, port + offset))
-            except OSError:
-                second.close()
-                continue
-            held.append(second)
+    for port in _candidates(_ephemeral_start() - offset):
+        if len(found) == count:
+            break
+        if port + offset not in _handed_out and _bindable(port) and _bindable(port + offset):
+            _handed_out.update((port, port + offset))
             found.append(port)
-        return found
-    finally:
-        for s in held:
-            s.close()
+    if len(found) < count:
+        raise ServiceError(f"no {count} free pairs of loopback ports {offset} apart below the ephemeral range")
+    return found
 
 
 def port_open(port: int, host: str = LOOPBACK) -> bool:
