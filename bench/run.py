@@ -139,8 +139,9 @@ def run_measured(args: list[str], cap_mib: float | None = None) -> Sample:
         )
     seen, capped, worker_cpu = 0.0, False, {}
     while not capped and proc.poll() is None:
-        seen = max(seen, _tree_rss_mib(proc.pid))
-        for worker in _validation_workers():
+        workers = _validation_workers()  # one scan of the process table per sample
+        seen = max(seen, _rss_mib([*_children(proc.pid), *workers]))
+        for worker in workers:
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = worker.cpu_times()
                 worker_cpu[worker.pid] = times.user + times.system
@@ -181,12 +182,13 @@ def _validation_workers() -> list:
     return workers
 
 
-def _tree_rss_mib(pid: int) -> float:
-    """Resident MiB of a process's descendants, and of the validation workers, now (0 for any that already ended)."""
+def _rss_mib(processes: list) -> float:
+    """Resident MiB of ``processes`` now (0 for any that already ended): a command's descendants and
+    the validation workers forked for it."""
     import psutil
 
     total = 0
-    for child in [*_children(pid), *_validation_workers()]:
+    for child in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss
     return total / 2**20

@@ -249,7 +249,6 @@ def _start_server(path: str, idle: float) -> subprocess.Popen[bytes]:
     """Start a validation server for ``path`` in a session of its own: it outlives this run (until
     idle), holds none of its files or pipes, and keeps only SERVER_ENV of its environment."""
     kept = {k: os.environ[k] for k in SERVER_ENV if k in os.environ}
-    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), kept.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, "-c", f"from include.audit.validation import serve_forks; serve_forks({path!r}, {idle!r})"],
         stdin=subprocess.DEVNULL,
@@ -257,7 +256,7 @@ def _start_server(path: str, idle: float) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         cwd="/",
-        env={**kept, "PYTHONPATH": pythonpath, "GX_ANALYTICS_ENABLED": "false", "OPENBLAS_NUM_THREADS": "1"},
+        env={**kept, "PYTHONPATH": _pythonpath(), "GX_ANALYTICS_ENABLED": "false", "OPENBLAS_NUM_THREADS": "1"},
     )
 
 
