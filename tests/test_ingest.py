@@ -3,7 +3,6 @@
 import json
 import shutil
 import threading
-from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -17,7 +16,7 @@ from include.audit import ingest as ingest_module
 from include.audit import lake as lk
 from include.audit import ledger as ledger_module
 from include.audit import quarantine
-from include.audit.events import CONTENT_COLUMNS, Window
+from include.audit.events import Window
 from include.audit.generate import generate
 from include.audit.ingest import IngestSummary, ingest
 from include.audit.maintenance import vacuum
@@ -111,8 +110,8 @@ def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collisi
     (day,) = index.days
     entries = dedupe_module.fingerprints(stored)
     collision = pl.DataFrame({"h": pl.Series(["e2"]).hash(seed=0), "c": pl.Series([123], dtype=pl.UInt64)})
-    dedupe_module._write_days(lake, index.path(day), [(day, 1, [pl.concat([entries, collision])])])
-    index.days[day] = (1, index.path(day))
+    piece = index._write(day, index.version, 1, True, [pl.concat([entries, collision])])
+    index.days[day] = dedupe_module.Day(1, [piece])
 
     def outcome(valid: pl.DataFrame) -> tuple[int, int, int]:
         accepted, conflicts, duplicates = dedupe_module.dedupe(valid, index.matching(table, valid))
@@ -124,117 +123,152 @@ def test_the_event_id_index_knows_redeliveries_and_never_mistakes_a_hash_collisi
     assert outcome(stored) == (0, 0, 1)
 
 
+def index_files(lake: str) -> list[str]:
+    return sorted(p.name for p in (Path(lake) / "_state" / "event-ids").iterdir())
+
+
 def test_an_index_file_another_process_consolidated_away_is_found_again(roots, now):
-    """Compaction consolidates the event-id index and removes the per-day files a running ingest
-    may have just found: its lookup finds the index again, and its update leaves that day to be
-    rebuilt, instead of failing the batch."""
+    """Compaction consolidates the event-id index and removes the per-day pieces a running ingest
+    may have just found: its lookup finds the index again instead of failing the batch."""
     write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2")])
     ingest(roots["raw"], roots["lake"], now=now)
     lake = Root.open(roots["lake"])
     table = lk.open_events(lake)
     stored = lake_events(roots["lake"])
-    running, updating = dedupe_module.EventIndex(lake), dedupe_module.EventIndex(lake)
+    running = dedupe_module.EventIndex(lake)
     running.refresh(table)
-    updating.refresh(table)
     (day,) = running.days
-    assert running.days[day][1] == running.path(day)
-    dedupe_module.EventIndex(lake).consolidate(table)  # another process
-    assert not Path(running.path(day)).exists()
+    (piece,) = running.days[day].pieces
+    assert not piece.base and piece.rows == 2  # the delta of the run's one commit
+    assert dedupe_module.EventIndex(lake).consolidate(table) == 1  # another process
+    assert not Path(piece.path).exists() and index_files(roots["lake"]) == ["all.parquet"]
     known = running.matching(table, stored)
     assert sorted(known["event_id"]) == ["e1", "e2"]
-    updating.add(stored.with_columns(event_id=pl.lit("e3")))
-    updating.flush()
-    assert day not in updating.days
-    updating.refresh(table)
-    assert updating.days[day] == (2, updating.path())
+    assert [p.path for p in running.days[day].pieces] == [running.path()]
 
 
-def test_an_index_day_is_rewritten_a_row_group_at_a_time_in_groups_of_one_size(roots, monkeypatch):
-    """A run holds its commits' entries and rewrites the days they touched once it holds
-    FLUSH_ENTRIES, and at its end. The day's file is copied a row group at a time, so memory holds
-    one group, not the day; small batches still leave full row groups behind."""
+def test_each_commit_appends_its_own_entries_and_a_day_of_many_pieces_is_folded(roots, now, monkeypatch):
+    """A commit writes a delta piece of its own entries only, never the day's: the cost of a run
+    follows its events, not the size of the days it touches. Once a day has more than DAY_PIECES
+    pieces the run folds them into one base piece, copied a row group at a time, in row groups of
+    one size, and removes the pieces it replaces."""
     monkeypatch.setattr(dedupe_module, "INDEX_ROW_GROUP", 1000)
-    monkeypatch.setattr(dedupe_module, "FLUSH_ENTRIES", 2000)
-    lake = Root.open(roots["lake"])
-    index = dedupe_module.EventIndex(lake)
-    day = date(2026, 11, 20)
-    batches = [
-        pl.DataFrame({"event_id": [f"b{b}-e{i}" for i in range(700)]}).with_columns(
-            *(pl.lit(f"{c} {b}").alias(c) for c in CONTENT_COLUMNS if c != "event_id"), event_date=pl.lit(day)
-        )
-        for b in range(7)
-    ]
+    monkeypatch.setattr(dedupe_module, "DAY_PIECES", 3)
     written: list[int] = []
     write_table = pq.ParquetWriter.write_table
     monkeypatch.setattr(
         pq.ParquetWriter,
         "write_table",
-        lambda self, table, **kw: written.append(table.num_rows) or write_table(self, table, **kw),
-    )
-    after_each = []
-    for batch in batches:
-        index.add(batch)
-        after_each.append(sum(written))
-    assert after_each == [0, 0, 2100, 2100, 2100, 2100 + 4200, 6300]  # the day at 2,100 held, then at 4,200
-    assert sum(written) == 6300 and index.days[day] == (4900, index.path(day))
-    assert sorted(index.matching(None, batches[6])["event_id"]) == sorted(batches[6]["event_id"])  # held, yet known
-    index.flush()
-    assert sum(written) == 6300 + 4900 and not index.unwritten
-    assert max(written) == 1000  # the writer never holds more than a row group of the day
-    with lake.open_input(index.path(day)) as f:
-        metadata = pq.ParquetFile(f).metadata
-    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000] * 4 + [900]
-    stored = dedupe_module._read_days(lake, index.path(day), {day}).drop("event_date")
-    expected = dedupe_module.fingerprints(pl.concat(batches))
-    assert stored.sort("h", "c").equals(expected.sort("h", "c"))
+        lambda self, table, **kw: (
+            (table.column_names == ["event_date", "h", "c"] and written.append(table.num_rows))
+            or write_table(self, table, **kw)
+        ),
+    )  # the index's row groups
+    raw = Path(roots["raw"])
+    for run in range(5):
+        write_lines(raw / f"run{run}.jsonl", [event(event_id=f"r{run}-e{i}") for i in range(700)])
+        before = sum(written)
+        ingest(roots["raw"], roots["lake"], now=now, validate=False)
+        pieces = index_files(roots["lake"])
+        if run == 3:  # four deltas: folded at the run's end into one base of 2,800 entries
+            assert sum(written) - before == 700 + 2800 and max(written) == 1000
+            (base,) = pieces
+            assert ".upto4.n2800." in base
+            with (Path(roots["lake"]) / "_state" / "event-ids" / base).open("rb") as f:
+                metadata = pq.ParquetFile(f).metadata
+            assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000, 1000, 800]
+        else:
+            assert sum(written) - before == 700  # the run's own entries, whatever the day holds
+        assert len(pieces) == {0: 1, 1: 2, 2: 3, 3: 1, 4: 2}[run]
+    lake = Root.open(roots["lake"])
+    index = dedupe_module.EventIndex(lake)
+    index.refresh(lk.open_events(lake))
+    (day,) = index.days
+    stored = pl.concat([dedupe_module._read_days(lake, p.path, {day}) for p in index.days[day].pieces])
+    expected = dedupe_module.fingerprints(lake_events(roots["lake"]))
+    assert stored.drop("event_date").sort("h", "c").equals(expected.sort("h", "c"))
+    shutil.copytree(raw, raw / "again")
+    summary = ingest(roots["raw"], roots["lake"], now=now, validate=False)
+    assert (summary.ingested, summary.duplicates) == (0, 3500)
 
 
-def test_a_stale_index_file_is_never_trusted_for_a_runs_held_entries(roots, now, tmp_path):
-    """A run's held entries are written with the day's stored ones under its row count: if the day's
-    file was rewritten meanwhile by an older view of the day (another process's rebuild landing late),
-    that file is not what the run found, so the day is left to be rebuilt, never written claiming rows
-    it lacks (the next run would take a re-delivery of the missing events as new)."""
-    source = tmp_path / "source"
+def test_concurrent_runs_append_their_own_pieces_and_none_rebuilds(roots, now, caplog):
+    """Two runs committing to the same day in turn each append a delta; each finds the other's
+    pieces adding up to the day's rows, so neither rebuilds the day from the table, and every
+    re-delivery is known afterwards."""
+    source = Path(roots["raw"]).parent / "source"
     write_lines(source / "raw" / "a.jsonl", [event(event_id=f"e{i}") for i in range(1, 7)])
     ingest(str(source / "raw"), str(source / "lake"), now=now, validate=False)
-    rows = pl.read_delta(str(source / "lake" / "events")).sort("event_id")
-    one = {i: rows.filter(pl.col("event_id") == f"e{i}") for i in range(1, 7)}
-
+    one = {i: pl.read_delta(str(source / "lake" / "events")).filter(pl.col("event_id") == f"e{i}") for i in range(1, 7)}
     lake = Root.open(roots["lake"])
-    write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id=f"e{i}") for i in range(1, 4)])
-    ingest(roots["raw"], roots["lake"], now=now, validate=False)  # e1..e3; the day's index claims 3
-    index = dedupe_module.EventIndex(lake)
-    (day,) = lk.date_row_counts(lk.open_events(lake))
-    stale = Path(index.path(day)).read_bytes()  # what a slow rebuild of the 3-row day uploads, late
 
     def run() -> ingest_module.Run:
         index = dedupe_module.EventIndex(lake)
         return ingest_module.Run(lake, Window(now=now), now, False, index, ledger_module.Ledger(), IngestSummary())
 
     r, q = run(), run()
-    ingest_module.commit_events(r, one[4], "r1", {})  # R holds e4
-    ingest_module.commit_events(q, one[5], "q1", {})  # Q rebuilds the day (4), commits e5
-    ingest_module.write_index(q.index)  # ... and writes it: claims 5
-    ingest_module.commit_events(r, one[6], "r2", {})  # R finds the day's file (5), commits e6, holds e6
-    Path(index.path(day)).write_bytes(stale)  # the late upload: claims 3
-    ingest_module.write_index(r.index)  # R: the stale file's entries + e6, claiming 6 rows
-
+    caplog.set_level("INFO")
+    ingest_module.commit_events(r, pl.concat([one[1], one[2]]), "r1", {})
+    ingest_module.commit_events(q, one[3], "q1", {})
+    ingest_module.commit_events(r, one[4], "r2", {})
+    ingest_module.commit_events(q, one[5], "q2", {})
+    ingest_module.commit_events(run(), one[6], "s1", {})
+    assert "rebuilt the event-id index" not in caplog.text
+    assert [n.split(".")[1:3] for n in index_files(roots["lake"])] == [
+        ["at1", "n2"],
+        ["at2", "n1"],
+        ["at3", "n1"],
+        ["at4", "n1"],
+        ["at5", "n1"],
+    ]
     again = run()
-    accepted, conflicts, duplicates = ingest_module.commit_events(again, pl.concat([one[4], one[5]]), "again", {})
-    events = pl.read_delta(f"{roots['lake']}/events")
-    assert (accepted.height, conflicts.height, duplicates) == (0, 0, 2)
-    assert events["event_id"].n_unique() == events.height == 6
+    accepted, conflicts, duplicates = ingest_module.commit_events(again, pl.concat(list(one.values())), "again", {})
+    assert (accepted.height, conflicts.height, duplicates) == (0, 0, 6)
+    assert lake_events(roots["lake"])["event_id"].n_unique() == lake_events(roots["lake"]).height == 6
+
+
+def piece(rows: int, version: int, base: bool, name: str = "") -> dedupe_module.Piece:
+    return dedupe_module.Piece(name or f"{'upto' if base else 'at'}{version}", rows, version, base)
+
+
+@pytest.mark.parametrize(
+    "pieces, rows, version, expected",
+    [
+        ([piece(5, 2, False), piece(3, 1, False)], 8, 2, ["at2", "at1"]),  # deltas only: a day since its first commit
+        (
+            [piece(10, 4, True), piece(5, 5, False), piece(7, 3, False)],
+            15,
+            5,
+            ["upto4", "at5"],
+        ),  # folded deltas left out
+        ([piece(10, 4, True), piece(5, 5, False), piece(1, 6, False)], 15, 5, ["upto4", "at5"]),  # at6: a later commit
+        ([piece(10, 4, True), piece(5, 6, False)], 17, 6, None),  # 2 rows of a commit without its delta
+        (
+            [piece(10, 4, True), piece(12, 5, True), piece(2, 5, False), piece(1, 6, False)],
+            13,
+            6,
+            ["upto5", "at6"],  # the newest base that adds up
+        ),
+        ([piece(10, 4, True), piece(14, 7, True), piece(2, 5, False)], 12, 6, ["upto4", "at5"]),  # upto7: too new
+        ([piece(10, 4, True), piece(5, 5, False)], 14, 5, None),  # rows removed since (retention): rebuild
+    ],
+)
+def test_a_days_pieces_are_trusted_only_when_they_add_up_to_its_rows(pieces, rows, version, expected):
+    """The newest base that, with the deltas of the commits after it, holds exactly the day's rows at
+    the table's version; a piece of a later version is not part of that view; nothing else is trusted."""
+    found = dedupe_module._adding_up(pieces, rows, version)
+    assert (None if found is None else [p.path for p in found]) == expected
 
 
 def test_an_index_a_run_could_not_write_is_rebuilt_and_the_run_still_succeeds(roots, now, monkeypatch, caplog):
-    """The event-id index is a cache of the table: a run that fails to write it (storage trouble at
-    its end) still succeeds, and the next run rebuilds the days from their rows and knows every event."""
+    """The event-id index is a cache of the table: a run that fails to write it (storage trouble)
+    still succeeds, and the next run rebuilds the days from their rows and knows every event."""
     expected = generate(roots["raw"], events=600, days=2, organizations=3, bad_share=0.0, now=now)
 
-    def fail(self):
+    def fail(*args, **kwargs):
         raise OSError("simulated storage error writing the index")
 
-    monkeypatch.setattr(dedupe_module.EventIndex, "flush", fail)
+    monkeypatch.setattr(dedupe_module, "_write_days", fail)
     assert ingest(roots["raw"], roots["lake"], now=now).ingested == expected.valid_events
     assert "the event-id index was not written" in caplog.text
     assert not (Path(roots["lake"]) / "_state" / "event-ids").exists()
@@ -422,3 +456,30 @@ def test_a_changed_raw_file_is_ingested_again_without_doubling(roots, now):
     summary = ingest(roots["raw"], roots["lake"], now=now)
     assert (summary.ingested, summary.duplicates) == (1, 1)
     assert lake_events(roots["lake"]).height == 2
+
+
+def test_an_index_the_previous_release_wrote_is_used_where_it_adds_up(roots, now, caplog):
+    """After an upgrade, the consolidated file of the previous release (no version in its footer)
+    still serves the days it holds, so the first run rebuilds nothing; the previous release's
+    per-day files are not read, and the next consolidation removes them."""
+    generate(roots["raw"], events=300, days=2, organizations=2, bad_share=0.0, now=now)
+    ingest(roots["raw"], roots["lake"], now=now, validate=False)
+    lake = Root.open(roots["lake"])
+    folder = Path(roots["lake"]) / "_state" / "event-ids"
+    shutil.rmtree(folder)
+    folder.mkdir()
+    events = lake_events(roots["lake"])
+    rows = {str(d): n for d, n in events.group_by("event_date").len().iter_rows()}
+    entries = events.select("event_date").with_columns(dedupe_module.fingerprints(events))
+    table = entries.to_arrow().cast(lk.arrow_schema(dict(dedupe_module._NO_ENTRIES.schema)))
+    table = table.replace_schema_metadata({"rows": json.dumps(rows), "hash": dedupe_module.HASH_FUNCTION})
+    pq.write_table(table, folder / "all.parquet")
+    stale = folder / f"event_date={min(rows)}.parquet"
+    pq.write_table(table.slice(0, 1), stale)  # the previous release's per-day file: not read
+    caplog.set_level("INFO")
+    shutil.copytree(roots["raw"], Path(roots["raw"]) / "again")
+    summary = ingest(roots["raw"], roots["lake"], now=now, validate=False)
+    assert summary.ingested == 0 and summary.duplicates == summary.lines > 0
+    assert "rebuilt the event-id index" not in caplog.text
+    dedupe_module.EventIndex(lake).consolidate(lk.open_events(lake))
+    assert index_files(roots["lake"]) == ["all.parquet"]

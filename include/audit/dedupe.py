@@ -5,22 +5,25 @@ with the same content is a duplicate (counted, kept once); with other content it
 ``conflicting_duplicate``. To find earlier versions without scanning the lake, an index keeps a
 64-bit hash of every event_id and of its content per event date (16 bytes an event): a re-delivery
 is recognised from the index alone, and only an event_id whose content differs is looked up in
-the lake (its event_id column only, for exactness). The index is one consolidated file for all days
-(``_state/event-ids/all.parquet``, rewritten by daily maintenance) plus one file per day changed
-since (``event_date=D.parquet``), so a run reads a bounded number of objects however many days
-the lake holds; each is read, and a touched day rewritten, a row group at a time. A day's entry
-is trusted while its row count equals the day's live rows in the table's metadata: a crash
-between a commit and the index update, a concurrent writer or a retention drop only makes that
-day be rebuilt from its rows. A run keeps the entries of its own commits in memory and writes
-each touched day once, at its end (or every ``FLUSH_ENTRIES``), instead of rewriting the day's
-file after every batch.
+the lake (its event_id column only, for exactness).
+
+The index is append-only. Each commit writes, per day it touched, a delta piece holding only its
+own entries (``event_date=D.at<version>.n<rows>.<hash>.parquet``), so a run's cost follows its own
+events, not the size of the days it touches. A base piece (``upto<version>``) holds every commit
+of a day up to a table version: a rebuild from the table, or a fold of a day's pieces once it has
+more than DAY_PIECES. Daily maintenance consolidates every day into one file (``all.parquet``), so
+a run reads a bounded number of objects however many days the lake holds, each a row group at a
+time. A day's pieces are trusted while the newest base plus the deltas after it add up to the
+day's live rows in the table's metadata: a crash between a commit and its delta, a concurrent
+writer or a retention drop only makes that day be rebuilt from its rows.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,9 +46,6 @@ HASH_FUNCTION = f"polars-{pl.__version__}-seed0-id-content"
 """What the stored hashes were computed with: an index from another polars version is rebuilt."""
 REBUILD_ROWS = 200_000
 """Rows read at a time to rebuild a day's index: memory holds their content columns, not the day's."""
-FLUSH_ENTRIES = 1 << 21
-"""Entries a run holds in memory before writing the days they belong to (16 bytes each: 32 MiB).
-Each batch rewrote its days' files before: 1.5 s of a 1M-event run, growing with the run's length."""
 
 
 FINGERPRINT_COLUMNS = ("_h", "_c")
@@ -101,44 +101,73 @@ def dedupe(valid: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, pl.D
     return accepted.drop(helpers), conflicts.drop(helpers), int(rows["_dup"].sum())
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One index file's share of a day: the day's entries it holds, and the table versions they
+    come from. A base (``upto``) holds every commit up to ``version``, a delta only commit ``version``."""
+
+    path: str
+    rows: int
+    version: int
+    base: bool
+
+
+@dataclass
+class Day:
+    """What a run knows of a day's index: its live rows and the pieces that hold exactly their entries."""
+
+    rows: int
+    pieces: list[Piece]
+
+
 @dataclass
 class EventIndex:
-    """The event-id index of one lake, as a run uses it: per day, its row count and the index file
-    that holds its fingerprints (None: none yet), plus the fingerprints this run committed and has not
-    written yet. Stored fingerprints stay on storage and are streamed a row group at a time, so a run's
-    memory does not grow with the lake (a 5M-event lake's index is 80 MB)."""
+    """The event-id index of one lake, as a run uses it: per day, the pieces that hold its
+    fingerprints. Stored fingerprints stay on storage and are streamed a row group at a time, so a
+    run's memory does not grow with the lake (a 5M-event lake's index is 80 MB)."""
 
     lake: Root
-    days: dict[date, tuple[int, str | None]] = field(default_factory=dict)
-    consolidated: dict[date, int] | None = None  # rows per day in the consolidated file
-    unwritten: dict[date, list[pl.DataFrame]] = field(default_factory=dict)
+    days: dict[date, Day] = field(default_factory=dict)
+    version: int = -2  # the table version at which ``days`` was last found true
+    consolidated: tuple[dict[date, int], int] | None = None  # rows per day in all.parquet, and its version
 
-    def path(self, day: date | None = None) -> str:
-        name = CONSOLIDATED if day is None else f"event_date={day.isoformat()}.parquet"
+    def folder(self) -> str:
+        return self.lake.join(lk.STATE, INDEX_DIR)
+
+    def path(self, day: date | None = None, version: int = -1, rows: int = 0, base: bool = True) -> str:
+        """The consolidated file (no ``day``), or a day's piece: its name says what it holds."""
+        if day is None:
+            return self.lake.join(lk.STATE, INDEX_DIR, CONSOLIDATED)
+        name = f"event_date={day.isoformat()}.{'upto' if base else 'at'}{version}.n{rows}.{HASH_TAG}.parquet"
         return self.lake.join(lk.STATE, INDEX_DIR, name)
 
     def refresh(self, table: Any) -> None:
-        """Make the index match ``table``'s version: find or rebuild the days whose row count differs."""
-        counts = lk.date_row_counts(table)
-        if self.consolidated is None:
-            self.consolidated = _day_rows(self.lake, self.path())
+        """Make the index match ``table``'s version: for each day whose row count changed, find the
+        pieces whose entries add up to its rows, or rebuild the day from the table."""
+        counts, version = lk.date_row_counts(table), table.version()
         for day in set(self.days) - set(counts):
-            self._forget(day)
-        for day, rows in sorted(counts.items()):
-            if day in self.days and self.days[day][0] == rows:
-                continue
-            self.unwritten.pop(day, None)  # the day is found or rebuilt whole, this run's commits included
-            if self.consolidated.get(day) == rows:
-                self.days[day] = (rows, self.path())
-            elif _day_rows(self.lake, self.path(day)).get(day) == rows:  # changed since consolidation
-                self.days[day] = (rows, self.path(day))
-            else:
+            self.days.pop(day)
+        changed = {d: n for d, n in counts.items() if d not in self.days or self.days[d].rows != n}
+        self.version = version
+        if not changed:
+            return
+        if self.consolidated is None:
+            self.consolidated = _claims_of(self.lake, self.path())
+        stored = self._stored_pieces()
+        claims, consolidated_version = self.consolidated
+        for day, rows in sorted(changed.items()):
+            found = [*stored.get(day, [])]
+            if day in claims:
+                found.append(Piece(self.path(), claims[day], consolidated_version, base=True))
+            holding = _adding_up(found, rows, version)
+            if holding is None:
                 filters = [("event_date", "=", day.isoformat())]
                 groups = lk.read_table_in_groups(
                     self.lake, table, lk.EVENT_COLUMNS, filters, CONTENT_COLUMNS, REBUILD_ROWS
                 )
-                self._store(day, rows, (fingerprints(group) for group in groups))
+                holding = [self._write(day, version, rows, True, (fingerprints(group) for group in groups))]
                 log.info("rebuilt the event-id index of %s (%d events)", day, rows)
+            self.days[day] = Day(rows, holding)
 
     def matching(self, table: Any, valid: pl.DataFrame) -> pl.DataFrame:
         """``event_id`` and ``content`` hash of the table's events among ``valid``'s event_ids.
@@ -161,97 +190,159 @@ class EventIndex:
             others = others.filter(pl.col("event_id").is_in(present.implode()))
         return pl.concat([same, others.select("event_id", "content").unique("event_id")])
 
-    def add(self, accepted: pl.DataFrame) -> None:
-        """Count rows a commit just added (lake-shaped, with event_date) and keep their fingerprints
-        until :meth:`flush` (called here once FLUSH_ENTRIES are held)."""
-        for (day,), part in accepted.partition_by("event_date", as_dict=True).items():
-            rows, path = self.days.get(day, (0, None))
-            self.days[day] = (rows + part.height, path)
-            self.unwritten.setdefault(day, []).append(fingerprints(part))
-        if sum(f.height for frames in self.unwritten.values() for f in frames) >= FLUSH_ENTRIES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write each day this run added to: its stored entries plus the new ones, as the day's file
-        (copied a row group at a time, into a spool uploaded after). The index is a cache of the
-        table: a day left unwritten (a crash, a storage error) is rebuilt by the next run that needs it."""
-        for day in sorted(self.unwritten):
-            rows, path = self.days[day]
-            held = sum(frame.height for frame in self.unwritten[day])
-            # the file must still hold what this run found in it: one rewritten meanwhile by an older
-            # view of the day (a slow rebuild landing late) would lose events under this run's count
-            stored = _day_groups(self.lake, path, {day}, expected={day: rows - held}) if path else iter(())
+    def add(self, accepted: pl.DataFrame, version: int) -> None:
+        """Write the fingerprints commit ``version`` just added (lake-shaped rows, with event_date)
+        as one delta piece per day: a few kB, whatever the day's size. Writing is best effort: the
+        index is a cache of the table, and a day left without its delta is rebuilt when next needed."""
+        follows = version == self.version + 1  # committed on the version the index was found at
+        for (day,), part in sorted(accepted.partition_by("event_date", as_dict=True).items()):
             try:
-                self._store(day, rows, itertools.chain(stored, self.unwritten.pop(day)))
-            except FileNotFoundError:  # consolidated meanwhile: the next refresh finds or rebuilds the day
-                self._forget(day)
-                self.consolidated = None
+                piece = self._write(day, version, part.height, False, [fingerprints(part)])
+            except Exception as exc:
+                log.warning("the event-id index was not written (%s); the next run rebuilds the days it lacks", exc)
+                self.days.pop(day, None)
+                continue
+            known = self.days.get(day, Day(0, []))
+            if follows:
+                self.days[day] = Day(known.rows + part.height, [*known.pieces, piece])
+            else:
+                self.days.pop(day, None)  # the next refresh finds the day, this delta included
+        if follows:
+            self.version = version
+
+    def fold(self) -> int:
+        """Fold each day held in more than DAY_PIECES pieces of its own into one base piece (a row
+        group at a time), removing the pieces it replaces; the days folded. Best effort, as :meth:`add`."""
+        folded = 0
+        for day, known in sorted(self.days.items()):
+            if sum(p.path != self.path() for p in known.pieces) <= DAY_PIECES:
+                continue
+            try:
+                self._rewrite(day, known)
+            except FileNotFoundError:  # folded or consolidated meanwhile by another process
+                log.info("the event-id index of %s was rewritten meanwhile; not folded", day)
+                continue
+            except Exception as exc:
+                log.warning("the event-id index of %s was not folded (%s); a later run does it", day, exc)
+                continue
+            folded += 1
+        return folded
 
     def consolidate(self, table: Any) -> int:
-        """Write every day into the consolidated file, a day at a time, and remove the per-day files;
-        the days written."""
+        """Write every day into the consolidated file, a day at a time, and remove the per-day pieces
+        it holds; the days written."""
+        if table is None:
+            return 0
 
         def write() -> list[date]:
+            self.refresh(table)
             days = sorted(self.days)
-            found = [(day, *self.days[day]) for day in days]
-            sources = (
-                (day, rows, _day_groups(self.lake, path, {day}, expected={day: rows})) for day, rows, path in found
-            )
-            _write_days(self.lake, self.path(), sources)
+            sources = ((day, self.days[day].rows, self._groups({day: self.days[day]})) for day in days)
+            _write_days(self.lake, self.path(), sources, self.version)
             return days
 
-        self.flush()
-        self.refresh(table)
         days = self._again_if_moved(table, write)
-        for path in self.lake.find(self.lake.join(lk.STATE, INDEX_DIR), (".parquet",)):
-            if path.rsplit("/", 1)[-1].startswith("event_date="):
+        version = self.version
+        self.consolidated = ({day: self.days[day].rows for day in days}, version)
+        for name, path in self._listing():
+            parsed = _parse(name)
+            if name != CONSOLIDATED and (parsed is None or parsed[1] <= version):  # held by the new file
                 self.lake.remove(path)
-        self.consolidated = {day: self.days[day][0] for day in days}
-        self.days = {day: (rows, self.path()) for day, rows in self.consolidated.items()}
+        self.days = {
+            day: Day(rows, [Piece(self.path(), rows, version, True)]) for day, rows in self.consolidated[0].items()
+        }
         return len(days)
 
+    def _rewrite(self, day: date, known: Day) -> None:
+        """Write ``day``'s pieces as one base piece at the version they were found complete; remove them."""
+        base = self._write(day, self.version, known.rows, True, self._groups({day: known}))
+        for piece in known.pieces:
+            if piece.path not in (base.path, self.path()):
+                self.lake.remove(piece.path)
+        self.days[day] = Day(known.rows, [base])
+
     def _entries(self, table: Any, wanted: pl.DataFrame) -> pl.DataFrame:
-        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file,
-        and those this run has not written yet."""
+        """Index entries (event_date, h, c) whose ``h`` is among ``wanted``'s, streamed file by file."""
 
-        def read() -> pl.DataFrame:
-            by_file: dict[str, dict[date, int]] = {}
-            for day, (rows, path) in self.days.items():
-                if path is not None:  # the rows the file must hold for the day: its count less the held ones
-                    by_file.setdefault(path, {})[day] = rows - sum(f.height for f in self.unwritten.get(day, ()))
-            held = [
-                frame.join(wanted, on="h", how="semi").select(pl.lit(day, pl.Date).alias("event_date"), "h", "c")
-                for day, frames in self.unwritten.items()
-                for frame in frames
-            ]
-            return pl.concat(
-                [
-                    _NO_ENTRIES,
-                    *(_read_days(self.lake, p, set(days), wanted, days) for p, days in by_file.items()),
-                    *held,
-                ]
-            )
+        return self._again_if_moved(table, lambda: pl.concat([_NO_ENTRIES, *self._groups(self.days, wanted)]))
 
-        return self._again_if_moved(table, read)
+    def _groups(self, days: dict[date, Day], wanted: pl.DataFrame | None = None) -> Iterator[pl.DataFrame]:
+        """The entries of ``days``, a row group at a time, each file opened once (IndexMoved if the
+        consolidated file no longer claims what it was found to hold)."""
+        files: dict[str, tuple[dict[date, int], int]] = {}
+        for day, known in days.items():
+            for piece in known.pieces:
+                files.setdefault(piece.path, ({}, piece.version))[0][day] = piece.rows
+        for path, (claims, version) in files.items():
+            if path == self.path():
+                yield from _day_groups(self.lake, path, set(claims), wanted, claims, version)
+            else:
+                yield from _day_groups(self.lake, path, set(claims), wanted)
 
     def _again_if_moved(self, table: Any, step: Callable[[], T]) -> T:
         """Run ``step`` on the index as found; if an index file it reads was removed meanwhile (another
-        process consolidated), find the index again and rerun it."""
+        process folded or consolidated), find the index again and rerun it."""
         for _ in range(3):
             try:
                 return step()
             except FileNotFoundError:  # IndexMoved included: a file that no longer holds what was found in it
-                self.days, self.consolidated, self.unwritten = {}, None, {}
+                if table is None:
+                    raise
+                self.days, self.consolidated = {}, None
                 self.refresh(table)
         raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
 
-    def _forget(self, day: date) -> None:
-        self.days.pop(day, None)
-        self.unwritten.pop(day, None)
+    def _listing(self) -> list[tuple[str, str]]:
+        """(name, path) of every file in the index folder, listed afresh (not a writer's hidden temporary file)."""
+        names = self.lake.names(self.folder())
+        return [(name, self.lake.join(lk.STATE, INDEX_DIR, name)) for name in names if not name.startswith(".")]
 
-    def _store(self, day: date, rows: int, day_fingerprints: Iterable[pl.DataFrame]) -> None:
-        _write_days(self.lake, self.path(day), [(day, rows, day_fingerprints)])
-        self.days[day] = (rows, self.path(day))
+    def _stored_pieces(self) -> dict[date, list[Piece]]:
+        """The per-day pieces on storage, by day (files another polars version hashed are not pieces)."""
+        found: dict[date, list[Piece]] = {}
+        for name, path in self._listing():
+            parsed = _parse(name)
+            if parsed is not None:
+                day, version, rows, base = parsed
+                found.setdefault(day, []).append(Piece(path, rows, version, base))
+        return found
+
+    def _write(self, day: date, version: int, rows: int, base: bool, entries: Iterable[pl.DataFrame]) -> Piece:
+        path = self.path(day, version, rows, base)
+        _write_days(self.lake, path, [(day, rows, entries)], version)
+        return Piece(path, rows, version, base)
+
+
+DAY_PIECES = 16
+"""Pieces of its own a day may have before a run folds them into one (a day of 10-minute runs adds
+~144 deltas; daily maintenance consolidates every day): what a lookup opens per day stays bounded."""
+HASH_TAG = hashlib.sha256(HASH_FUNCTION.encode()).hexdigest()[:8]
+"""In each piece's name: pieces hashed by another polars version are not read (the day is rebuilt)."""
+_PIECE_NAME = re.compile(rf"event_date=(\d{{4}}-\d{{2}}-\d{{2}})\.(upto|at)(-?\d+)\.n(\d+)\.{HASH_TAG}\.parquet")
+
+
+def _parse(name: str) -> tuple[date, int, int, bool] | None:
+    """A piece's day, version, rows and whether it is a base, from its file name (None: not a piece)."""
+    match = _PIECE_NAME.fullmatch(name)
+    if match is None:
+        return None
+    day, kind, version, rows = match.groups()
+    return date.fromisoformat(day), int(version), int(rows), kind == "upto"
+
+
+def _adding_up(pieces: list[Piece], rows: int, version: int) -> list[Piece] | None:
+    """Pieces holding exactly the ``rows`` a day has at table ``version``: the newest base that,
+    with the deltas of the commits after it, adds up to them (None: no such set; rebuild the day).
+
+    A piece of a later version is left out (its commit is not in this view of the table); a count
+    that does not add up means a commit whose delta is missing (a crash), or rows removed since."""
+    usable = [p for p in pieces if p.version <= version]
+    bases = sorted((p for p in usable if p.base), key=lambda p: p.version, reverse=True)
+    for base in [*bases, Piece("", 0, -1, True)]:
+        deltas = [p for p in usable if not p.base and p.version > base.version]
+        if base.rows + sum(p.rows for p in deltas) == rows:
+            return [p for p in [base, *deltas] if p.path]
+    return None
 
 
 _NO_ENTRIES = pl.DataFrame(schema={"event_date": pl.Date(), "h": pl.UInt64(), "c": pl.UInt64()})
@@ -260,26 +351,27 @@ INDEX_ROW_GROUP = 1 << 18
 
 
 class IndexMoved(FileNotFoundError):
-    """An index file no longer holds the rows per day this run found in it: another process rewrote it
-    (a consolidation, or a rebuild from an older table version landing late). Handled as a removed file."""
+    """The consolidated index file no longer holds the rows per day this run found in it: another
+    process rewrote it. Handled as a removed file: the run finds the index again."""
 
 
-def _claims(reader: pq.ParquetFile) -> dict[date, int]:
-    """The days an open index file holds and their rows, from its footer (none if hashed otherwise)."""
+def _claims(reader: pq.ParquetFile) -> tuple[dict[date, int], int]:
+    """The days an open index file holds, their rows, and the table version it is complete up to
+    (from its footer; none if hashed otherwise; version -1 if it predates versioned files)."""
     meta = reader.metadata.metadata or {}
     if meta.get(b"hash") != HASH_FUNCTION.encode():
-        return {}
-    return {date.fromisoformat(d): int(n) for d, n in json.loads(meta.get(b"rows", b"{}")).items()}
+        return {}, -1
+    rows = {date.fromisoformat(d): int(n) for d, n in json.loads(meta.get(b"rows", b"{}")).items()}
+    return rows, int(meta.get(b"version", b"-1"))
 
 
-def _day_rows(lake: Root, path: str) -> dict[date, int]:
-    """The days an index file holds and their rows, from its footer (none if it is missing or was
-    hashed by another polars version)."""
+def _claims_of(lake: Root, path: str) -> tuple[dict[date, int], int]:
+    """:func:`_claims` of the file at ``path`` (none if it is missing)."""
     try:
         with lake.open_input(path) as f:
             return _claims(pq.ParquetFile(f))
-    except FileNotFoundError:  # never written, or removed meanwhile by a compaction's consolidation
-        return {}
+    except FileNotFoundError:  # never written, or removed meanwhile
+        return {}, -1
 
 
 def _read_days(
@@ -287,12 +379,10 @@ def _read_days(
     path: str,
     days: set[date],
     wanted: pl.DataFrame | None = None,
-    expected: dict[date, int] | None = None,
 ) -> pl.DataFrame:
     """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
-    ``wanted`` if given; one row group in memory at a time. IndexMoved if the file's footer does not
-    claim the ``expected`` rows of each day."""
-    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted, expected)])
+    ``wanted`` if given; one row group in memory at a time."""
+    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted)])
 
 
 def _day_groups(
@@ -301,19 +391,23 @@ def _day_groups(
     days: set[date],
     wanted: pl.DataFrame | None = None,
     expected: dict[date, int] | None = None,
+    version: int | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """:func:`_read_days` a row group at a time."""
+    """:func:`_read_days` a row group at a time. IndexMoved if the file's footer does not claim the
+    ``expected`` rows of each day at ``version``."""
     with lake.open_input(path) as f:
         reader = pq.ParquetFile(f)
         if expected is not None:
-            claims = _claims(reader)
+            claims, claimed_version = _claims(reader)
             moved = {d: (n, claims.get(d)) for d, n in expected.items() if claims.get(d) != n}
-            if moved:
+            if moved or (version is not None and claimed_version != version):
                 raise IndexMoved(f"{path} was rewritten meanwhile (rows expected, found: {moved})")
         for i in range(reader.num_row_groups):
             stats = reader.metadata.row_group(i).column(0).statistics
             if stats is not None and stats.has_min_max and not any(stats.min <= d <= stats.max for d in days):
                 continue
+            if wanted is not None and not _hashes(reader, i).join(wanted, on="h", how="semi").height:
+                continue  # a batch of new events: only the id hashes are read, half the group
             group = pl.from_arrow(reader.read_row_group(i))
             assert isinstance(group, pl.DataFrame)
             if wanted is not None:
@@ -321,10 +415,20 @@ def _day_groups(
             yield group.filter(pl.col("event_date").is_in(list(days)))
 
 
-def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[pl.DataFrame]]]) -> None:
-    """Write days' fingerprints (in order; each day's as a stream of frames) and their row counts as
-    one index file, in row groups of ``INDEX_ROW_GROUP`` entries. The file is spooled (memory, then
-    a temporary file) and streamed to storage: memory holds a row group, not a day."""
+def _hashes(reader: pq.ParquetFile, group: int) -> pl.DataFrame:
+    """The ``h`` column of one row group of an index file."""
+    found = pl.from_arrow(reader.read_row_group(group, columns=["h"]))
+    assert isinstance(found, pl.DataFrame)
+    return found
+
+
+def _write_days(
+    lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[pl.DataFrame]]], version: int = -1
+) -> None:
+    """Write days' fingerprints (in order; each day's as a stream of frames), their row counts and
+    the table version they are complete up to as one index file, in row groups of
+    ``INDEX_ROW_GROUP`` entries. The file is spooled (memory, then a temporary file) and streamed to
+    storage: memory holds a row group, not a day."""
     schema = lk.arrow_schema(dict(_NO_ENTRIES.schema))
     rows: dict[str, int] = {}
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
@@ -336,7 +440,7 @@ def _write_days(lake: Root, path: str, days: Iterable[tuple[date, int, Iterable[
                 for group in _regrouped((p.select("h", "c") for p in parts), INDEX_ROW_GROUP):
                     table = group.select(pl.lit(day, pl.Date).alias("event_date"), "h", "c").to_arrow()
                     writer.write_table(table.cast(schema))
-            writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION})
+            writer.add_key_value_metadata({"rows": json.dumps(rows), "hash": HASH_FUNCTION, "version": str(version)})
         spool.seek(0)
         lake.write_chunks(path, pieces(spool))
 

@@ -256,11 +256,12 @@ def commit_events(
                 _require_success(run, verdict.result(), batch_id)
                 validated = True
         try:
-            run.summary.events_version = lk.commit_event_files(table, actions, metadata)
+            version = lk.commit_event_files(table, actions, metadata)
         except lk.CommitConflict as exc:
             log.info("batch %s: %s; deduplicating again", batch_id, exc)
             continue
-        run.index.add(accepted)
+        run.summary.events_version = version
+        run.index.add(accepted, version)
         return accepted.drop(FINGERPRINT_COLUMNS), conflicts, duplicates
     raise lk.CommitConflict(
         f"batch {batch_id}: the events table kept changing; gave up after "
@@ -371,15 +372,6 @@ def ingest_batch(run: Run, batch: Batch) -> None:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def write_index(index: EventIndex) -> None:
-    """Write the event-id index entries of a run's commits; a failure only costs the next run a
-    rebuild of those days (the index is a cache of the table), so it is logged, never raised."""
-    try:
-        index.flush()
-    except Exception as exc:
-        log.warning("the event-id index was not written (%s); the next run rebuilds the days it lacks", exc)
-
-
 def ingest(
     raw_url: str,
     lake_url: str,
@@ -420,7 +412,7 @@ def ingest(
         summary.stopped = str(exc)
     finally:
         ledgers.save(lake, ledger, [f.path for f in found.files])
-    write_index(run.index)  # not after a failure: the error stays the run's one line, the next run rebuilds
+    run.index.fold()  # not after a failure: the error stays the run's one line
     return summary
 
 

@@ -5,7 +5,7 @@ Layout (any Delta reader works: deltalake, ``pl.scan_delta``, DuckDB's delta ext
     events/       Delta table, partitioned by event_date (date) and organization_id (string)
     quarantine/   Delta table, partitioned by ingest_date (see ``quarantine``)
     _state/ingested.parquet          which raw files committed batches consumed (see ``ledger``)
-    _state/event-ids/event_date=D.parquet   per-day event-id index (see ``dedupe``)
+    _state/event-ids/                event-id index: per-day pieces and all.parquet (see ``dedupe``)
     _validation/  Great Expectations results and Data Docs
 
 Every change is one Delta commit. Ingest commits against the exact version it deduplicated

@@ -30,7 +30,7 @@ from . import ledger as ledgers
 from . import quarantine, raw
 from .dedupe import EventIndex
 from .events import NEVER_REPLAYED, REPLAYABLE, UTC_DATETIME, Window, normalize, route
-from .ingest import IngestSummary, Run, commit_events, write_index
+from .ingest import IngestSummary, Run, commit_events
 from .inputs import BadInput
 from .storage import Root
 from .validation import warm_up
@@ -129,7 +129,7 @@ def replay(
     accepted, conflicts, duplicates = commit_events(
         run, shaped, batch_id, lk.commit_metadata(batch_id=batch_id, operation="replay", records=records.height)
     )
-    write_index(run.index)
+    run.index.fold()
     none = pl.lit(None, pl.String)
     marks = pl.concat(
         [

@@ -328,6 +328,21 @@ class Root:
             return open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0)))
         return self.fs.open(path, "rb", block_size=block_bytes, cache_type="readahead")
 
+    def names(self, path: str) -> list[str]:
+        """Names of the files directly in ``path``, sorted, listed afresh (never from a listing cache:
+        other processes add and remove files there); empty if it does not exist."""
+        if self.is_local:
+            try:
+                return sorted(e.name for e in os.scandir(path) if e.is_file(follow_symlinks=False))
+            except FileNotFoundError:
+                return []
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e["name"]) for e in entries if e["type"] == "file")
+
     def listdir(self, path: str) -> list[str]:
         """Names of the directories directly below ``path`` (empty if it does not exist)."""
         if not self.fs.exists(path):
