@@ -170,7 +170,7 @@ def test_each_commit_appends_its_own_entries_and_a_day_of_many_pieces_is_folded(
         before = sum(written)
         ingest(roots["raw"], roots["lake"], now=now, validate=False)
         pieces = index_files(roots["lake"])
-        if run == 3:  # four deltas: folded at the run's end into one base of 2,800 entries
+        if run == 3:  # four deltas: folded, once the fourth is written, into one base of 2,800 entries
             assert sum(written) - before == 700 + 2800 and max(written) == 1000
             (base,) = pieces
             assert ".upto4.n2800." in base

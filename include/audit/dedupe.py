@@ -192,8 +192,9 @@ class EventIndex:
 
     def add(self, accepted: pl.DataFrame, version: int) -> None:
         """Write the fingerprints commit ``version`` just added (lake-shaped rows, with event_date)
-        as one delta piece per day: a few kB, whatever the day's size. Writing is best effort: the
-        index is a cache of the table, and a day left without its delta is rebuilt when next needed."""
+        as one delta piece per day: a few kB, whatever the day's size; then :meth:`fold` the days
+        that have too many. Writing is best effort: the index is a cache of the table, and a day
+        left without its delta is rebuilt when next needed."""
         follows = version == self.version + 1  # committed on the version the index was found at
         for (day,), part in sorted(accepted.partition_by("event_date", as_dict=True).items()):
             try:
@@ -209,6 +210,7 @@ class EventIndex:
                 self.days.pop(day, None)  # the next refresh finds the day, this delta included
         if follows:
             self.version = version
+        self.fold()  # a long run (a backfill of many batches) keeps each day's pieces bounded too
 
     def fold(self) -> int:
         """Fold each day held in more than DAY_PIECES pieces of its own into one base piece (a row
@@ -313,9 +315,10 @@ class EventIndex:
         return Piece(path, rows, version, base)
 
 
-DAY_PIECES = 16
-"""Pieces of its own a day may have before a run folds them into one (a day of 10-minute runs adds
-~144 deltas; daily maintenance consolidates every day): what a lookup opens per day stays bounded."""
+DAY_PIECES = 8
+"""Pieces of its own a day may have before a run folds them into one: what a lookup opens per day
+stays bounded (each open is a few requests on S3), and a day of 10-minute runs (~144 deltas) is
+rewritten every ~8th run instead of every run; daily maintenance consolidates every day."""
 HASH_TAG = hashlib.sha256(HASH_FUNCTION.encode()).hexdigest()[:8]
 """In each piece's name: pieces hashed by another polars version are not read (the day is rebuilt)."""
 _PIECE_NAME = re.compile(rf"event_date=(\d{{4}}-\d{{2}}-\d{{2}})\.(upto|at)(-?\d+)\.n(\d+)\.{HASH_TAG}\.parquet")

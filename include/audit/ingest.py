@@ -412,7 +412,6 @@ def ingest(
         summary.stopped = str(exc)
     finally:
         ledgers.save(lake, ledger, [f.path for f in found.files])
-    run.index.fold()  # not after a failure: the error stays the run's one line
     return summary
 
 

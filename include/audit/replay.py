@@ -129,7 +129,6 @@ def replay(
     accepted, conflicts, duplicates = commit_events(
         run, shaped, batch_id, lk.commit_metadata(batch_id=batch_id, operation="replay", records=records.height)
     )
-    run.index.fold()
     none = pl.lit(None, pl.String)
     marks = pl.concat(
         [
