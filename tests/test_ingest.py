@@ -127,9 +127,10 @@ def index_files(lake: str) -> list[str]:
     return sorted(p.name for p in (Path(lake) / "_state" / "event-ids").iterdir())
 
 
-def test_an_index_file_another_process_consolidated_away_is_found_again(roots, now):
+def test_an_index_file_another_process_consolidated_away_is_found_again(roots, now, caplog):
     """Compaction consolidates the event-id index and removes the per-day pieces a running ingest
-    may have just found: its lookup finds the index again instead of failing the batch."""
+    may have just found: its lookup finds the index again instead of failing the batch, and a
+    later commit by another process adds up with the new file, so nothing is rebuilt."""
     write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1"), event(event_id="e2")])
     ingest(roots["raw"], roots["lake"], now=now)
     lake = Root.open(roots["lake"])
@@ -145,6 +146,16 @@ def test_an_index_file_another_process_consolidated_away_is_found_again(roots, n
     known = running.matching(table, stored)
     assert sorted(known["event_id"]) == ["e1", "e2"]
     assert [p.path for p in running.days[day].pieces] == [running.path()]
+    caplog.set_level("INFO")
+    other = ingest_module.Run(
+        lake, Window(now=now), now, False, dedupe_module.EventIndex(lake), ledger_module.Ledger(), IngestSummary()
+    )
+    ingest_module.commit_events(other, stored.head(1).with_columns(event_id=pl.lit("e3")), "other", {})
+    dedupe_module.EventIndex(lake).consolidate(lk.open_events(lake))  # and again: e1..e3 in all.parquet
+    ingest_module.commit_events(other, stored.head(1).with_columns(event_id=pl.lit("e4")), "other2", {})
+    running.refresh(lk.open_events(lake))
+    assert "rebuilt the event-id index" not in caplog.text
+    assert running.days[day].rows == 4 and [p.base for p in running.days[day].pieces] == [True, False]
 
 
 def test_each_commit_appends_its_own_entries_and_a_day_of_many_pieces_is_folded(roots, now, monkeypatch):

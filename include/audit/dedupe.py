@@ -129,7 +129,6 @@ class EventIndex:
     lake: Root
     days: dict[date, Day] = field(default_factory=dict)
     version: int = -2  # the table version at which ``days`` was last found true
-    consolidated: tuple[dict[date, int], int] | None = None  # rows per day in all.parquet, and its version
 
     def folder(self) -> str:
         return self.lake.join(lk.STATE, INDEX_DIR)
@@ -151,10 +150,9 @@ class EventIndex:
         self.version = version
         if not changed:
             return
-        if self.consolidated is None:
-            self.consolidated = _claims_of(self.lake, self.path())
+        # found afresh with the listing: a consolidation since the last refresh removed the pieces it holds
+        claims, consolidated_version = _claims_of(self.lake, self.path())
         stored = self._stored_pieces()
-        claims, consolidated_version = self.consolidated
         for day, rows in sorted(changed.items()):
             found = [*stored.get(day, [])]
             if day in claims:
@@ -245,13 +243,12 @@ class EventIndex:
 
         days = self._again_if_moved(table, write)
         version = self.version
-        self.consolidated = ({day: self.days[day].rows for day in days}, version)
         for name, path in self._listing():
             parsed = _parse(name)
             if name != CONSOLIDATED and (parsed is None or parsed[1] <= version):  # held by the new file
                 self.lake.remove(path)
         self.days = {
-            day: Day(rows, [Piece(self.path(), rows, version, True)]) for day, rows in self.consolidated[0].items()
+            day: Day(self.days[day].rows, [Piece(self.path(), self.days[day].rows, version, True)]) for day in days
         }
         return len(days)
 
@@ -290,7 +287,7 @@ class EventIndex:
             except FileNotFoundError:  # IndexMoved included: a file that no longer holds what was found in it
                 if table is None:
                     raise
-                self.days, self.consolidated = {}, None
+                self.days = {}
                 self.refresh(table)
         raise RuntimeError("the event-id index kept being rewritten while this run read it; the next run retries")
 
