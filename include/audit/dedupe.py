@@ -210,23 +210,19 @@ class EventIndex:
             self.version = version
         self.fold()  # a long run (a backfill of many batches) keeps each day's pieces bounded too
 
-    def fold(self) -> int:
+    def fold(self) -> None:
         """Fold each day held in more than DAY_PIECES pieces of its own into one base piece (a row
-        group at a time), removing the pieces it replaces; the days folded. Best effort, as :meth:`add`."""
-        folded = 0
+        group at a time), removing the pieces it replaces. Best effort, as :meth:`add`."""
+        consolidated = self.path()
         for day, known in sorted(self.days.items()):
-            if sum(p.path != self.path() for p in known.pieces) <= DAY_PIECES:
+            if sum(p.path != consolidated for p in known.pieces) <= DAY_PIECES:
                 continue
             try:
                 self._rewrite(day, known)
             except FileNotFoundError:  # folded or consolidated meanwhile by another process
                 log.info("the event-id index of %s was rewritten meanwhile; not folded", day)
-                continue
             except Exception as exc:
                 log.warning("the event-id index of %s was not folded (%s); a later run does it", day, exc)
-                continue
-            folded += 1
-        return folded
 
     def consolidate(self, table: Any) -> int:
         """Write every day into the consolidated file, a day at a time, and remove the per-day pieces
@@ -374,17 +370,6 @@ def _claims_of(lake: Root, path: str) -> tuple[dict[date, int], int]:
         return {}, -1
 
 
-def _read_days(
-    lake: Root,
-    path: str,
-    days: set[date],
-    wanted: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
-    ``wanted`` if given; one row group in memory at a time."""
-    return pl.concat([_NO_ENTRIES, *_day_groups(lake, path, days, wanted)])
-
-
 def _day_groups(
     lake: Root,
     path: str,
@@ -393,7 +378,8 @@ def _day_groups(
     expected: dict[date, int] | None = None,
     version: int | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """:func:`_read_days` a row group at a time. IndexMoved if the file's footer does not claim the
+    """Entries (event_date, h, c) of ``days`` in one index file, only those whose ``h`` is in
+    ``wanted`` if given, a row group at a time. IndexMoved if the file's footer does not claim the
     ``expected`` rows of each day at ``version``."""
     with lake.open_input(path) as f:
         reader = pq.ParquetFile(f)
