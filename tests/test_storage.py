@@ -32,3 +32,16 @@ def test_a_local_root_still_offers_fsspec_operations(tmp_path: Path) -> None:
     fs = url_to_fs(str(tmp_path))[0]
     for name in ("broken", "linked", "d", "nothing"):  # as fsspec says: a dangling link is not there
         assert root.exists(root.join(name)) == fs.exists(root.join(name)), name
+
+
+def test_a_data_file_is_written_once_under_its_own_name(tmp_path: Path) -> None:
+    from include.audit.storage import StorageError
+
+    root = Root.open(str(tmp_path))
+    path = root.join("events", "event_date=2026-11-26", "part-1.snappy.parquet")
+    root.write_data_file(path, b"PAR1 data")
+    assert root.read_bytes(path) == b"PAR1 data"
+    assert sorted(os.listdir(os.path.dirname(path))) == ["part-1.snappy.parquet"]  # no temporary name left
+    with pytest.raises(StorageError, match="cannot write"):  # a name is never reused: nothing overwritten
+        root.write_data_file(path, b"other")
+    assert root.read_bytes(path) == b"PAR1 data"

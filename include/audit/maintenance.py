@@ -90,7 +90,9 @@ def _rewrite_partition(lake: Root, table: Any, part: Partition) -> Rewrite:
         lake, table, lk.EVENT_COLUMNS, [("event_date", "=", day.isoformat()), ("organization_id", "=", organization_id)]
     )
     pieces = max(1, -(-size_bytes // TARGET_FILE_BYTES))
-    actions = lk.write_event_files(lake, frame, data_change=False, rows_per_file=-(-frame.height // pieces))
+    actions = lk.write_event_files(
+        lake, frame, data_change=False, rows_per_file=-(-frame.height // pieces), codec=lk.COMPACTED_CODEC
+    )
     values = {"event_date": day.isoformat(), "organization_id": organization_id}
     stamp = int(time.time() * 1000)
     removes = [RemoveAction(p, False, stamp, None, values) for p in paths]
