@@ -141,6 +141,33 @@ def test_compaction_keeps_rows_and_loses_nothing_to_a_concurrent_ingest(storage:
     assert files["len"].max() == 1  # one live file per partition
 
 
+def test_ingest_writes_snappy_files_and_compaction_rewrites_them_in_zstd(tmp_path: Path) -> None:
+    """An ingest batch's files live a day: cheap to encode; compaction's are kept: small."""
+    import pyarrow.parquet as pq
+
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    raw, lake_url = str(tmp_path / "raw"), str(tmp_path / "lake")
+    generate(raw, events=600, days=1, organizations=2, compress=False, now=now)
+    ingest(raw, lake_url, now=now, batch_bytes=60_000)  # several batches: several files per partition
+    lake = Root.open(lake_url)
+
+    def codecs() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for path in lk.live_files(lk.events_table(lake).open())["path"]:
+            meta = pq.ParquetFile(lake.join(lk.EVENTS, path)).metadata
+            found = {
+                meta.row_group(g).column(c).compression
+                for g in range(meta.num_row_groups)
+                for c in range(meta.num_columns)
+            }
+            out.setdefault(path.rsplit(".", 2)[-2], set()).update(found)
+        return out
+
+    assert codecs() == {"snappy": {"SNAPPY"}}
+    assert compact(lake_url).partitions > 0
+    assert codecs() == {"zstd": {"ZSTD"}}
+
+
 def test_an_ingest_committing_mid_compaction_neither_blocks_it_nor_doubles_rows(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
