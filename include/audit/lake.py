@@ -208,7 +208,7 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
 
 
 WRITE_THREADS = 4
-"""Data files encoded and uploaded at once (Parquet encoding, zstd and uploads release the GIL)."""
+"""Data files encoded and uploaded at once (Parquet encoding, compression and uploads release the GIL)."""
 INGEST_CODEC = "snappy"
 """Compression of the files an ingest batch writes. They live a day (the daily compaction rewrites
 them) and are many: the 1M-event benchmark writes 4,200 of ~190 rows, where snappy encodes a file in
