@@ -375,6 +375,11 @@ def ingest_vs_duckdb(raw: Path, batch: Path, runs: int) -> dict[str, Contender]:
     )
 
 
+def at_least(runs: int, floor: int) -> int:
+    """``runs`` raised to ``floor`` for a cheap measurement whose ratio is noisy; ``--quick``'s one run stays one."""
+    return max(runs, floor) if runs > 1 else 1
+
+
 def growth(batch: Path, big_lake: Path, runs: int) -> dict[str, Contender]:
     """2. One batch file on an empty lake vs on a fresh copy of the big lake (copying is not timed).
 
@@ -383,7 +388,7 @@ def growth(batch: Path, big_lake: Path, runs: int) -> dict[str, Contender]:
     between two runs of the harness where 7 by hand gave 1.11-1.12.
     """
     return alternate(
-        max(runs, 7) if runs > 1 else 1,
+        at_least(runs, 7),
         {
             "empty": lambda: ingest_args(batch, fresh(DATA / "lake-growth-empty")),
             "big": lambda: ingest_args(batch, copy_of(big_lake, DATA / "lake-growth-big")),
@@ -414,7 +419,7 @@ def export_vs_duckdb(lake: Path, runs: int) -> tuple[dict[str, Contender], dict]
     out = DATA / "exports"
     out.mkdir(exist_ok=True)
     timing = alternate(
-        max(runs, 5) if runs > 1 else 1,
+        at_least(runs, 5),
         {
             "project": lambda: [
                 *CLI,

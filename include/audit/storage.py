@@ -371,10 +371,7 @@ class Root:
             return
         os.makedirs(posixpath.dirname(path), exist_ok=True)
         try:
-            with open(path, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(path, [data])
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -494,20 +491,27 @@ def pieces(stream: IO[bytes], size: int = PIECE_BYTES) -> Iterator[bytes]:
         yield piece
 
 
+def _write_synced(path: str, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` to a new local file (FileExistsError if ``path`` exists) and sync it to disk;
+    returns the bytes written."""
+    size = 0
+    with open(path, "xb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            size += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return size
+
+
 def _publish_local(path: str, chunks: Iterable[bytes], publish: Callable[[str, str], None]) -> int:
     """Write ``chunks`` to a hidden temporary file beside ``path``, synced, then ``publish(tmp, path)``
     (rename or link: readers see the whole file or none); returns the bytes written."""
     directory = posixpath.dirname(path)
     os.makedirs(directory, exist_ok=True)
     tmp = posixpath.join(directory, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-    size = 0
     try:
-        with open(tmp, "xb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                size += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        size = _write_synced(tmp, chunks)
         publish(tmp, path)
     except FileExistsError:
         raise
