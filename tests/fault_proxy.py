@@ -1,13 +1,16 @@
 """A loopback HTTP/1.1 proxy that puts faults between the pipeline and the S3 server.
 
-Each request gets the action ``plan(n)`` (n counts requests from 0): ``pass`` forwards it,
-``slowdown`` answers 503 SlowDown (as S3 does when throttling), ``reset`` drops the connection with
-a TCP reset before forwarding, ``slow`` forwards it after a delay. Bound to 127.0.0.1 only.
+Each request gets the action ``plan(n, method, target)`` (n counts requests from 0): ``pass``
+forwards it, ``slowdown`` answers 503 SlowDown (as S3 does when throttling), ``reset`` drops the
+connection with a TCP reset before forwarding, ``slow`` forwards it after a delay, ``lost`` forwards
+it and then resets the connection instead of answering (the request took effect; the client cannot
+know). Bound to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import struct
@@ -24,6 +27,8 @@ SLOWDOWN_BODY = (
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 NO_BODY_STATUS = (b"1", b"204", b"304")
+Plan = Callable[[int, str, str], str]
+"""The action for request n, of a method and target (path and query)."""
 
 
 class _Reader:
@@ -89,7 +94,7 @@ def read_body(reader: _Reader, headers: dict[bytes, bytes], until_close: bool) -
 class FaultProxy:
     """Serve ``127.0.0.1:<port>`` -> ``127.0.0.1:<upstream_port>`` with faults by ``plan``."""
 
-    def __init__(self, upstream_port: int, plan: Callable[[int], str], delay: float = 1.5) -> None:
+    def __init__(self, upstream_port: int, plan: Plan, delay: float = 1.5) -> None:
         self.upstream_port, self.plan, self.delay = upstream_port, plan, delay
         self.actions: Counter[str] = Counter()
         self._count = 0
@@ -119,9 +124,9 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _next_action(self) -> str:
+    def _next_action(self, method: str, target: str) -> str:
         with self._lock:
-            action = self.plan(self._count)
+            action = self.plan(self._count, method, target)
             self._count += 1
             self.actions[action] += 1
             return action
@@ -139,9 +144,10 @@ class FaultProxy:
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # we read the body, then forward it whole
                     head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"expect:"))
                 body = read_body(reader, headers, until_close=False)
-                action = self._next_action()
+                method, target = (part.decode() for part in head.split(b" ", 2)[:2])
+                action = self._next_action(method, target)
                 if action == "reset":
-                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    _reset(client)
                     return
                 if action == "slowdown":
                     client.sendall(
@@ -154,10 +160,12 @@ class FaultProxy:
                 if upstream is None:
                     upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
                 upstream.sendall(head + body)
-                method, target = head.split(b" ", 2)[:2]
-                keep, status = self._relay_response(_Reader(upstream), client, method)
+                keep, status = self._relay_response(_Reader(upstream), client, method.encode(), action == "lost")
                 with self._lock:
-                    self.responses.append((method.decode(), target.decode(), status))
+                    self.responses.append((method, target, status))
+                if action == "lost":
+                    _reset(client)
+                    return
                 if not keep:
                     return
         except (OSError, ConnectionError, ValueError):
@@ -168,8 +176,9 @@ class FaultProxy:
                 upstream.close()
 
     @staticmethod
-    def _relay_response(upstream: _Reader, client: socket.socket, method: bytes) -> tuple[bool, int]:
-        """Copy one response; whether the connection may stay open after it, and the status code."""
+    def _relay_response(upstream: _Reader, client: socket.socket, method: bytes, drop: bool) -> tuple[bool, int]:
+        """Copy one response (read it only, if ``drop``); whether the connection may stay open after
+        it, and the status code."""
         head = upstream.until(b"\r\n\r\n")
         if not head:
             return False, 0
@@ -181,15 +190,35 @@ class FaultProxy:
             if method == b"HEAD" or status.startswith(NO_BODY_STATUS)
             else read_body(upstream, headers, until_close=not keep)
         )
-        client.sendall(head + body)
+        if not drop:
+            client.sendall(head + body)
         return keep and (
             b"content-length" in headers or b"chunked" in headers.get(b"transfer-encoding", b"") or not body
         ), int(status)
 
 
-def every(pattern: dict[int, str], period: int) -> Callable[[int], str]:
+def _reset(client: socket.socket) -> None:
+    """Close ``client``'s connection with a TCP reset."""
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def every(pattern: dict[int, str], period: int) -> Plan:
     """A plan: request n gets ``pattern[n % period]``, else ``pass``."""
-    return lambda n: pattern.get(n % period, "pass")
+    return lambda n, _method, _target: pattern.get(n % period, "pass")
+
+
+def first_try(action: str, method: str, target: str) -> Plan:
+    """A plan: the first request of each ``method`` and target matching the regular expression
+    ``target`` gets ``action``; retries of it, and every other request, pass."""
+    seen: set[str] = set()
+
+    def plan(_n: int, got_method: str, got_target: str) -> str:
+        if got_method != method or not re.search(target, got_target) or got_target in seen:
+            return "pass"
+        seen.add(got_target)
+        return action
+
+    return plan
 
 
 def run_in_process(upstream_port: int, record: Path) -> tuple[subprocess.Popen, str]:
@@ -206,7 +235,7 @@ def run_in_process(upstream_port: int, record: Path) -> tuple[subprocess.Popen, 
 
 
 if __name__ == "__main__":
-    proxy = FaultProxy(int(sys.argv[1]), lambda n: "pass").start()
+    proxy = FaultProxy(int(sys.argv[1]), lambda *_: "pass").start()
     print(proxy.port, flush=True)
 
     def dump(*_: object) -> None:

@@ -1,7 +1,8 @@
 """Faults the storage must survive; each test ends with every valid event exactly once in lake and export.
 
-1. the S3 server is killed mid-ingest; 2. a fault proxy injects 503 SlowDown, resets and slow answers;
-3. two ingest processes start on the same lake at once; 4. the local disk fails (full, permission denied).
+1. the S3 server is killed mid-ingest; 2. a fault proxy injects 503 SlowDown, resets and slow answers,
+or loses the request or the answer of every commit once; 3. two ingest processes start on the same lake
+at once; 4. the local disk fails (full, permission denied).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from .fault_proxy import FaultProxy, every
+from .fault_proxy import FaultProxy, every, first_try
 from .s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
 from .storage_checks import Storage, assert_exactly_once, export_every_day, hidden_leftovers, run_cli
 
@@ -159,6 +160,32 @@ def test_faulty_network_is_retried(s3_server: SeaweedS3, s3_prefix: str, capsys)
     finally:
         proxy.close()
     assert min(proxy.actions[a] for a in ("slowdown", "reset", "slow")) >= 3, proxy.actions
+    export_every_day(capsys, storage)
+    assert_exactly_once(storage, expected["valid_events"])
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("fault", ["reset", "lost"])
+def test_a_commit_whose_request_or_answer_is_lost_counts_once(
+    s3_server: SeaweedS3, s3_prefix: str, capsys, fault: str
+) -> None:
+    """delta-rs never retries a commit's conditional PUT. Its first try of every commit is lost: before
+    the server (``reset``: the run commits again) or after it (``lost``: the run finds its commit in
+    the log). Either way the run succeeds and every event is in the lake once."""
+    storage = Storage("s3", f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports")
+    expected = _generate(capsys, storage, 1500)
+    proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), first_try(fault, "PUT", r"/_delta_log/\d{20}\.json$"))
+    proxy.start()
+    try:
+        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    finally:
+        proxy.close()
+    summary = json.loads(out)
+    assert proxy.actions[fault] >= 2 * len(summary["batches"]) >= 4, proxy.actions  # both commits of every batch
+    assert summary["ingested"] == expected["valid_events"]
+    assert summary["quarantined"] == expected["bad"]
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
 

@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .events import LAKE_SCHEMA, PARTITION_SCHEMA
-from .storage import Root, delta_options, local_path
+from .storage import Root, delta_options, describe_error, from_delta_rs, local_path, local_path_of
 
 if TYPE_CHECKING:  # imported where used: pyarrow costs 0.2 s that a reading command never needs
     import pyarrow as pa
@@ -65,17 +65,52 @@ class CommitConflict(RuntimeError):
     """Another writer committed to the table since we read it: re-read and try again."""
 
 
-@contextlib.contextmanager
-def conflicts_raised(table: Any) -> Iterator[None]:
-    """Around one delta-rs commit on ``table``: its CommitFailedError (another writer committed first)
-    as CommitConflict, naming the version the commit was read at."""
+def commit_once(table: Any, metadata: Mapping[str, str], write: Callable[[], Any]) -> int:
+    """Make one commit with ``write`` (a delta-rs call that commits ``metadata`` on exactly the version
+    ``table`` was read at); the new version. CommitConflict if another writer committed first.
+
+    A commit whose request failed on the way to an object store has an unknown outcome: delta-rs
+    never retries S3's conditional PUT of a commit, whose first try may have landed. The log then
+    says: a commit after the read version with our ``metadata`` is ours (the handle is advanced to
+    the latest version to look); none is a CommitConflict, so the caller reads again and retries.
+    """
     from deltalake.exceptions import CommitFailedError
 
     read = table.version()
     try:
-        yield
+        write()
     except CommitFailedError as exc:
         raise CommitConflict(f"{table.table_uri} changed since version {read}: {exc}") from None
+    except OSError as exc:
+        if not lost_on_the_way(table.table_uri, exc):
+            raise
+        version = _landed(table, read, metadata)
+        if version is None:
+            raise CommitConflict(
+                f"{table.table_uri}: a commit on version {read} failed on the way and is not in the log "
+                f"({describe_error(exc)})"
+            ) from None
+        log.warning("%s: the commit's answer was lost, but it is in the log as version %d", table.table_uri, version)
+        return version
+    return max(read + 1, table.version())
+
+
+def lost_on_the_way(uri: str, exc: OSError) -> bool:
+    """Whether ``exc`` is delta-rs failing a request to the object store holding ``uri`` (whose
+    effect is then unknown), not a local disk's error."""
+    return local_path_of(uri) is None and from_delta_rs(exc)
+
+
+def _landed(table: Any, read: int, metadata: Mapping[str, str]) -> int | None:
+    """The version after ``read`` whose commit carries ``metadata``, if any (the latest 100 looked at)."""
+    table.update_incremental()
+    newer = table.version() - read
+    if newer <= 0:
+        return None
+    for commit in table.history(limit=min(newer, 100)):
+        if commit["version"] > read and all(commit.get(k) == v for k, v in metadata.items()):
+            return int(commit["version"])
+    return None
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -127,22 +162,27 @@ class Table:
         from deltalake.exceptions import CommitFailedError, DeltaError
 
         table = self.open()
-        if table is not None:
-            return table
-        try:
-            return DeltaTable.create(
-                self.uri,
-                schema,
-                mode="ignore",
-                partition_by=partition_by,
-                configuration=configuration(stats_columns),
-                storage_options=self.storage_options,
-            )
-        except (CommitFailedError, DeltaError):  # another writer created it a moment ago
-            table = self.open()
-            if table is None:
-                raise
-            return table
+        tries = 2  # a second only when our request failed on the way and made nothing
+        while table is None:
+            try:
+                return DeltaTable.create(
+                    self.uri,
+                    schema,
+                    mode="ignore",
+                    partition_by=partition_by,
+                    configuration=configuration(stats_columns),
+                    storage_options=self.storage_options,
+                )
+            except (CommitFailedError, DeltaError):  # another writer created it a moment ago
+                table = self.open()
+                if table is None:
+                    raise
+            except OSError as exc:  # made or not: the log says (see commit_once)
+                tries -= 1
+                if tries == 0 or not lost_on_the_way(self.uri, exc):
+                    raise
+                table = self.open()
+        return table
 
 
 def events_table(lake: Root) -> Table:
@@ -194,17 +234,18 @@ def append(table: Any, data: pa.Table, partition_by: list[str], metadata: dict[s
     from deltalake import CommitProperties, WriterProperties, write_deltalake
 
     names = pa.schema(table.schema().to_arrow()).names  # a migrated table keeps its files' column order
-    data = data.select(names)
-    with conflicts_raised(table):
-        write_deltalake(
+    return commit_once(
+        table,
+        metadata,
+        lambda: write_deltalake(
             table,
-            data,
+            data.select(names),
             mode="append",
             partition_by=partition_by,
             writer_properties=WriterProperties(compression="ZSTD"),
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
-        )
-    return table.version()
+        ),
+    )
 
 
 WRITE_THREADS = 4
@@ -305,16 +346,17 @@ def commit_event_files(table: Any, actions: list[Any], metadata: dict[str, str])
     new version."""
     from deltalake import CommitProperties
 
-    read = table.version()
-    with conflicts_raised(table):
-        table.create_write_transaction(
+    return commit_once(  # no retries: exactly the next version
+        table,
+        metadata,
+        lambda: table.create_write_transaction(
             actions,
             mode="append",
             schema=table.schema(),
             partition_by=PARTITION_COLUMNS,
             commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
-        )
-    return read + 1  # no retries: exactly the next version (the table object itself is not advanced)
+        ),
+    )
 
 
 # --- what is in the events table (metadata only) ------------------------------------------------
@@ -558,9 +600,9 @@ def drop_partitions(table: Any, keys: Sequence[tuple[date, str]], metadata: dict
         + "))"
         for day, orgs in sorted(by_day.items())
     )
-    with conflicts_raised(table):
-        table.delete(predicate, commit_properties=CommitProperties(custom_metadata=metadata))
-    return table.version()
+    return commit_once(
+        table, metadata, lambda: table.delete(predicate, commit_properties=CommitProperties(custom_metadata=metadata))
+    )
 
 
 def new_batch_id(now: datetime) -> str:

@@ -184,7 +184,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _from_delta_rs(exc: BaseException) -> bool:
+def from_delta_rs(exc: BaseException) -> bool:
     """True for an OSError raised inside deltalake (delta-rs reports its object-store failures so)."""
     tb = exc.__traceback__
     while tb is not None:
@@ -197,9 +197,12 @@ def _from_delta_rs(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str | None:
     """One line for a failed object-store request, naming the endpoint; None if ``exc`` is not one."""
     for cause in _causes(exc):
-        if _from_delta_rs(cause):
-            text = re.sub(r"\x1b\[[0-9;]*m|\s*↳\s*", " ", str(cause)).split("\n")[0].strip()
-            text = " ".join(text.split())[:300]
+        if from_delta_rs(cause):
+            # delta-rs puts each cause of its error on a line of its own, after an arrow: one line here
+            lines = (
+                line.strip().lstrip("↳").strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).splitlines()
+            )
+            text = " ".join(": ".join(line for line in lines if line).split())[:600]
             remote = any(word in text for word in ("S3", "http")) or not re.search(r" /\w", text)  # local: /abs/path
             return redact(f"object storage at {s3_endpoint()} failed: {text}" if remote else f"storage failed: {text}")
         module = type(cause).__module__ or ""
