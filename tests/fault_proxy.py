@@ -10,7 +10,6 @@ know). Bound to 127.0.0.1 only.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import struct
@@ -103,6 +102,7 @@ class FaultProxy:
         self.port = self._server.getsockname()[1]
         self._closing = False
         self.responses: list[tuple[str, str, int]] = []  # (method, target, status) of every forwarded request
+        self.faulted: list[tuple[str, str]] = []  # (method, target) of every request not simply passed
 
     @property
     def url(self) -> str:
@@ -129,6 +129,8 @@ class FaultProxy:
             action = self.plan(self._count, method, target)
             self._count += 1
             self.actions[action] += 1
+            if action != "pass":
+                self.faulted.append((method, target))
             return action
 
     def _serve(self, client: socket.socket) -> None:
@@ -207,15 +209,16 @@ def every(pattern: dict[int, str], period: int) -> Plan:
     return lambda n, _method, _target: pattern.get(n % period, "pass")
 
 
-def first_try(action: str, method: str, target: str) -> Plan:
-    """A plan: the first request of each ``method`` and target matching the regular expression
-    ``target`` gets ``action``; retries of it, and every other request, pass."""
-    seen: set[str] = set()
+def first_try(action: str) -> Plan:
+    """A plan: the first request of each method and path (its query left out) gets ``action``; its
+    retries, and every later request to the same path, pass."""
+    seen: set[tuple[str, str]] = set()
 
-    def plan(_n: int, got_method: str, got_target: str) -> str:
-        if got_method != method or not re.search(target, got_target) or got_target in seen:
+    def plan(_n: int, method: str, target: str) -> str:
+        key = (method, target.split("?", 1)[0])
+        if key in seen:
             return "pass"
-        seen.add(got_target)
+        seen.add(key)
         return action
 
     return plan
