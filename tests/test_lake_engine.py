@@ -407,3 +407,33 @@ def test_reading_a_table_shows_a_column_an_older_file_lacks_as_null(tmp_path: Pa
     assert every["day"].to_list() == ["2026-11-01"] * (every.height - 1) + ["2026-11-02"]
     older = lk.read_table(lake, table, schema, [("day", "=", "2026-11-01")], ["k", "extra"])
     assert older.height == every.height - 1 and older["extra"].null_count() == older.height
+
+
+def test_a_lost_commit_is_found_under_its_own_version_while_others_commit(tmp_path: Path) -> None:
+    """delta-rs's history numbers the log's newest commits from the handle's version: two writers
+    committing while the log is looked at must not shift the version found for ours."""
+    from deltalake import CommitProperties, write_deltalake
+
+    uri = str(tmp_path / "table")
+
+    def commit(batch: str) -> None:
+        write_deltalake(
+            uri,
+            pl.DataFrame({"a": [1]}).to_arrow(),
+            mode="append",
+            commit_properties=CommitProperties(custom_metadata={"audit.batch_id": batch}),
+        )
+
+    commit("first")
+    table = DeltaTable(uri)
+    commit("ours")  # version 1, whose answer the writer never saw
+    history, others = table.history, iter(["other-1", "other-2"])
+
+    def racing(limit: int | None = None) -> list:
+        if (batch := next(others, None)) is not None:
+            commit(batch)  # lands between the look at the latest version and the history
+        return history(limit)
+
+    table.history = racing  # type: ignore[method-assign]
+    assert lk._landed(table, 0, {"audit.batch_id": "ours"}) == 1
+    assert lk._landed(table, 0, {"audit.batch_id": "never"}) is None

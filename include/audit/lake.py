@@ -101,15 +101,26 @@ def lost_on_the_way(uri: str, exc: OSError) -> bool:
     return local_path_of(uri) is None and from_delta_rs(exc)
 
 
-def _landed(table: Any, read: int, metadata: Mapping[str, str]) -> int | None:
-    """The version after ``read`` whose commit carries ``metadata``, if any (the latest 100 looked at)."""
-    table.update_incremental()
-    newer = table.version() - read
-    if newer <= 0:
-        return None
-    for commit in table.history(limit=min(newer, 100)):
-        if commit["version"] > read and all(commit.get(k) == v for k, v in metadata.items()):
-            return int(commit["version"])
+def _landed(table: Any, read: int, metadata: Mapping[str, str], looks: int = 3) -> int | None:
+    """The version after ``read`` whose commit carries ``metadata``, if any (the latest 100 looked at).
+
+    delta-rs's history reads the log's newest commits but numbers them down from the handle's
+    version, so a commit landing between the two would shift every number by one. The handle's
+    version is read again after the history; if it moved, the log is read again (``looks`` times at
+    most, then None: the caller deduplicates again, which doubles nothing).
+    """
+    for _ in range(looks):
+        table.update_incremental()
+        latest = table.version()
+        if latest <= read:
+            return None
+        commits = table.history(limit=min(latest - read, 100))  # may hold older ones too
+        ours = [
+            c["version"] for c in commits if c["version"] > read and all(c.get(k) == v for k, v in metadata.items())
+        ]
+        table.update_incremental()
+        if table.version() == latest:
+            return int(ours[0]) if ours else None
     return None
 
 
