@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from .fault_proxy import FaultProxy, every, first_try
+from .fault_proxy import FaultProxy, Plan, every, first_try
 from .s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3
 from .storage_checks import Storage, assert_exactly_once, export_every_day, hidden_leftovers, run_cli
 
@@ -64,6 +64,19 @@ def _generate(capsys, storage: Storage, events: int) -> dict:
 
 def _ingest_args(storage: Storage) -> list[str]:
     return ["ingest", "--raw-root", storage.raw, "--lake-root", storage.lake, "--now", NOW_ARG, "--batch-mb", "1"]
+
+
+def _ingest_through(server: SeaweedS3, storage: Storage, plan: Plan) -> tuple[dict, FaultProxy]:
+    """Ingest through a fault proxy with ``plan``, in a process of its own (delta-rs blocks this one's
+    threads, and so an in-process proxy, while it waits); it must succeed. Its summary, and the proxy."""
+    proxy = FaultProxy(int(server.endpoint.rsplit(":", 1)[1]), plan, delay=1.5).start()
+    try:
+        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    finally:
+        proxy.close()
+    return json.loads(out), proxy
 
 
 def _committed_batches(server: SeaweedS3, lake: str) -> int:
@@ -150,15 +163,8 @@ def test_s3_server_killed_mid_ingest(own_s3_server: SeaweedS3, capsys, monkeypat
 def test_faulty_network_is_retried(s3_server: SeaweedS3, s3_prefix: str, capsys) -> None:
     storage = Storage("s3", f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports")
     expected = _generate(capsys, storage, 1500)
-    plan = every({3: "slowdown", 11: "reset", 19: "slow"}, period=40)
-    proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), plan, delay=1.5).start()
-    try:  # a process of its own: delta-rs blocks this one's threads (and so an in-process proxy) while it waits
-        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
-        out, err = run.communicate(timeout=600)
-        assert run.returncode == 0, err
-        assert json.loads(out)["ingested"] == expected["valid_events"]
-    finally:
-        proxy.close()
+    summary, proxy = _ingest_through(s3_server, storage, every({3: "slowdown", 11: "reset", 19: "slow"}, period=40))
+    assert summary["ingested"] == expected["valid_events"]
     assert min(proxy.actions[a] for a in ("slowdown", "reset", "slow")) >= 3, proxy.actions
     export_every_day(capsys, storage)
     assert_exactly_once(storage, expected["valid_events"])
@@ -175,14 +181,7 @@ def test_the_first_try_of_every_request_failing_loses_and_doubles_nothing(
     and every event is in the lake once."""
     storage = Storage("s3", f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports")
     expected = _generate(capsys, storage, 1500)
-    proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), first_try(fault)).start()
-    try:
-        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
-        out, err = run.communicate(timeout=600)
-        assert run.returncode == 0, err
-    finally:
-        proxy.close()
-    summary = json.loads(out)
+    summary, proxy = _ingest_through(s3_server, storage, first_try(fault))
     commits = [t for m, t in proxy.faulted if m == "PUT" and re.search(r"/_delta_log/\d{20}\.json$", t)]
     assert len(commits) >= 2 * len(summary["batches"]) >= 4, proxy.faulted  # both commits of every batch
     assert summary["ingested"] == expected["valid_events"]
