@@ -92,6 +92,9 @@ def test_identical_redelivery_is_counted_once_and_conflicts_are_quarantined(root
     assert (second.ingested, second.duplicates, second.quarantined) == (0, 1, {"conflicting_duplicate": 1})
     records = quarantine.read_all(Root.open(roots["lake"])).sort("source_file", "line_number")
     assert "in the lake" in records["detail"][-1] and "earlier in the batch" in records["detail"][0]
+    # each conflict keeps its line's own text (read back from the batch's packed raw text)
+    texts = {f: (raw / f).read_text().splitlines() for f in ("a.jsonl", "b.jsonl")}
+    assert records["raw"].to_list() == [texts["a.jsonl"][2], texts["b.jsonl"][1]]
     kept = lake_events(roots["lake"])
     assert kept.height == 1 and kept["action"][0] == "CreateJobRun"  # the first version wins
 
