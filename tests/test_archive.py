@@ -255,3 +255,33 @@ def test_a_new_hold_may_extend_one_in_force_but_never_end_it_sooner(capsys, tmp_
     assert code == 2 and "already held until released" in err
     (held,) = cli(capsys, "hold", "list", "--export-root", exports)["holds"]
     assert held["reason"] == "case 3" and held["until"] is None
+
+
+def test_a_chain_claim_whose_answer_was_lost_is_known_by_its_bytes(tmp_path: Path, monkeypatch) -> None:
+    """A claim created on storage whose answer never came back (the client saw a failure, or its
+    retry met the object already there) is this writer's: it is not claimed again under the next
+    sequence, which would point two claims at one entry and break the chain."""
+    exports = Root.open(str(tmp_path / "exports"))
+    create = Root.create_if_absent
+    lost: list[str] = []
+
+    def answer_lost(self: Root, path: str, data: bytes) -> str | None:
+        made = create(self, path, data)
+        if path.endswith(ar.CLAIM_SUFFIX) and not lost:
+            lost.append(path)
+            return None  # it was made, but its answer is "already there"
+        return made
+
+    monkeypatch.setattr(Root, "create_if_absent", answer_lost)
+    first = ar.append(exports, "acme", exports.join("acme", "_receipts", "a.json"), {"kind": "receipt"})
+    second = ar.append(exports, "acme", exports.join("acme", "_receipts", "b.json"), {"kind": "receipt"})
+    assert lost and (first["sequence"], second["sequence"]) == (1, 2)
+    claims = sorted(p.name for p in (tmp_path / "exports" / "acme" / ar.CHAIN).iterdir())
+    assert claims == [f"{n:010d}{ar.CLAIM_SUFFIX}" for n in (1, 2)]
+    stored = [json.loads((tmp_path / "exports" / "acme" / "_receipts" / n).read_text()) for n in ("a.json", "b.json")]
+    assert stored == [first, second]
+    assert second["previous_sha256"] == ar.sha256_hex(
+        (tmp_path / "exports" / "acme" / "_receipts" / "a.json").read_bytes()
+    )
+    with pytest.raises(FileExistsError):  # a path is an entry once
+        ar.append(exports, "acme", exports.join("acme", "_receipts", "a.json"), {"kind": "receipt"})

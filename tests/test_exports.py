@@ -113,6 +113,35 @@ def test_reexport_writes_nothing_and_late_events_make_version_2(roots, now):
     assert export_status(lake, exports, DAY, "acme") == "current"
 
 
+def test_an_export_stopped_between_its_csv_and_its_manifest_is_finished_by_the_next_run(roots, now, monkeypatch):
+    """A run that stopped after writing the CSV (killed, or its manifest's request failed) left a CSV
+    without a manifest: the next run writes that manifest (it used to see the CSV, take it for a
+    concurrent export's and stop, forever), so the day is current, verifiable and retainable."""
+    from include.audit import archive
+
+    ingest_lines(
+        roots, now, "a.jsonl", [event(event_id=f"e{i}", event_time=f"2026-11-25T1{i}:00:00Z") for i in range(3)]
+    )
+    lake, exports = Root.open(roots["lake"]), Root.open(roots["exports"])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(archive, "append", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            export_daily(roots["lake"], roots["exports"], DAY)
+    path = Path(daily_path(exports, "acme", DAY))
+    assert path.exists() and export_status(lake, exports, DAY, "acme") == "missing"
+    (done,) = export_daily(roots["lake"], roots["exports"], DAY)
+    assert (done.version, done.rows, done.skipped, done.path) == (1, 3, False, str(path))
+    assert export_status(lake, exports, DAY, "acme") == "current"
+    assert [p.name for p in path.parent.iterdir()] == sorted([path.name, path.name.replace(".csv", ".manifest.json")])
+    (again,) = export_daily(roots["lake"], roots["exports"], DAY)
+    assert again.skipped and again.version == 1
+    assert verify(roots["exports"], DAY, "acme")["ok"]
+
+
 def test_each_organization_gets_its_own_file(roots, now):
     ingest_lines(
         roots,

@@ -17,7 +17,9 @@ overwritten or deleted: every object is made with a conditional create.
 Linear under concurrency: a writer claims sequence N by conditionally creating the claim marker
 N, which holds the entry's path and bytes; only one writer can create it, and the entry's
 ``previous_sha256`` comes from claim N-1. A writer that finds claim N-1's entry missing (its
-writer crashed between the two creates) writes it from the claim before going on.
+writer crashed between the two creates) writes it from the claim before going on. So once the
+head's entry is written, every claimed path exists: a path is claimed once, even by two writers
+racing for it, and a claim whose answer was lost on the network is recognised by its bytes.
 """
 
 from __future__ import annotations
@@ -178,11 +180,15 @@ def append(
 
     key = signing_key()
     relative = exports.relative(path)
-    exports.fs.invalidate_cache(path)
-    if exports.exists(path):
-        raise FileExistsError(f"{exports.display(path)} already exists: chain entries are never rewritten")
+    tried: list[bytes] = []  # the bodies this call claimed a sequence for
     for _ in range(MAX_CLAIM_ATTEMPTS):
-        head, previous = _head(exports, organization_id)
+        head, previous = _head(exports, organization_id)  # every claimed entry exists after this
+        exports.fs.invalidate_cache(path)
+        if exports.exists(path):  # claimed: by another writer, or by us when the claim's answer was lost
+            stored = exports.read_bytes(path)
+            if stored in tried:
+                return json.loads(stored)
+            raise FileExistsError(f"{exports.display(path)} already exists: chain entries are never rewritten")
         full = {
             **entry,
             "organization_id": organization_id,
@@ -193,8 +199,9 @@ def append(
         if key is not None:
             full = sign(full, key)
         body = entry_bytes(full)
+        tried.append(body)
         if exports.create_if_absent(_claim_path(exports, organization_id, head + 1), relative.encode() + b"\n" + body):
-            exports.create_if_absent(path, body)
+            exports.create_if_absent(path, body)  # if its answer is lost, the claim's bytes are there all the same
             return full
     raise RuntimeError(f"could not claim a chain sequence for {organization_id} after {MAX_CLAIM_ATTEMPTS} tries")
 

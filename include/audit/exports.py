@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 import tempfile
@@ -147,36 +148,34 @@ def export_partition(
         return _result(exports, *latest, skipped=True)
     version = (latest[1]["version"] + 1) if latest else 1
     while not exports.create_if_absent(daily_path(exports, organization_id, day, version), body):
-        existing = exports.read_bytes(daily_path(exports, organization_id, day, version))
-        if ar.sha256_hex(existing) == digest:  # a concurrent export of the same rows won the name
-            path = daily_path(exports, organization_id, day, version)
-            return ExportResult(
-                organization_id, day.isoformat(), exports.display(path), frame.height, len(body), True, version, digest
-            )
+        if ar.sha256_hex(exports.read_bytes(daily_path(exports, organization_id, day, version))) == digest:
+            break  # these bytes are there already: a concurrent export of the same rows, or an earlier
+            # try whose answer was lost or that stopped before its manifest, which is written below
         version += 1
     manifest_path = exports.join(
         ar.day_dir(exports, organization_id, day), ar.manifest_name(organization_id, day, version)
     )
-    manifest = ar.append(
-        exports,
-        organization_id,
-        manifest_path,
-        {
-            "kind": "export",
-            "date": day.isoformat(),
-            "version": version,
-            "file": ar.csv_name(organization_id, day, version),
-            "sha256": digest,
-            "bytes": len(body),
-            "rows": frame.height,
-            "first_event_time": times[0] if len(times) else None,
-            "last_event_time": times[-1] if len(times) else None,
-            "supersedes": ar.csv_name(organization_id, day, version - 1) if version >= 2 else None,
-            "source_rows": source_rows,
-            "filter": query.text,
-        },
-        now,
-    )
+    entry = {
+        "kind": "export",
+        "date": day.isoformat(),
+        "version": version,
+        "file": ar.csv_name(organization_id, day, version),
+        "sha256": digest,
+        "bytes": len(body),
+        "rows": frame.height,
+        "first_event_time": times[0] if len(times) else None,
+        "last_event_time": times[-1] if len(times) else None,
+        "supersedes": ar.csv_name(organization_id, day, version - 1) if version >= 2 else None,
+        "source_rows": source_rows,
+        "filter": query.text,
+    }
+    try:
+        manifest = ar.append(exports, organization_id, manifest_path, entry, now)
+    except FileExistsError:
+        manifest = json.loads(exports.read_bytes(manifest_path))
+        if manifest.get("sha256") != digest:  # not these bytes' manifest: never written over
+            raise
+        return _result(exports, manifest_path, manifest, skipped=True)  # a concurrent export of the same rows
     log.info("archived %s %s v%d: %d rows", organization_id, day, version, frame.height)
     return _result(exports, manifest_path, manifest, skipped=False)
 

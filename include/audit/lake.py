@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # imported where used: pyarrow costs 0.2 s that a reading com
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENTS = "events"
 QUARANTINE = "quarantine"
@@ -101,6 +102,20 @@ def lost_on_the_way(uri: str, exc: OSError) -> bool:
     return local_path_of(uri) is None and from_delta_rs(exc)
 
 
+def again_if_lost(uri: str, step: Callable[[], T], tries: int = 3) -> T:
+    """``step()`` (idempotent: it reads the table again itself), made again when a request of it to the
+    object store holding ``uri`` failed on the way (its effect unknown): for table maintenance, whose
+    log commits delta-rs never retries either (see commit_once)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return step()
+        except OSError as exc:
+            if attempt == tries or not lost_on_the_way(uri, exc):
+                raise
+            log.warning("%s: a request failed on the way (%s); once more", uri, describe_error(exc))
+    raise AssertionError("unreachable")
+
+
 def _landed(table: Any, read: int, metadata: Mapping[str, str], looks: int = 3) -> int | None:
     """The version after ``read`` whose commit carries ``metadata``, if any (the latest 100 looked at).
 
@@ -162,8 +177,15 @@ class Table:
             return []
         current = table.metadata().configuration
         missing = {k: v for k, v in configuration(stats_columns).items() if current.get(k) != v}
+
+        def set_missing() -> None:
+            table.update_incremental()  # after a lost request: set what is still missing
+            now = table.metadata().configuration
+            if left := {k: v for k, v in missing.items() if now.get(k) != v}:
+                table.alter.set_table_properties(left)
+
         if missing:
-            table.alter.set_table_properties(missing)
+            again_if_lost(self.uri, set_missing)
         return sorted(missing)
 
     def ensure(self, schema: pa.Schema, partition_by: list[str], stats_columns: Sequence[str] = ()) -> Any:

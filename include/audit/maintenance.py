@@ -190,14 +190,22 @@ def vacuum(lake_url: str, hours: int = DEFAULT_VACUUM_HOURS) -> dict[str, Any]:
     lake = Root.open(lake_url)
     out: dict[str, Any] = {"retention_hours": hours, "removed": {}}
     for name, table in (("events", lk.events_table(lake)), ("quarantine", quarantine.table(lake))):
-        opened = table.open()
-        if opened is None:
-            continue
-        removed = opened.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True)
-        opened.create_checkpoint()
-        opened.cleanup_metadata()
-        out["removed"][name] = len(removed)
+        removed = lk.again_if_lost(table.uri, lambda table=table: _vacuum_table(table, hours))
+        if removed is not None:
+            out["removed"][name] = removed
     return out
+
+
+def _vacuum_table(table: lk.Table, hours: int) -> int | None:
+    """Vacuum and checkpoint one table; the files removed (None: no table). Idempotent: after a lost
+    request it is run again, and removes what the first pass left (so it may count fewer)."""
+    opened = table.open()
+    if opened is None:
+        return None
+    removed = opened.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False, full=True)
+    opened.create_checkpoint()
+    opened.cleanup_metadata()
+    return len(removed)
 
 
 def table_summary(table: Any) -> dict[str, Any]:
