@@ -30,7 +30,7 @@ from . import ledger as ledgers
 from . import quarantine, raw
 from .dedupe import EventIndex
 from .events import NEVER_REPLAYED, REPLAYABLE, UTC_DATETIME, Window, normalize, route
-from .ingest import IngestSummary, Run, commit_events
+from .ingest import COMMIT_ATTEMPTS, IngestSummary, Run, commit_events
 from .inputs import BadInput
 from .storage import Root
 from .validation import warm_up
@@ -143,7 +143,7 @@ def replay(
         .with_columns(reason=none, detail=none, replay_outcome=pl.lit("duplicate"))
     )
     marks = pl.concat([marks, duplicate])
-    mark(lake, records.join(marks, on="_rid", how="inner", suffix="_new"), now)
+    mark(lake, records.join(marks, on="_rid", how="inner", suffix="_new"), now, batch_id)
     still = marks.filter(pl.col("replay_outcome") == "quarantined")
     result.update(
         ingested=accepted.height,
@@ -161,13 +161,13 @@ def replay(
     return result
 
 
-def mark(lake: Root, marked: pl.DataFrame, now: datetime) -> None:
+def mark(lake: Root, marked: pl.DataFrame, now: datetime, batch_id: str) -> None:
     """Set replayed_at and replay_outcome (and the reason lines still fail with) in one merge commit.
 
     ``marked``: the records with ``reason_new``, ``detail_new`` (null: unchanged) and ``replay_outcome``.
+    The commit carries ``batch_id``, so a commit whose answer was lost is found in the log
+    (``lake.commit_once``); after a conflict the merge, which sets the same values, is made again.
     """
-    from deltalake import CommitProperties
-
     source = marked.select(
         *KEY,
         pl.col("quarantined_at").dt.date().alias("ingest_date"),
@@ -176,7 +176,23 @@ def mark(lake: Root, marked: pl.DataFrame, now: datetime) -> None:
         pl.col("replay_outcome_new").alias("replay_outcome"),
         replayed_at=pl.lit(now, UTC_DATETIME),
     )
-    table = quarantine.open_table(lake)
+    metadata = lk.commit_metadata(operation="replay", batch_id=batch_id, records=source.height)
+    for _ in range(COMMIT_ATTEMPTS):
+        table = quarantine.open_table(lake)
+        try:
+            lk.commit_once(table, metadata, lambda table=table: _merge_marks(table, source, metadata))
+            return
+        except lk.CommitConflict as exc:
+            log.info("replay %s: %s; marking again", batch_id, exc)
+    raise lk.CommitConflict(
+        f"replay {batch_id}: the quarantine table kept changing; gave up after {COMMIT_ATTEMPTS} attempts "
+        "(its events are in the lake; the next replay counts them as duplicates)"
+    )
+
+
+def _merge_marks(table: Any, source: pl.DataFrame, metadata: dict[str, str]) -> None:
+    from deltalake import CommitProperties
+
     days = ", ".join(f"'{d.isoformat()}'" for d in source["ingest_date"].unique().sort())
     (
         table.merge(
@@ -185,9 +201,7 @@ def mark(lake: Root, marked: pl.DataFrame, now: datetime) -> None:
             target_alias="t",
             predicate=f"t.ingest_date IN ({days}) AND t.ingest_date = s.ingest_date AND t.batch_id = s.batch_id"
             " AND t.source_file = s.source_file AND t.line_number = s.line_number",
-            commit_properties=CommitProperties(
-                custom_metadata=lk.commit_metadata(operation="replay", records=source.height)
-            ),
+            commit_properties=CommitProperties(custom_metadata=metadata),
         )
         .when_matched_update(
             {
