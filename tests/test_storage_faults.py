@@ -35,6 +35,7 @@ from .storage_checks import (
     lake_event_ids,
     run_cli,
 )
+from .test_lake_engine import _legacy_copy
 
 REPO = Path(__file__).resolve().parents[1]
 NOW_ARG = "2026-11-26T12:00:00Z"
@@ -261,6 +262,25 @@ def test_maintenance_through_a_network_that_loses_every_first_answer(
     assert lake_dates(storage.lake) == days[1:]
     assert after.n_unique() == after.len() and 0 < after.len() < before.len() and set(after) <= set(before)
     assert export_every_day(capsys, storage) == 0  # compaction and retention left every export current
+
+
+@pytest.mark.s3
+def test_migrate_through_a_network_that_loses_every_first_answer(
+    s3_server: SeaweedS3, s3_prefix: str, tmp_path: Path, capsys
+) -> None:
+    """migrate's commits (the conversion, the table properties, the quarantine's new columns) each
+    lose their first answer: each is found made when tried again, and the old lake converts whole."""
+    lake = f"{s3_prefix}/legacy/lake"
+    Root.open(lake).fs.put(_legacy_copy(tmp_path)["lake"], lake.removeprefix("s3://"), recursive=True)
+    done, proxy = _run_through(s3_server, first_try("lost"), "migrate", "--lake-root", lake)
+    assert sum(m == "PUT" and bool(COMMIT.search(t)) for m, t in proxy.faulted) >= 3, proxy.faulted
+    assert done["ledger_entries"] == 1
+    code, again, err = run_cli(capsys, "migrate", "--lake-root", lake)
+    assert code == 0 and again == {"events": "already a Delta table", "quarantine": "already a Delta table"}, err
+    events = lake_event_ids(lake)
+    assert events.len() == events.n_unique() == 200
+    records = quarantine.read_all(Root.open(lake))
+    assert records.height == 40 and {"replayed_at", "replay_outcome"} <= set(records.columns)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])

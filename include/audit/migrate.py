@@ -23,6 +23,11 @@ OLD_STATE_FILES = ("ingest.lease", "ingest.lock")
 
 
 def _convert(lake: Root, table: lk.Table, name: str, partitions: dict[str, str]) -> str:
+    """Make the Parquet files under ``name`` a Delta table (again after a request lost on the way)."""
+    return lk.again_if_lost(table.uri, lambda: _convert_once(lake, table, name, partitions))
+
+
+def _convert_once(lake: Root, table: lk.Table, name: str, partitions: dict[str, str]) -> str:
     from deltalake import Field, Schema, convert_to_deltalake
 
     if table.open() is not None:
@@ -38,6 +43,19 @@ def _convert(lake: Root, table: lk.Table, name: str, partitions: dict[str, str])
     return "converted"
 
 
+def _add_replay_columns(table: lk.Table) -> list[str]:
+    """Add the quarantine columns replay writes to a table made before them; those it added."""
+    q = table.open()
+    if q is None:
+        return []
+    missing = [c for c in ("replayed_at", "replay_outcome") if c not in q.schema().to_arrow().names]
+    if missing:
+        from deltalake import Field
+
+        q.alter.add_columns([Field(c, "timestamp" if c == "replayed_at" else "string", nullable=True) for c in missing])
+    return missing
+
+
 def migrate(lake_url: str) -> dict[str, Any]:
     """Turn an old Parquet lake into Delta tables; idempotent."""
     lake = Root.open(lake_url)
@@ -51,16 +69,9 @@ def migrate(lake_url: str) -> dict[str, Any]:
     }
     if any(configured.values()):
         done["properties_set"] = {name: keys for name, keys in configured.items() if keys}
-    q = quarantine.table(lake).open()
-    if q is not None:
-        missing = [c for c in ("replayed_at", "replay_outcome") if c not in q.schema().to_arrow().names]
-        if missing:
-            from deltalake import Field
-
-            q.alter.add_columns(
-                [Field(c, "timestamp" if c == "replayed_at" else "string", nullable=True) for c in missing]
-            )
-            done["quarantine_columns_added"] = missing
+    added = lk.again_if_lost(quarantine.table(lake).uri, lambda: _add_replay_columns(quarantine.table(lake)))
+    if added:
+        done["quarantine_columns_added"] = added
     old_ledger = lake.join(lk.STATE, OLD_LEDGER)
     entries = lake.find(old_ledger, (".json",))
     if entries:
