@@ -1,6 +1,7 @@
 """CSV exports: the exact format, idempotency, late data, and the on-demand filter."""
 
 import csv
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -140,6 +141,39 @@ def test_an_export_stopped_between_its_csv_and_its_manifest_is_finished_by_the_n
     (again,) = export_daily(roots["lake"], roots["exports"], DAY)
     assert again.skipped and again.version == 1
     assert verify(roots["exports"], DAY, "acme")["ok"]
+
+
+def test_one_organizations_failing_archive_does_not_stop_the_others(roots, now, monkeypatch, capsys):
+    """export-daily archives every other organization when one's storage fails, then exits 1 with
+    one line for it; the next run archives the one that failed (a poison pill for none)."""
+    from include.audit import cli
+
+    ingest_lines(
+        roots, now, "a.jsonl", [event(event_id=f"{org}-1", organization_id=org) for org in ("acme", "globex", "zeta")]
+    )
+    exports = Root.open(roots["exports"])
+    create = Root.create_if_absent
+
+    def globex_storage_fails(self: Root, path: str, data: bytes) -> str | None:
+        if "/globex/" in path:
+            raise OSError(5, "Input/output error")
+        return create(self, path, data)
+
+    argv = ["export-daily", "--lake-root", roots["lake"], "--export-root", roots["exports"], "--date", DAY.isoformat()]
+    with monkeypatch.context() as patched:
+        patched.setattr(Root, "create_if_absent", globex_storage_fails)
+        capsys.readouterr()
+        assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert [f["organization_id"] for f in report["files"]] == ["acme", "zeta"] and list(report["failed"]) == ["globex"]
+    assert err.strip().splitlines() == [f"error: globex: {report['failed']['globex']}"]
+    assert "Input/output error" in err
+    assert [o for o in ("acme", "globex", "zeta") if Path(daily_path(exports, o, DAY)).exists()] == ["acme", "zeta"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert {f["organization_id"]: f["skipped"] for f in again["files"]} == {"acme": True, "globex": False, "zeta": True}
 
 
 def test_each_organization_gets_its_own_file(roots, now):

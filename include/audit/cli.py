@@ -262,18 +262,25 @@ def run(args: argparse.Namespace) -> Any:
             batch_bytes=args.batch_mb << 20,
         ).as_dict()
     if args.command == "export-daily":
-        from .exports import export_daily
+        from .exports import ExportsFailed, export_daily
 
         day = _day(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
-        results = export_daily(
-            existing("AUDIT_LAKE_ROOT", args.lake_root),
-            root("AUDIT_EXPORT_ROOT", args.export_root),
-            day,
-            orgs,
-            force=args.force,
-        )
-        return {"date": day.isoformat(), "files": [asdict(r) for r in results], "rows": sum(r.rows for r in results)}
+        try:
+            results, failures = (
+                export_daily(
+                    existing("AUDIT_LAKE_ROOT", args.lake_root),
+                    root("AUDIT_EXPORT_ROOT", args.export_root),
+                    day,
+                    orgs,
+                    force=args.force,
+                ),
+                {},
+            )
+        except ExportsFailed as exc:  # the others were archived: say so, then exit 1
+            results, failures = exc.results, exc.failures
+        done = {"date": day.isoformat(), "files": [asdict(r) for r in results], "rows": sum(r.rows for r in results)}
+        return {**done, "failed": failures} if failures else done
     if args.command == "export":
         from .exports import export_filtered
         from .filters import parse
@@ -478,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2, default=str))
     if args.command == "verify" and result["problems"]:  # one line per problem, exit 1
         print("\n".join(result["problems"]), file=sys.stderr)
+        return EXIT_FAILURE
+    if args.command == "export-daily" and result.get("failed"):  # one line per organization, exit 1
+        print("\n".join(f"error: {org}: {error}" for org, error in result["failed"].items()), file=sys.stderr)
         return EXIT_FAILURE
     if secret is not None:  # a new API key: shown this once, on the last line
         print(secret)

@@ -26,7 +26,7 @@ from .config import RETENTION_DAYS
 from .filters import Query, export_filter_for, load_export_filters
 from .inputs import is_organization_id, validate_organization_id
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows
-from .storage import SPOOL_BYTES, Root, pieces
+from .storage import SPOOL_BYTES, Root, describe_error, pieces, redact
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,15 @@ class ExportResult:
     version: int = 1
     sha256: str = ""
     manifest: str | None = None
+
+
+class ExportsFailed(RuntimeError):
+    """Some organizations' exports failed (``failures``: organization -> error); the others were
+    archived (``results``): one organization's broken archive or storage never stops the rest."""
+
+    def __init__(self, results: list[ExportResult], failures: dict[str, str]) -> None:
+        self.results, self.failures = results, failures
+        super().__init__("; ".join(f"{org}: {error}" for org, error in failures.items()))
 
 
 def is_stale(manifest: dict, live_rows: int) -> bool:
@@ -219,7 +228,8 @@ def export_daily(
     filters_path: str | None = None,
     days: int = RETENTION_DAYS,
 ) -> list[ExportResult]:
-    """Archive ``day`` for every organization active in the retention window (or the given ones).
+    """Archive ``day`` for every organization active in the retention window (or the given ones);
+    ExportsFailed, once all were tried, if any failed.
 
     Each organization's rows are those its query keeps in the filters file (``filters_path``, else
     $AUDIT_EXPORT_FILTERS; none: every event).
@@ -230,20 +240,24 @@ def export_daily(
         if organizations is not None
         else active_organizations(lake, exports, day, days)
     )
+    orgs = [validate_organization_id(org) for org in orgs]
     filters = load_export_filters(filters_path)
     counts = lk.partition_row_counts(lake, [day])
-    return [
-        export_partition(
-            lake,
-            exports,
-            day,
-            validate_organization_id(org),
-            counts.get((day, org), 0),
-            export_filter_for(filters, org),
-            force,
-        )
-        for org in orgs
-    ]
+    results: list[ExportResult] = []
+    failures: dict[str, str] = {}
+    for org in orgs:
+        try:
+            results.append(
+                export_partition(
+                    lake, exports, day, org, counts.get((day, org), 0), export_filter_for(filters, org), force
+                )
+            )
+        except Exception as exc:  # the next organization is archived all the same; the run then fails
+            failures[org] = redact(describe_error(exc) or f"{type(exc).__name__}: {exc}")
+            log.error("export of %s for %s failed: %s", day, org, failures[org])
+    if failures:
+        raise ExportsFailed(results, failures)
+    return results
 
 
 def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETENTION_DAYS) -> list[tuple[date, str]]:
