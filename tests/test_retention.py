@@ -96,3 +96,36 @@ def test_an_event_ingested_between_the_archive_check_and_the_delete_is_never_dro
     history = [lk.read_commit_metadata(c) for c in lk.events_table(lake).open().history()]
     (dropped,) = [m for m in history if m.get("operation") == "retention"]
     assert dropped["dropped"] == ["2026-11-20/globex"] and dropped["receipts"] == result.receipts
+
+
+def test_one_organizations_failing_archive_keeps_its_partitions_and_drops_the_others(roots, now, monkeypatch, capsys):
+    """A receipt that cannot be written (the organization's archive storage fails) keeps that
+    organization's expired partitions; the others' are dropped; retain reports it and exits 1, and
+    the next run drops the rest."""
+    import json
+
+    from include.audit import cli
+
+    lake = lake_with_two_days(roots, now)
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 20))
+    create = Root.create_if_absent
+
+    def globex_storage_fails(self: Root, path: str, data: bytes) -> str | None:
+        if "/globex/" in path:
+            raise OSError(5, "Input/output error")
+        return create(self, path, data)
+
+    argv = ["retain", "--lake-root", roots["lake"], "--export-root", roots["exports"], "--today", "2026-11-24"]
+    with monkeypatch.context() as patched:
+        patched.setattr(Root, "create_if_absent", globex_storage_fails)
+        capsys.readouterr()
+        assert cli.main([*argv, "--days", "3"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["dropped"] == ["2026-11-20/acme"] and list(report["failed"]) == ["globex"]
+    assert report["kept"] == {"2026-11-20/globex": f"archive failed: {report['failed']['globex']}"}
+    assert err.strip().splitlines()[-1] == f"error: globex: {report['failed']['globex']}"
+    assert lk.organizations(lake, date(2026, 11, 20)) == ["globex"]
+    assert not list((Path(roots["exports"]) / "globex").rglob("_receipts/*"))
+    assert retain(roots["lake"], roots["exports"], date(2026, 11, 24), days=3).dropped == ["2026-11-20/globex"]
+    assert lk.event_dates(Root.open(roots["lake"])) == [date(2026, 11, 25)]

@@ -474,19 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # PanicException is a BaseException); the traceback only on request
         if os.environ.get("AUDIT_DEBUG"):
             raise
-        from .storage import describe_error
+        from .storage import describe_error, error_line
 
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        known = describe_error(exc)
-        where = "" if known else f" ({origin(exc)})"
-        print(f"error: {known or f'{type(exc).__name__}: {redact(detail)}'}{where}", file=sys.stderr)
+        where = "" if describe_error(exc) else f" ({origin(exc)})"
+        print(f"error: {error_line(exc)}{where}", file=sys.stderr)
         return EXIT_FAILURE
     result, secret = result if isinstance(result, tuple) else (result, None)
     print(json.dumps(result, indent=2, default=str))
     if args.command == "verify" and result["problems"]:  # one line per problem, exit 1
         print("\n".join(result["problems"]), file=sys.stderr)
         return EXIT_FAILURE
-    if args.command == "export-daily" and result.get("failed"):  # one line per organization, exit 1
+    if args.command in ("export-daily", "retain") and result.get("failed"):  # one line per organization, exit 1
         print("\n".join(f"error: {org}: {error}" for org, error in result["failed"].items()), file=sys.stderr)
         return EXIT_FAILURE
     if secret is not None:  # a new API key: shown this once, on the last line

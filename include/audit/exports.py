@@ -26,7 +26,7 @@ from .config import RETENTION_DAYS
 from .filters import Query, export_filter_for, load_export_filters
 from .inputs import is_organization_id, validate_organization_id
 from .query import ROW_COLUMNS, EventFilter, iter_days, rows
-from .storage import SPOOL_BYTES, Root, describe_error, pieces, redact
+from .storage import SPOOL_BYTES, Root, error_line, pieces
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def export_daily(
                 )
             )
         except Exception as exc:  # the next organization is archived all the same; the run then fails
-            failures[org] = redact(describe_error(exc) or f"{type(exc).__name__}: {exc}")
+            failures[org] = error_line(exc)
             log.error("export of %s for %s failed: %s", day, org, failures[org])
     if failures:
         raise ExportsFailed(results, failures)

@@ -89,7 +89,11 @@ def apply_retention(today: date, days: int = 90, run_id: str | None = None) -> d
     from .retention import retain
 
     roots = Roots.from_env()
-    return retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict()
+    result = retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict()
+    if result.get("failed"):  # the others' partitions are dropped; the task fails, and its retry tries these again
+        failed = "; ".join(f"{org}: {error}" for org, error in result["failed"].items())
+        raise RuntimeError(f"retention dropped {len(result['dropped'])} partitions; kept those of {failed}")
+    return result
 
 
 @contextlib.contextmanager

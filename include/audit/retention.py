@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from . import lake as lk
 from .config import RETENTION_DAYS
 from .exports import is_stale
 from .holds import active_hold
-from .storage import Root
+from .storage import Root, error_line
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,13 @@ class RetentionResult:
     kept: dict[str, str] = field(default_factory=dict)  # "YYYY-MM-DD/org" -> why it was kept
     held: dict[str, str] = field(default_factory=dict)  # "YYYY-MM-DD/org" -> the hold's reason
     receipts: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # organization -> why its archive failed
 
     def as_dict(self) -> dict:
-        """The run's report; a dry run says ``would_drop`` where a real run says ``dropped``."""
+        """The run's report; a dry run says ``would_drop`` where a real run says ``dropped``; ``failed``
+        only when an organization's archive could not be read or written."""
         done = "would_drop" if self.dry_run else "dropped"
-        return {
+        report = {
             "today": self.today,
             "days": self.days,
             "dry_run": self.dry_run,
@@ -56,6 +59,18 @@ class RetentionResult:
             "held": self.held,
             "receipts": self.receipts,
         }
+        return {**report, "failed": self.failed} if self.failed else report
+
+    def keep_failed(self, organization_id: str, days: Iterable[date], exc: BaseException) -> None:
+        """Keep an organization's expired partitions when its archive could not be read or its receipt
+        written (nothing is dropped that the archive cannot account for); the others go on."""
+        error = self.failed[organization_id] = error_line(exc)
+        log.error("retention keeps %s's expired partitions: its archive failed: %s", organization_id, error)
+        for day in days:
+            key = f"{day.isoformat()}/{organization_id}"
+            self.kept[key] = f"archive failed: {error}"
+            if key in self.dropped:
+                self.dropped.remove(key)
 
 
 @dataclass(frozen=True)
@@ -134,11 +149,15 @@ def plan(exports: Root, table: Any, today: date, result: RetentionResult, force:
             expired[org][day] = rows
     drops: dict[str, list[Drop]] = {}
     for org, partitions in sorted(expired.items()):
-        hold = active_hold(exports, org, today)
+        try:
+            hold = active_hold(exports, org, today)
+            state = archive_state(exports, org, sorted(partitions)) if hold is None else {}
+        except Exception as exc:  # this organization's partitions stay; the others' go on
+            result.keep_failed(org, partitions, exc)
+            continue
         if hold is not None:
             result.held.update({f"{day.isoformat()}/{org}": f"legal hold: {hold.get('reason')}" for day in partitions})
             continue
-        state = archive_state(exports, org, sorted(partitions))
         for day, rows in sorted(partitions.items()):
             key = f"{day.isoformat()}/{org}"
             manifest, digest = state.get(day, (None, None))
@@ -175,8 +194,14 @@ def retain(
         drops = plan(exports, table, today, result, force)
         if dry_run or not drops:
             break
-        for org, org_drops in drops.items():  # the receipt first: a crash leaves data, never a silent drop
-            result.receipts.append(write_receipt(exports, org, today, run, org_drops, force))
+        for org, org_drops in list(drops.items()):  # the receipt first: a crash leaves data, never a silent drop
+            try:
+                result.receipts.append(write_receipt(exports, org, today, run, org_drops, force))
+            except Exception as exc:  # no receipt, no drop: this organization's partitions stay
+                result.keep_failed(org, (d.day for d in org_drops), exc)
+                del drops[org]
+        if not drops:
+            break
         metadata = lk.commit_metadata(
             operation="retention", run_id=run, dropped=result.dropped, receipts=result.receipts
         )

@@ -221,6 +221,13 @@ def describe_error(exc: BaseException) -> str | None:
     return None
 
 
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line for a report: :func:`describe_error`'s for a storage failure, else its type
+    and first line; credentials redacted."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return describe_error(exc) or redact(f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
+
+
 @dataclass(frozen=True)
 class Root:
     """A storage root: the base path inside a filesystem (local, or fsspec's for a URL)."""
