@@ -52,7 +52,7 @@ def audit_daily_export():
 
         return compact_day(parse_date(_export_date()))
 
-    @task
+    @task(trigger_rule="all_done")  # a failed compaction only makes the export read more files
     def list_work() -> list[dict[str, str]]:
         """The (date, organization) pairs to archive: the export date's, plus stale or missing ones."""
         from include.audit.inputs import parse_date

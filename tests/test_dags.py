@@ -82,6 +82,13 @@ def test_schedules(dagbag):
     assert dagbag.dags["audit_daily_export"].get_task("export_organization").retry_exponential_backoff
 
 
+def test_a_failed_compaction_never_holds_back_the_archive(dagbag):
+    """Compacting the export date first is an optimization: the exports run once it is done, failed or not."""
+    dag = dagbag.dags["audit_daily_export"]
+    assert dag.get_task("list_work").upstream_task_ids == {"compact_export_date"}
+    assert dag.get_task("list_work").trigger_rule == "all_done"
+
+
 def test_trigger_form_offers_the_catalog(dagbag):
     from include.audit.catalog import ACTIONS
 

@@ -34,7 +34,7 @@ from include.audit.storage import Root
 
 from .fault_proxy import FaultProxy
 from .s3_server import SeaweedS3
-from .storage_checks import Storage, lake_event_ids
+from .storage_checks import Storage, lake_event_ids, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 NOW_ARG = "2026-11-26T12:00:00Z"
@@ -223,6 +223,31 @@ def test_two_compactions_at_once_double_nothing(storage: Storage) -> None:
     _assert_exactly_once(storage, expected)
     files = lk.live_files(lk.events_table(Root.open(storage.lake)).open())
     assert files.group_by("event_date", "organization_id").len()["len"].max() == 1
+
+
+def test_a_partition_that_cannot_be_read_is_left_and_every_other_one_compacted(tmp_path: Path, capsys) -> None:
+    """A live data file gone from storage breaks its partition's read: compaction leaves that
+    partition as it is, compacts all the others, names it in ``failed`` and exits 1."""
+    now = lk.datetime.fromisoformat(NOW_ARG)
+    raw, lake_url = str(tmp_path / "raw"), str(tmp_path / "lake")
+    generate(raw, events=900, days=2, organizations=3, compress=False, now=now)
+    ingest(raw, lake_url, now=now, batch_bytes=60_000)  # several files per partition
+    lake = Root.open(lake_url)
+    before = lk.live_files(lk.events_table(lake).open())
+    counts = before.group_by("event_date", "organization_id").len()
+    assert counts["len"].min() > 1 and counts.height > 2
+    broken = before.sort("path").row(0, named=True)
+    (Path(lake_url) / lk.EVENTS / broken["path"]).unlink()
+    code, _, err = run_cli(capsys, "compact", "--lake-root", lake_url)
+    key = f"{broken['event_date'].isoformat()}/{broken['organization_id']}"
+    assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: {key}: "), err
+    after = lk.live_files(lk.events_table(lake).open()).group_by("event_date", "organization_id").len()
+    left = {(r["event_date"], r["organization_id"]): r["len"] for r in after.iter_rows(named=True) if r["len"] > 1}
+    assert left == {
+        (broken["event_date"], broken["organization_id"]): counts.filter(
+            (pl.col("event_date") == broken["event_date"]) & (pl.col("organization_id") == broken["organization_id"])
+        )["len"].item()
+    }
 
 
 def test_compaction_alone_never_makes_an_export_stale(tmp_path: Path, now) -> None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from . import lake as lk
 from . import quarantine
 from .dedupe import EventIndex
-from .storage import Root
+from .storage import Root, error_line
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class CompactResult:
     rows: int = 0
     versions: list[int] = field(default_factory=list)
     index_days: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # "YYYY-MM-DD/org" -> why it could not be rewritten
 
     def add(self, other: CompactResult) -> None:
         self.partitions += other.partitions
@@ -58,7 +59,11 @@ class CompactResult:
         self.versions += other.versions
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The run's report; ``failed`` only when a partition could not be read or written."""
+        report = asdict(self)
+        if not self.failed:
+            del report["failed"]
+        return report
 
 
 def partitions_to_compact(files: pl.DataFrame, day: date | None = None) -> pl.DataFrame:
@@ -118,13 +123,15 @@ def _commit_rewrites(table: Any, rewrites: dict[tuple[date, str], Rewrite]) -> C
     return done
 
 
-def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
+def _compact_latest(lake: Root, parts: list[Partition], failed: dict[str, str]) -> CompactResult | None:
     """Compact ``parts`` on the table's latest version; None when nothing is left to compact.
 
     When another writer commits first, a partition's rewrite stays valid as long as every file it
     replaces is still live (Delta's rule: appends do not conflict with a compaction; files added
     meanwhile stay beside the new one), so only partitions that lost a file are rewritten again.
     Each attempt lists the partitions' files afresh: a rewrite reads and removes the same files.
+    A partition that cannot be read or written is left as it is and named in ``failed``: one bad
+    partition never keeps the others from being compacted.
     """
     wanted = {(d, o) for d, o, _, _ in parts}
     rewrites: dict[tuple[date, str], Rewrite] = {}
@@ -134,8 +141,14 @@ def _compact_latest(lake: Root, parts: list[Partition]) -> CompactResult | None:
         live = set(files["path"].to_list())
         rewrites = {key: r for key, r in rewrites.items() if r.replaces <= live}
         for day, org, paths, _, size, _ in partitions_to_compact(files).iter_rows():
-            if (day, org) in wanted and (day, org) not in rewrites:
+            key = f"{day.isoformat()}/{org}"
+            if (day, org) not in wanted or (day, org) in rewrites or key in failed:
+                continue
+            try:
                 rewrites[(day, org)] = _rewrite_partition(lake, table, (day, org, paths, size))
+            except Exception as exc:  # left as it is; the others go on
+                failed[key] = error_line(exc)
+                log.error("compaction of %s failed: %s", key, failed[key])
         if not rewrites:
             return None
         try:
@@ -162,14 +175,15 @@ def groups(todo: pl.DataFrame) -> Iterator[list[Partition]]:
 
 
 def compact(lake_url: str, day: date | None = None) -> CompactResult:
-    """Compact every partition of the events table holding more than one file (only ``day``'s, if given)."""
+    """Compact every partition of the events table holding more than one file (only ``day``'s, if
+    given); those that could not be rewritten are in ``failed``."""
     lake = Root.open(lake_url)
     result = CompactResult()
     table = lk.events_table(lake).open()
     if table is None:
         return result
     for group in groups(partitions_to_compact(lk.live_files(table), day)):
-        done = _compact_latest(lake, group)
+        done = _compact_latest(lake, group, result.failed)
         if done is None:
             continue
         result.add(done)

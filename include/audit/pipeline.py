@@ -83,17 +83,23 @@ def export_organization_day(day: date, organization_id: str) -> dict[str, Any]:
     return asdict(result)
 
 
+def done_or_failed(report: dict[str, Any], what: str) -> dict[str, Any]:
+    """A task's ``report``, or RuntimeError naming its ``failed`` entries: the task fails after doing
+    the rest (one organization or partition never stops the others), and its retry tries those again."""
+    if report.get("failed"):
+        raise RuntimeError(
+            f"{what} failed for " + "; ".join(f"{key}: {error}" for key, error in report["failed"].items())
+        )
+    return report
+
+
 @uses_airflow_storage
 def apply_retention(today: date, days: int = 90, run_id: str | None = None) -> dict[str, Any]:
     """Drop expired partitions that have been archived (a purge receipt per organization names them)."""
     from .retention import retain
 
     roots = Roots.from_env()
-    result = retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict()
-    if result.get("failed"):  # the others' partitions are dropped; the task fails, and its retry tries these again
-        failed = "; ".join(f"{org}: {error}" for org, error in result["failed"].items())
-        raise RuntimeError(f"retention dropped {len(result['dropped'])} partitions; kept those of {failed}")
-    return result
+    return done_or_failed(retain(roots.lake, roots.exports, today, days, run_id=run_id).as_dict(), "retention")
 
 
 @contextlib.contextmanager
@@ -160,7 +166,7 @@ def compact_day(day: date) -> dict[str, Any]:
     """Compact one event date's partitions (before its daily export reads them)."""
     from .maintenance import compact
 
-    return compact(Roots.from_env().lake, day).as_dict()
+    return done_or_failed(compact(Roots.from_env().lake, day).as_dict(), "compaction")
 
 
 @uses_airflow_storage
@@ -168,7 +174,7 @@ def compact_lake() -> dict[str, Any]:
     """Compact every partition that holds more than one file."""
     from .maintenance import compact
 
-    return compact(Roots.from_env().lake).as_dict()
+    return done_or_failed(compact(Roots.from_env().lake).as_dict(), "compaction")
 
 
 @uses_airflow_storage
