@@ -284,6 +284,31 @@ def test_the_daily_sweep_finds_stale_and_missing_days_and_heartbeats(roots, now)
     assert status["globex"]["days_archived"] == 1 and status["globex"]["first_day"] == "2026-11-24"
 
 
+def test_an_unreadable_archive_is_one_organizations_problem_in_the_daily_sweep(roots, now):
+    """A manifest that no longer parses (a damaged or tampered archive) used to fail the sweep that
+    lists the day's work, so no organization was archived; now every other organization's work is
+    listed, and the damaged one's export of the day is tried (and fails, visibly, on its own).
+    ``status`` reports the damage in that organization's entry."""
+    ingest_lines(
+        roots,
+        now,
+        "a.jsonl",
+        [
+            event(event_id="a1", event_time="2026-11-24T10:00:00Z"),
+            event(event_id="g1", event_time="2026-11-24T10:00:00Z", organization_id="globex"),
+        ],
+    )
+    export_daily(roots["lake"], roots["exports"], date(2026, 11, 24))
+    ingest_lines(roots, now, "late.jsonl", [event(event_id="late", event_time="2026-11-24T23:00:00Z")])
+    manifest = Path(roots["exports"]) / "globex/2026/11/24/audit-log_globex_2026-11-24.manifest.json"
+    manifest.write_text("{not json")
+    pending = pending_exports(roots["lake"], roots["exports"], DAY)
+    assert pending == [(date(2026, 11, 24), "acme"), (DAY, "acme"), (DAY, "globex")]
+    health = lake_status(roots["lake"], roots["exports"])["archive"]  # status too: the damage, beside the rest
+    assert health["acme"]["stale_days"] == ["2026-11-24"] and "error" not in health["acme"]
+    assert "JSONDecodeError" in health["globex"]["error"] and health["globex"]["days_archived"] is None
+
+
 def test_an_archive_goes_on_after_its_organizations_events_leave_the_window(roots, now):
     """An organization quiet for longer than the retention window (2 days here) keeps its daily
     heartbeats, also once retention has dropped its events: its archive never has a gap."""

@@ -270,16 +270,29 @@ def pending_exports(lake_url: str, export_url: str, day: date, days: int = RETEN
     in_lake = {org for _, org in counts}
     keys: set[tuple[date, str]] = set()
     for org in sorted(in_lake | set(_archived_organizations(exports))):
-        latest = _archive_days(exports, org)
-        if org not in in_lake and not _begun_before(latest, day):
-            continue  # neither events in the window nor an archive begun before ``day``
-        first = max(start, min([d for d, o in counts if o == org] + list(latest)))
-        for offset in range((day - first).days + 1):
-            when = first + timedelta(days=offset)
-            live = counts.get((when, org), 0)
-            if when == day or when not in latest or (live and is_stale(ar.read_entry(exports, latest[when]), live)):
-                keys.add((when, org))
+        try:
+            keys.update(_behind(exports, org, day, start, counts, org in in_lake))
+        except Exception as exc:  # its own export then fails, visibly; every other organization's goes on
+            log.error("cannot read %s's archive: %s; its export of %s is tried as it is", org, error_line(exc), day)
+            keys.add((day, org))
     return sorted(keys)
+
+
+def _behind(
+    exports: Root, org: str, day: date, start: date, counts: dict[tuple[date, str], int], has_events: bool
+) -> set[tuple[date, str]]:
+    """``org``'s days from ``start`` to ``day`` that a daily run archives: ``day``, and the missing or stale."""
+    latest = _archive_days(exports, org)
+    if not has_events and not _begun_before(latest, day):
+        return set()  # neither events in the window nor an archive begun before ``day``
+    keys: set[tuple[date, str]] = set()
+    first = max(start, min([d for d, o in counts if o == org] + list(latest)))
+    for offset in range((day - first).days + 1):
+        when = first + timedelta(days=offset)
+        live = counts.get((when, org), 0)
+        if when == day or when not in latest or (live and is_stale(ar.read_entry(exports, latest[when]), live)):
+            keys.add((when, org))
+    return keys
 
 
 def export_filtered(lake_url: str, flt: EventFilter, out_url: str, never_overwrite: bool = False) -> ExportResult:
