@@ -190,32 +190,31 @@ class Table:
 
     def ensure(self, schema: pa.Schema, partition_by: list[str], stats_columns: Sequence[str] = ()) -> Any:
         """The table, created empty first if it does not exist yet (safe when several writers race);
-        its files keep statistics of ``stats_columns`` only (all columns if none are named)."""
+        its files keep statistics of ``stats_columns`` only (all columns if none are named). A
+        creation whose request failed on the way is looked for, and made, once more."""
+        return again_if_lost(self.uri, lambda: self._open_or_create(schema, partition_by, stats_columns), tries=2)
+
+    def _open_or_create(self, schema: pa.Schema, partition_by: list[str], stats_columns: Sequence[str]) -> Any:
         from deltalake import DeltaTable
         from deltalake.exceptions import CommitFailedError, DeltaError
 
         table = self.open()
-        tries = 2  # a second only when our request failed on the way and made nothing
-        while table is None:
-            try:
-                return DeltaTable.create(
-                    self.uri,
-                    schema,
-                    mode="ignore",
-                    partition_by=partition_by,
-                    configuration=configuration(stats_columns),
-                    storage_options=self.storage_options,
-                )
-            except (CommitFailedError, DeltaError):  # another writer created it a moment ago
-                table = self.open()
-                if table is None:
-                    raise
-            except OSError as exc:  # made or not: the log says (see commit_once)
-                tries -= 1
-                if tries == 0 or not lost_on_the_way(self.uri, exc):
-                    raise
-                table = self.open()
-        return table
+        if table is not None:
+            return table
+        try:
+            return DeltaTable.create(
+                self.uri,
+                schema,
+                mode="ignore",
+                partition_by=partition_by,
+                configuration=configuration(stats_columns),
+                storage_options=self.storage_options,
+            )
+        except (CommitFailedError, DeltaError):  # another writer created it a moment ago
+            table = self.open()
+            if table is None:
+                raise
+            return table
 
 
 def events_table(lake: Root) -> Table:
