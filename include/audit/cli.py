@@ -266,16 +266,14 @@ def run(args: argparse.Namespace) -> Any:
 
         day = _day(args.date, "--date")
         orgs = [validate_organization_id(o) for o in args.org] if args.org else None
+        failures: dict[str, str] = {}
         try:
-            results, failures = (
-                export_daily(
-                    existing("AUDIT_LAKE_ROOT", args.lake_root),
-                    root("AUDIT_EXPORT_ROOT", args.export_root),
-                    day,
-                    orgs,
-                    force=args.force,
-                ),
-                {},
+            results = export_daily(
+                existing("AUDIT_LAKE_ROOT", args.lake_root),
+                root("AUDIT_EXPORT_ROOT", args.export_root),
+                day,
+                orgs,
+                force=args.force,
             )
         except ExportsFailed as exc:  # the others were archived: say so, then exit 1
             results, failures = exc.results, exc.failures

@@ -69,7 +69,8 @@ def migrate(lake_url: str) -> dict[str, Any]:
     }
     if any(configured.values()):
         done["properties_set"] = {name: keys for name, keys in configured.items() if keys}
-    added = lk.again_if_lost(quarantine.table(lake).uri, lambda: _add_replay_columns(quarantine.table(lake)))
+    records = quarantine.table(lake)
+    added = lk.again_if_lost(records.uri, lambda: _add_replay_columns(records))
     if added:
         done["quarantine_columns_added"] = added
     old_ledger = lake.join(lk.STATE, OLD_LEDGER)
