@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,8 @@ def test_verbose_shows_our_progress_without_library_noise(roots):
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert any("include.audit.ingest" in line and "ingested" in line for line in lines)
+    stamps = [datetime.fromisoformat(line.split(" ", 1)[0]) for line in lines]  # each record is stamped in UTC
+    assert all(s.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - s) < timedelta(minutes=10) for s in stamps)
     assert not [line for line in lines if "great_expectations" in line], lines[:5]
     assert len(lines) < 10
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -454,11 +455,20 @@ def _attach_text_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _log_to_stderr() -> None:
+    """Warnings (and, with --verbose, our progress) to stderr, each stamped in UTC with a ``Z``."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_attach_text_values(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr()
     if args.verbose:  # our progress, not the INFO chatter of every library (Great Expectations logs ~200 lines)
         logging.getLogger(__package__).setLevel(logging.INFO)
     try:
