@@ -287,6 +287,37 @@ def test_archives_are_paged_with_versions_verification_and_manifests(client, lak
     assert client.get("/api/v1/archives", params={"pageSize": 7}, headers=as_key(lake)).status_code == 400
 
 
+def test_a_tampered_archive_is_shown_with_its_problems_not_a_server_error(lake, tmp_path):
+    """The archive page exists to show tampering: a manifest that is no longer JSON, or lost its
+    fields, once made the listing (and the page) answer 500 for the whole organization."""
+    source = lake["roots"]
+    roots = Roots(
+        *(
+            str(shutil.copytree(root, tmp_path / name))
+            for root, name in ((source.raw, "raw"), (source.lake, "lake"), (source.exports, "exports"))
+        )
+    )
+    export_daily(roots.lake, roots.exports, EXPORTED_DAY - timedelta(days=1), [ORG_A])
+    folder = Path(roots.exports) / ORG_A
+    broken = folder / f"{EXPORTED_DAY:%Y/%m/%d}/audit-log_{ORG_A}_{EXPORTED_DAY}.manifest.json"
+    broken.write_text("{ not json")
+    emptied = (
+        folder
+        / f"{EXPORTED_DAY - timedelta(days=1):%Y/%m/%d}/audit-log_{ORG_A}_{EXPORTED_DAY - timedelta(days=1)}.manifest.json"
+    )
+    emptied.write_text('{"kind": "export"}')
+    client = client_for({**lake, "roots": roots})
+    listing = client.get("/api/v1/archives", headers=as_key(lake))
+    assert listing.status_code == 200, listing.text
+    items = {item["date"]: item for item in listing.json()["items"]}
+    assert set(items) == {str(EXPORTED_DAY), str(EXPORTED_DAY - timedelta(days=1))}
+    for item in items.values():
+        assert item["verification"]["ok"] is False and "broken_chain" in item["verification"]["problems"]
+        assert item["version"] == 1 and item["sha256"] is None and item["versions"][0]["signed"] is False
+    verified = client.get("/api/v1/archives/verify", headers=as_key(lake)).json()
+    assert verified["ok"] is False and any(str(broken) in line for line in verified["problemLines"])
+
+
 def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body.decode())))
 

@@ -94,5 +94,14 @@ def test_archive_section_lists_versions_downloads_and_verifies(served, tmp_path:
             # the archive starts on the 24th: every later day through yesterday must be there
             assert verdict.startswith("Verified") or "missing_day" in verdict
             assert page.locator("#error").is_hidden()
+
+            # tampered evidence is what the page is for: a manifest no longer JSON is a flagged row
+            (served["exports"] / "acme/2026/11/25/audit-log_acme_2026-11-25.manifest.json").write_text("{ no")
+            page.locator("#archive-show").click()
+            page.wait_for_function("document.querySelector('#archive-rows tr td.bad') !== null")
+            damaged = page.locator("#archive-rows tr").nth(0)
+            assert damaged.get_attribute("data-date") == "2026-11-25" and "broken_chain" in damaged.inner_text()
+            assert "broken_chain" in rows.nth(1).inner_text()  # the next entry (the 24th's v2) links to it
+            assert "3 rows" in rows.nth(1).inner_text() and page.locator("#error").is_hidden()
         finally:
             browser.close()

@@ -141,6 +141,39 @@ def test_a_manifest_removed_from_the_middle_of_the_chain_breaks_it(signed_archiv
     assert any(line.startswith("broken_chain ") and "sequence 4 is missing" in line for line in found)
 
 
+def test_entries_edited_into_hostile_shapes_are_problems_in_bounded_work(signed_archive, monkeypatch):
+    """verify reads tampered evidence: no entry can make it crash, loop over the numbers it claims,
+    or hold a huge file. Once, ``"sequence": 10**18`` looped forever and ``"supersedes": [...]`` raised."""
+    from include.audit import verify as verification
+
+    monkeypatch.setattr(verification, "MAX_ENTRY_BYTES", 16 << 10)
+    entries = {day: day_files(signed_archive, day)[1] for day in DAYS}
+
+    def edit(day: date, **fields) -> Path:
+        body = json.loads(entries[day].read_bytes())
+        entries[day].write_text(json.dumps({**body, **fields}, indent=2, sort_keys=True) + "\n")
+        return entries[day]
+
+    far = edit(DAYS[-1], sequence=10**18)
+    flag = edit(DAYS[1], sequence=True)
+    odd_names = edit(DAYS[2], file=["x.csv"], supersedes={"a": 1})
+    climbing = edit(DAYS[3], file="../../../../etc/passwd")
+    folder = entries[DAYS[0]].parent
+    (folder / "nested.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "huge.json").write_text(json.dumps({"sequence": 1, "padding": "x" * (64 << 10)}))
+
+    found = problems(signed_archive)
+    assert {line.split(" ", 1)[0] for line in found} <= set(verification.CODES)
+    by_file = {path: [line for line in found if str(path) in line] for path in (far, flag, odd_names, climbing)}
+    assert any("more sequences are missing before it" in line for line in by_file[far])
+    assert len([line for line in found if "is missing before it" in line]) == verification.MISSING_SEQUENCES_LISTED
+    assert any(line.startswith("broken_chain ") and line.endswith(": no sequence") for line in by_file[flag])
+    assert codes_for(found, odd_names) >= {"missing_file"} and len(by_file[odd_names]) >= 2
+    assert codes_for(found, climbing) >= {"missing_file"} and not any("passwd" in line for line in found)
+    for name in ("nested.json", "huge.json"):
+        assert f"broken_chain {folder / name}: not a JSON chain entry" in found
+
+
 def test_a_manifest_resigned_with_another_key_is_a_bad_signature(signed_archive, tmp_path):
     other = create_key_pair(str(tmp_path / "other"))
     _, manifest_path = day_files(signed_archive, DAYS[-1])

@@ -156,7 +156,7 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
 
     Verification of the page: the whole chain (small entries) and the CSVs of the page's days.
     """
-    from .verify import verify_organization
+    from .verify import read_entry, verify_organization
 
     days = ar.day_files(ar.list_org(exports, organization_id), organization_id)
     dates = sorted((d for d, files in days.items() if any(f.is_manifest for f in files)), reverse=True)
@@ -170,28 +170,14 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
             codes.setdefault(when, set()).add(problem.code)
     items = []
     for day in shown:
-        versions = [ar.read_entry(exports, f.path) for f in days[day] if f.is_manifest]
+        versions = [_version_view(f, read_entry(exports, f.path).body or {}) for f in days[day] if f.is_manifest]
         latest = versions[-1]
         items.append(
             {
                 "date": day.isoformat(),
-                "version": latest["version"],
-                "rows": latest["rows"],
-                "bytes": latest["bytes"],
-                "sha256": latest["sha256"],
-                "exportedAt": latest.get("created_at"),
-                "versions": [
-                    {
-                        "version": v["version"],
-                        "file": v["file"],
-                        "rows": v["rows"],
-                        "bytes": v["bytes"],
-                        "sha256": v["sha256"],
-                        "createdAt": v.get("created_at"),
-                        "signed": "signature" in v,
-                    }
-                    for v in versions
-                ],
+                **{key: latest[key] for key in ("version", "rows", "bytes", "sha256")},
+                "exportedAt": latest["createdAt"],
+                "versions": versions,
                 "verification": {"ok": not codes.get(day), "problems": sorted(codes.get(day, ()))},
             }
         )
@@ -201,6 +187,17 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
         "page": page,
         "pageSize": size,
         "missingDays": sorted(d.isoformat() for d, found in codes.items() if "missing_day" in found),
+    }
+
+
+def _version_view(manifest: ar.ArchiveFile, body: dict[str, Any]) -> dict[str, Any]:
+    """One archived version as the listing shows it: its number from the file's name (which the
+    download links use), the rest as its manifest says (null where a damaged one says nothing)."""
+    return {
+        "version": manifest.version,
+        **{key: body.get(key) for key in ("file", "rows", "bytes", "sha256")},
+        "createdAt": body.get("created_at"),
+        "signed": "signature" in body,
     }
 
 

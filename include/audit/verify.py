@@ -30,6 +30,11 @@ READ_THREADS = 8
 MISSING_DAYS_LISTED = 1000
 """Missing days listed one by one per organization; one more line counts the rest (a ``--through``
 years ahead stays one line, not one per day)."""
+MISSING_SEQUENCES_LISTED = 1000
+"""Missing sequences listed one by one per organization, then one line counts the rest: an entry
+edited to claim sequence 10**15 costs one line, not a loop over every number before it."""
+MAX_ENTRY_BYTES = 1 << 20
+"""A chain entry is a few KiB of JSON; a larger file is reported, hashed in chunks, never held whole."""
 
 
 @dataclass(frozen=True)
@@ -87,30 +92,47 @@ def csv_digest(exports: Root, path: str) -> tuple[str, int, int]:
 
 
 def read_entry(exports: Root, path: str) -> Entry:
-    body = exports.read_bytes(path)
+    """An entry's SHA-256 and its JSON object (None if it is not one, or larger than MAX_ENTRY_BYTES)."""
+    digest, kept = hashlib.sha256(), bytearray()
+    for chunk in exports.read_pieces(path, CHUNK_BYTES):
+        digest.update(chunk)
+        if len(kept) <= MAX_ENTRY_BYTES:
+            kept += chunk
     try:
-        parsed = json.loads(body)
-    except ValueError:
+        parsed = json.loads(kept) if len(kept) <= MAX_ENTRY_BYTES else None
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         parsed = None
-    return Entry(path, hashlib.sha256(body).hexdigest(), parsed if isinstance(parsed, dict) else None)
+    return Entry(path, digest.hexdigest(), parsed if isinstance(parsed, dict) else None)
+
+
+def _sequence(body: dict[str, Any]) -> int | None:
+    """The entry's ``sequence`` if it is a whole number from 1 (JSON's true is not one)."""
+    value = body.get("sequence")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def chain_problems(entries: list[Entry], show: Any) -> list[Problem]:
-    """Missing, repeated or out-of-place sequences and wrong ``previous_sha256`` links."""
+    """Missing, repeated or out-of-place sequences and wrong ``previous_sha256`` links; work and lines
+    grow with the entries, not with the sequence numbers they claim."""
     problems = [Problem(show(e.path), "broken_chain", "not a JSON chain entry") for e in entries if e.body is None]
     by_sequence: dict[int, list[Entry]] = {}
     for entry in entries:
-        if entry.body is not None and isinstance(entry.body.get("sequence"), int):
-            by_sequence.setdefault(entry.body["sequence"], []).append(entry)
+        if entry.body is not None and (sequence := _sequence(entry.body)) is not None:
+            by_sequence.setdefault(sequence, []).append(entry)
         elif entry.body is not None:
             problems.append(Problem(show(entry.path), "broken_chain", "no sequence"))
-    last = max(by_sequence, default=0)
-    for sequence in range(1, last + 1):
-        found = by_sequence.get(sequence, [])
-        if not found:
-            after = next(by_sequence[s][0] for s in range(sequence + 1, last + 1) if s in by_sequence)
-            problems.append(Problem(show(after.path), "broken_chain", f"sequence {sequence} is missing before it"))
-            continue
+    following, listed = 1, 0  # the sequence the previous one present calls for; missing ones listed
+    for sequence in sorted(by_sequence):
+        found = by_sequence[sequence]
+        shown = min(sequence - following, MISSING_SEQUENCES_LISTED - listed)
+        problems += [
+            Problem(show(found[0].path), "broken_chain", f"sequence {following + n} is missing before it")
+            for n in range(shown)
+        ]
+        if (more := sequence - following - shown) > 0:
+            detail = f"{more} more sequences are missing before it, from {following + shown}"
+            problems.append(Problem(show(found[0].path), "broken_chain", detail))
+        listed, following = listed + shown, sequence + 1
         for extra in found[1:]:
             problems.append(Problem(show(extra.path), "broken_chain", f"sequence {sequence} is repeated"))
         entry, previous = found[0], by_sequence.get(sequence - 1)
@@ -148,16 +170,16 @@ def file_problems(exports: Root, manifest: Entry, present: set[str], show: Any) 
     day = date.fromisoformat(body["date"])
     folder = posixpath.dirname(manifest.path)
     problems = []
-    if body.get("supersedes") and posixpath.join(folder, body["supersedes"]) not in present:
+    supersedes, file = _file_name(body, "supersedes"), _file_name(body, "file")
+    if body.get("supersedes") and supersedes is None:
+        problems.append(Problem(show(manifest.path), "missing_file", "supersedes no file of its folder", day))
+    elif supersedes and posixpath.join(folder, supersedes) not in present:
         problems.append(
-            Problem(
-                show(posixpath.join(folder, body["supersedes"])),
-                "missing_file",
-                f"superseded by {body.get('file')}, but absent",
-                day,
-            )
+            Problem(show(posixpath.join(folder, supersedes)), "missing_file", f"superseded by {file}, but absent", day)
         )
-    csv_path = posixpath.join(folder, str(body.get("file")))
+    if file is None:
+        return problems + [Problem(show(manifest.path), "missing_file", "names no CSV file of its folder", day)]
+    csv_path = posixpath.join(folder, file)
     if csv_path not in present:
         return problems + [
             Problem(show(csv_path), "missing_file", f"named by {posixpath.basename(manifest.path)}", day)
@@ -227,6 +249,12 @@ def missing_days(archived: list[date], through: date, listed: int = MISSING_DAYS
         found += [day + timedelta(days=n) for n in range(1, take + 1)]
         more += gap - take
     return found, more
+
+
+def _file_name(body: dict[str, Any], key: str) -> str | None:
+    """``body[key]`` if it names a file in the entry's own folder (a plain name, not a path)."""
+    value = body.get(key)
+    return value if isinstance(value, str) and value not in ("", ".", "..") and "/" not in value else None
 
 
 def _valid_date(body: dict[str, Any]) -> bool:

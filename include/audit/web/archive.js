@@ -33,17 +33,19 @@ function archiveRow(item) {
   for (const v of item.versions) {
     const span = document.createElement("span");
     span.className = "version";
-    span.append(fileLink(`v${v.version} CSV`, v.link, v.file), " · ",
-      fileLink("manifest", v.manifestLink, `${v.file}.manifest.json`),
-      ` (${v.rows} rows${v.signed ? ", signed" : ""}) `);
+    const file = v.file ?? `${item.date}.v${v.version}.csv`;  // a damaged manifest may name none
+    span.append(fileLink(`v${v.version} CSV`, v.link, file), " · ",
+      fileLink("manifest", v.manifestLink, `${file}.manifest.json`),
+      ` (${v.rows ?? "?"} rows${v.signed ? ", signed" : ""}) `);
     versions.append(span);
   }
   const state_ = item.verification.ok ? "verified" : item.verification.problems.join(", ");
-  const sha = cell(item.sha256.slice(0, 16) + "…");
-  sha.title = item.sha256;
+  const digest = String(item.sha256 ?? "");
+  const sha = cell(digest ? digest.slice(0, 16) + "…" : "?");
+  sha.title = digest;
   const verdict = cell(state_);
   verdict.className = item.verification.ok ? "ok" : "bad";
-  tr.append(cell(item.date), versions, cell(String(item.rows)), sha, verdict);
+  tr.append(cell(item.date), versions, cell(String(item.rows ?? "?")), sha, verdict);
   tr.dataset.date = item.date;
   return tr;
 }
