@@ -318,6 +318,34 @@ def test_a_tampered_archive_is_shown_with_its_problems_not_a_server_error(lake, 
     assert verified["ok"] is False and any(str(broken) in line for line in verified["problemLines"])
 
 
+def test_a_failing_lake_is_a_json_error_for_its_own_requests_only(lake, tmp_path):
+    """A damaged data file fails the queries that read it (500, JSON); storage that fails to answer is
+    503 with Retry-After. Neither names paths or endpoints to the caller, and other requests go on."""
+    roots = Roots(lake["roots"].raw, str(shutil.copytree(lake["roots"].lake, tmp_path / "lake")), lake["roots"].exports)
+    for data_file in (tmp_path / "lake/events").rglob(f"organization_id={ORG_B}/*.parquet"):
+        data_file.write_bytes(b"PAR1" + bytes(64) + b"PAR1")  # bit rot, the magic bytes left
+    client = TestClient(create_app_for(roots), raise_server_exceptions=False)
+    assert events(client, as_key(lake, ORG_A)).status_code == 200
+    damaged = events(client, as_key(lake, ORG_B))
+    assert damaged.status_code == 500 and damaged.json()["error"].startswith("internal error (")
+    assert str(tmp_path) not in damaged.text
+
+    keys = tmp_path / "lake/_state/api-keys"
+    shutil.rmtree(keys)
+    keys.write_text("not a folder")  # every key lookup (by a new server: none cached) fails with an OSError
+    client = TestClient(create_app_for(roots), raise_server_exceptions=False)
+    unreachable = events(client, as_key(lake, ORG_A))
+    assert unreachable.status_code == 503 and unreachable.headers["Retry-After"] == "30"
+    assert "try again later" in unreachable.json()["error"] and str(tmp_path) not in unreachable.text
+    assert client.get("/").status_code == 200
+
+
+def create_app_for(roots: Roots):
+    from include.audit.api import create_app
+
+    return create_app(roots=lambda: roots)
+
+
 def export_rows_bytes(body: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body.decode())))
 

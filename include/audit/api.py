@@ -37,7 +37,7 @@ from .exports import csv_chunks
 from .filters import QueryError, parse
 from .inputs import BadInput, check_range, parse_date, parse_time, validate_organization_id
 from .query import Budget, BudgetExceeded, EventFilter, iter_days, rows
-from .storage import Root
+from .storage import Root, describe_error, error_line
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ REQUEST_SECONDS = float(os.environ.get("AUDIT_API_REQUEST_SECONDS", "10"))
 EXPORT_SECONDS = float(os.environ.get("AUDIT_API_EXPORT_SECONDS", "300"))
 MAX_SCANNED_ROWS = int(os.environ.get("AUDIT_API_MAX_SCANNED_ROWS", "20000000"))
 """Lake rows one request may read before it is refused (503): about a year of a busy organization."""
+STORAGE_RETRY_AFTER_SECONDS = 30
+"""What a 503 for failing storage asks a client to wait before trying again."""
 TOKEN_COOKIE = "_token"  # where the Airflow UI keeps the user's JWT (airflow.api_fastapi.auth.managers)
 
 TokenVerifier = Callable[[str], Awaitable[tuple[str, bool]]]
@@ -229,6 +231,17 @@ def create_app(roots: Callable[[], Roots] = Roots.from_env, verify_token: TokenV
         response = error_body(429, str(exc))
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response
+
+    @app.exception_handler(Exception)
+    async def _failed(request: Request, exc: Exception) -> JSONResponse:
+        """Storage down or a damaged file: a JSON answer for this request alone, the reason in the log
+        (never to the caller: it may name internal endpoints)."""
+        log.error("%s %s failed: %s", request.method, request.url.path, error_line(exc))
+        if isinstance(exc, OSError) or describe_error(exc) is not None:
+            response = error_body(503, "the audit storage failed to answer: try again later")
+            response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_SECONDS)
+            return response
+        return error_body(500, f"internal error ({type(exc).__name__}): the server's log has the detail")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
