@@ -4,7 +4,8 @@ Each request gets the action ``plan(n, method, target)`` (n counts requests from
 forwards it, ``slowdown`` answers 503 SlowDown (as S3 does when throttling), ``reset`` drops the
 connection with a TCP reset before forwarding, ``slow`` forwards it after a delay, ``lost`` forwards
 it and then resets the connection instead of answering (the request took effect; the client cannot
-know). Bound to 127.0.0.1 only.
+know), ``denied`` answers 403 AccessDenied (as S3 does for an object whose ACL or KMS key the reader
+lacks). Bound to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 SLOWDOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
+)
+DENIED_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
 )
 NO_BODY_STATUS = (b"1", b"204", b"304")
 Plan = Callable[[int, str, str], str]
@@ -157,6 +161,13 @@ class FaultProxy:
                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(SLOWDOWN_BODY), SLOWDOWN_BODY)
                     )
                     return
+                if action == "denied":
+                    body = b"" if method == "HEAD" else DENIED_BODY  # a HEAD answer has no body
+                    client.sendall(
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    continue
                 if action == "slow":
                     time.sleep(self.delay)
                 if upstream is None:

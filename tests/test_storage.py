@@ -45,3 +45,43 @@ def test_a_data_file_is_written_once_under_its_own_name(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot write"):  # a name is never reused: nothing overwritten
         root.write_data_file(path, b"other")
     assert root.read_bytes(path) == b"PAR1 data"
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        ("AccessDenied", True),  # the object's ACL or KMS key
+        ("InvalidObjectState", True),  # archived (Glacier)
+        ("NoSuchKey", True),  # gone since it was listed
+        ("403", True),  # a HEAD's answer has no code but its status
+        ("ExpiredToken", False),  # the credentials: every object's, not this one's
+        ("SignatureDoesNotMatch", False),
+        ("SlowDown", False),
+        ("InternalError", False),
+    ],
+)
+def test_an_object_the_store_refuses_is_told_from_a_store_that_fails(code: str, refused: bool) -> None:
+    """As s3fs raises them: botocore's error, translated to an OSError that keeps it as its cause."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from include.audit.storage import refused_object
+
+    error = translate_boto_error(ClientError({"Error": {"Code": code, "Message": "..."}}, "GetObject"))
+    assert refused_object(error) is refused
+
+
+def test_a_local_file_gone_or_a_symlink_is_refused_and_a_dead_endpoint_is_not(tmp_path: Path) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from include.audit.storage import refused_object
+
+    root = Root.open(str(tmp_path))
+    (tmp_path / "target.jsonl").write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "target.jsonl")
+    for name in ("gone.jsonl", "link.jsonl"):  # no such file; O_NOFOLLOW refuses a symlink (ELOOP)
+        with pytest.raises(OSError) as raised:
+            root.open_input(str(tmp_path / name))
+        assert refused_object(raised.value), name
+    assert not refused_object(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
+    assert not refused_object(ConnectionResetError())

@@ -220,6 +220,42 @@ def test_the_first_try_of_every_request_failing_loses_and_doubles_nothing(
     assert_exactly_once(storage, expected["valid_events"])
 
 
+@pytest.mark.s3
+def test_a_raw_object_the_store_denies_is_left_for_later_and_the_rest_commits(
+    s3_server: SeaweedS3, s3_prefix: str, capsys
+) -> None:
+    """One object the reader may not read (uploaded from another account without bucket-owner
+    access, or moved to Glacier) used to fail every run: a poison pill that stopped every
+    organization's events. Now the run commits the rest, names that file and exits 1; a later run,
+    once the object is readable, takes it, and every event is in the lake once."""
+    storage = Storage("s3", f"{s3_prefix}/raw", f"{s3_prefix}/lake", f"{s3_prefix}/exports")
+    expected = _generate(capsys, storage, 1500)
+    files = sorted(Root.open(storage.raw).find(Root.open(storage.raw).path))
+    denied = Root.open(storage.raw).relative(files[len(files) // 2])
+
+    def plan(n: int, method: str, target: str) -> str:
+        return "denied" if method in ("GET", "HEAD") and target.split("?")[0].endswith("/" + denied) else "pass"
+
+    proxy = FaultProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), plan).start()
+    try:
+        run = _cli(*_ingest_args(storage), env={"AWS_ENDPOINT_URL": proxy.url})
+        out, err = run.communicate(timeout=600)
+    finally:
+        proxy.close()
+    assert run.returncode == 1, err
+    summary = json.loads(out)
+    assert list(summary["failed"]) == [denied] and "403" in summary["failed"][denied], summary["failed"]
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
+        f"error: {denied}: {summary['failed'][denied]}"
+    ]
+    assert 0 < summary["ingested"] < expected["valid_events"] and proxy.actions["denied"] >= 1
+
+    code, again, err = run_cli(capsys, *_ingest_args(storage))
+    assert code == 0 and again["files"] == 1 and not again["failed"], err
+    export_every_day(capsys, storage)
+    assert_exactly_once(storage, expected["valid_events"])
+
+
 def losing_one_commit() -> Plan:
     """``first_try("lost")``, but only the first commit loses its answer: delta-rs's vacuum writes new
     commits (its start and end) on every try, so a network losing every new commit's answer would

@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verify" and result["problems"]:  # one line per problem, exit 1
         print("\n".join(result["problems"]), file=sys.stderr)
         return EXIT_FAILURE
-    if args.command in ("export-daily", "retain", "compact") and result.get("failed"):  # one line each, exit 1
+    if args.command in ("ingest", "export-daily", "retain", "compact") and result.get("failed"):  # a line each, exit 1
         print("\n".join(f"error: {org}: {error}" for org, error in result["failed"].items()), file=sys.stderr)
         return EXIT_FAILURE
     if secret is not None:  # a new API key: shown this once, on the last line

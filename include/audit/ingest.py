@@ -32,7 +32,7 @@ from .dedupe import FINGERPRINT_COLUMNS, EventIndex, dedupe, with_fingerprints
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
-from .storage import Root
+from .storage import Root, error_line, refused_object
 from .validation import ValidationFailed, ValidationReport, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class IngestSummary:
     lag_seconds: float | None = None
     events_version: int | None = None
     stopped: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+    """Raw files the store refused to give (path to reason): left for the next run."""
 
     def add(self, reasons: Counter[str]) -> None:
         for reason, count in reasons.items():
@@ -111,23 +113,38 @@ class Batch:
 
 
 def plan_batches(
-    root: Root, pending: list[tuple[raw.RawFile, int]], batch_bytes: int, limits: raw.Limits
+    root: Root,
+    pending: list[tuple[raw.RawFile, int]],
+    batch_bytes: int,
+    limits: raw.Limits,
+    unread: dict[str, str],
 ) -> Iterator[Batch]:
     """Read the pending files in chunks and group them, in order, into batches of about ``batch_bytes``
     (a batch closes when half another chunk would take it past ``batch_bytes``).
 
     Chunks of at most CHUNK_BYTES: parsing a chunk holds a few copies of it while the previous batch
     commits, so a big file's peak grows with the chunk, not only with the batch.
+
+    A file the store refuses to give (``storage.refused_object``: denied, archived, gone) is left
+    for the next run and named in ``unread`` with the reason; the lines read before it stay in the
+    batch. It is not content, so it is not quarantined; and one such object never stops the others.
+    Any other storage failure (the store unreachable) stops the run, which is retried.
     """
     chunk_bytes = max(min(batch_bytes, CHUNK_BYTES), 1 << 16)
     batch = Batch()
     for file, start in pending:
-        for chunk in raw.read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=start, limits=limits):
-            batch.add(file, start, chunk)
-            if batch.nbytes + chunk_bytes // 2 > batch_bytes:
-                yield batch
-                batch = Batch()
-                start = chunk.last_line
+        try:
+            for chunk in raw.read_chunks(root, file, chunk_bytes=chunk_bytes, after_line=start, limits=limits):
+                batch.add(file, start, chunk)
+                if batch.nbytes + chunk_bytes // 2 > batch_bytes:
+                    yield batch
+                    batch = Batch()
+                    start = chunk.last_line
+        except Exception as exc:
+            if not refused_object(exc):
+                raise
+            unread[file.path] = error_line(exc)
+            log.error("raw file %s was not read (the next run tries again): %s", file.path, unread[file.path])
     if batch.chunks:
         yield batch
 
@@ -403,7 +420,7 @@ def ingest(
     window = Window(now=now, retention_days=retention_days, field_bytes=limits.field_bytes)
     run = Run(lake, window, now, validate, EventIndex(lake), ledger, summary)
     try:
-        for batch in read_ahead(plan_batches(raw_root, pending, batch_bytes, limits)):
+        for batch in read_ahead(plan_batches(raw_root, pending, batch_bytes, limits, summary.failed)):
             ingest_batch(run, batch)
             del batch
             release_memory()

@@ -31,13 +31,14 @@ def ingest_and_announce(asset_event: Any) -> dict[str, Any]:
     """Ingest, then put the run's counts on the events Asset's event (``outlet_events[asset]``).
 
     The Assets view then shows, per run, how many files and events came in, what was quarantined
-    and how fresh the lake is.
+    and how fresh the lake is. A raw file the store refused fails the task after the rest committed
+    (its retry, and every later run, try that file again); the daily export still runs on its cron.
     """
     from .assets import ingest_extra
 
     summary = ingest_new_files()
     asset_event.extra = ingest_extra(summary)
-    return summary
+    return done_or_failed(summary, "ingest")
 
 
 def export_date_for(logical_date: datetime | None, run_after: datetime | None = None) -> date:

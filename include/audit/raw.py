@@ -4,8 +4,8 @@ Nothing a file contains can stop ingestion or exhaust memory. Every line becomes
 field as text) or a quarantine record with a reason (``line_too_large``, ``too_deeply_nested``,
 ``malformed_json``, ``invalid_type``); a file that cannot be read, or that inflates past its limit,
 ends in one file-level record (``unreadable_file``, ``file_too_large``). Storage failures (a dead
-endpoint, a read the store denies) are not content: they propagate, so that the run fails and is
-retried instead of quarantining good files.
+endpoint, a read the store denies) are not content: they propagate, never quarantining good files
+(the ingest decides: an object refused on its own is left for the next run, see ``plan_batches``).
 
 Lines end at LF or CRLF, nowhere else (a bare CR or U+2028 inside a line is data), and both parse
 paths number them the same way: a vectorized one (pyarrow.json over a whole block, only for lines

@@ -8,6 +8,7 @@ touches a filesystem directly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
@@ -182,6 +183,24 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+OBJECT_REFUSALS = frozenset({"AccessDenied", "InvalidObjectState", "NoSuchKey", "403", "404"})
+"""S3's answers that one object cannot be read: denied (an ACL or KMS key the reader lacks), archived
+(Glacier) or gone. Not a refused credential (ExpiredToken, SignatureDoesNotMatch...), which is every
+object's."""
+LOCAL_REFUSALS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def refused_object(exc: BaseException) -> bool:
+    """Whether the store answered that this one object cannot be read (see OBJECT_REFUSALS; on local
+    disk: gone, not permitted, or a symlink that O_NOFOLLOW refuses), rather than failing to answer
+    (unreachable, throttled, credentials refused): an ingest goes on without it, and retries it."""
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            return str(response["Error"].get("Code")) in OBJECT_REFUSALS
+    return isinstance(exc, LOCAL_REFUSALS) or (isinstance(exc, OSError) and exc.errno == errno.ELOOP)
 
 
 def from_delta_rs(exc: BaseException) -> bool:
