@@ -463,6 +463,38 @@ def test_unreadable_file_is_quarantined_and_the_run_goes_on(roots, now):
     assert summary.ingested == 1 and summary.quarantined == {"unreadable_file": 1}
 
 
+def test_a_file_gone_between_listing_and_reading_is_passed_over_and_one_refused_is_named(roots, now, monkeypatch):
+    """A producer renames its temporary file, or a lifecycle rule expires one, after the run listed it:
+    nothing is left to read and it is no failure. A file the run may not read (here a symlink put
+    in its place, which O_NOFOLLOW refuses) is named in ``failed`` and read by a later run."""
+    from include.audit import raw as raw_module
+
+    raw = Path(roots["raw"])
+    write_lines(raw / "a.jsonl", [event(event_id="a")])
+    write_lines(raw / "gone.jsonl", [event(event_id="gone")])
+    write_lines(raw / "refused.jsonl", [event(event_id="refused")])
+    write_lines(raw / "z.jsonl", [event(event_id="z")])
+    listed = raw_module.discover
+
+    def listed_then_changed(root):
+        found = listed(root)
+        (raw / "gone.jsonl").unlink()
+        (raw / "refused.jsonl").rename(raw / "elsewhere")
+        (raw / "refused.jsonl").symlink_to(raw / "elsewhere")
+        return found
+
+    monkeypatch.setattr(raw_module, "discover", listed_then_changed)
+    summary = ingest(roots["raw"], roots["lake"], now=now)
+    assert summary.ingested == 2 and list(summary.failed) == ["refused.jsonl"]
+    assert "Too many levels of symbolic links" in summary.failed["refused.jsonl"]
+    monkeypatch.setattr(raw_module, "discover", listed)
+    (raw / "refused.jsonl").unlink()
+    (raw / "elsewhere").rename(raw / "refused.jsonl")
+    again = ingest(roots["raw"], roots["lake"], now=now)
+    assert (again.ingested, again.failed) == (1, {})
+    assert sorted(lake_events(roots["lake"])["event_id"]) == ["a", "refused", "z"]
+
+
 def test_a_changed_raw_file_is_ingested_again_without_doubling(roots, now):
     path = write_lines(Path(roots["raw"]) / "a.jsonl", [event(event_id="e1")])
     ingest(roots["raw"], roots["lake"], now=now)

@@ -54,6 +54,7 @@ def test_a_data_file_is_written_once_under_its_own_name(tmp_path: Path) -> None:
         ("InvalidObjectState", True),  # archived (Glacier)
         ("NoSuchKey", True),  # gone since it was listed
         ("403", True),  # a HEAD's answer has no code but its status
+        ("404", True),
         ("ExpiredToken", False),  # the credentials: every object's, not this one's
         ("SignatureDoesNotMatch", False),
         ("SlowDown", False),
@@ -65,16 +66,17 @@ def test_an_object_the_store_refuses_is_told_from_a_store_that_fails(code: str, 
     from botocore.exceptions import ClientError
     from s3fs.errors import translate_boto_error
 
-    from include.audit.storage import refused_object
+    from include.audit.storage import object_gone, refused_object
 
     error = translate_boto_error(ClientError({"Error": {"Code": code, "Message": "..."}}, "GetObject"))
     assert refused_object(error) is refused
+    assert object_gone(error) is (code in ("NoSuchKey", "404"))
 
 
 def test_a_local_file_gone_or_a_symlink_is_refused_and_a_dead_endpoint_is_not(tmp_path: Path) -> None:
     from botocore.exceptions import EndpointConnectionError
 
-    from include.audit.storage import refused_object
+    from include.audit.storage import object_gone, refused_object
 
     root = Root.open(str(tmp_path))
     (tmp_path / "target.jsonl").write_text("{}\n")
@@ -82,6 +84,6 @@ def test_a_local_file_gone_or_a_symlink_is_refused_and_a_dead_endpoint_is_not(tm
     for name in ("gone.jsonl", "link.jsonl"):  # no such file; O_NOFOLLOW refuses a symlink (ELOOP)
         with pytest.raises(OSError) as raised:
             root.open_input(str(tmp_path / name))
-        assert refused_object(raised.value), name
+        assert refused_object(raised.value) and object_gone(raised.value) is (name == "gone.jsonl"), name
     assert not refused_object(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
     assert not refused_object(ConnectionResetError())

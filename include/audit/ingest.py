@@ -32,7 +32,7 @@ from .dedupe import FINGERPRINT_COLUMNS, EventIndex, dedupe, with_fingerprints
 from .events import REASONS, UTC_DATETIME, Window, normalize, route
 from .inputs import BadInput
 from .memory import fewer_malloc_arenas, release_memory
-from .storage import Root, error_line, refused_object
+from .storage import Root, error_line, object_gone, refused_object
 from .validation import ValidationFailed, ValidationReport, validate_batch, warm_up
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,12 @@ def plan_batches(
     Chunks of at most CHUNK_BYTES: parsing a chunk holds a few copies of it while the previous batch
     commits, so a big file's peak grows with the chunk, not only with the batch.
 
-    A file the store refuses to give (``storage.refused_object``: denied, archived, gone) is left
-    for the next run and named in ``unread`` with the reason; the lines read before it stay in the
-    batch. It is not content, so it is not quarantined; and one such object never stops the others.
-    Any other storage failure (the store unreachable) stops the run, which is retried.
+    A file the store refuses to give (``storage.refused_object``: denied, archived) is left for the
+    next run and named in ``unread`` with the reason; the lines read before it stay in the batch.
+    It is not content, so it is not quarantined; and one such object never stops the others. A file
+    gone since it was listed (renamed, expired) is passed over with a warning: nothing is left to
+    read, and if it comes back, a later run finds it. Any other storage failure (the store
+    unreachable) stops the run, which is retried.
     """
     chunk_bytes = max(min(batch_bytes, CHUNK_BYTES), 1 << 16)
     batch = Batch()
@@ -143,6 +145,9 @@ def plan_batches(
         except Exception as exc:
             if not refused_object(exc):
                 raise
+            if object_gone(exc):
+                log.warning("raw file %s is gone since it was listed; passed over", file.path)
+                continue
             unread[file.path] = error_line(exc)
             log.error("raw file %s was not read (the next run tries again): %s", file.path, unread[file.path])
     if batch.chunks:

@@ -185,22 +185,38 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-OBJECT_REFUSALS = frozenset({"AccessDenied", "InvalidObjectState", "NoSuchKey", "403", "404"})
+OBJECT_GONE = frozenset({"NoSuchKey", "404"})
+"""S3's answers that an object no longer exists (a HEAD's 404 has no code but its status)."""
+OBJECT_REFUSALS = frozenset({"AccessDenied", "InvalidObjectState", "403", *OBJECT_GONE})
 """S3's answers that one object cannot be read: denied (an ACL or KMS key the reader lacks), archived
 (Glacier) or gone. Not a refused credential (ExpiredToken, SignatureDoesNotMatch...), which is every
 object's."""
 LOCAL_REFUSALS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
+def _store_code(exc: BaseException) -> str | None:
+    """The error code of the object store's answer behind ``exc`` (botocore's, which s3fs keeps as
+    the cause of the OSError it raises); None if the store did not answer."""
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            return str(response["Error"].get("Code"))
+    return None
+
+
 def refused_object(exc: BaseException) -> bool:
     """Whether the store answered that this one object cannot be read (see OBJECT_REFUSALS; on local
     disk: gone, not permitted, or a symlink that O_NOFOLLOW refuses), rather than failing to answer
     (unreachable, throttled, credentials refused): an ingest goes on without it, and retries it."""
-    for cause in _causes(exc):
-        response = getattr(cause, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            return str(response["Error"].get("Code")) in OBJECT_REFUSALS
+    if (code := _store_code(exc)) is not None:
+        return code in OBJECT_REFUSALS
     return isinstance(exc, LOCAL_REFUSALS) or (isinstance(exc, OSError) and exc.errno == errno.ELOOP)
+
+
+def object_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object no longer exists (deleted or renamed since it was listed)."""
+    code = _store_code(exc)
+    return code in OBJECT_GONE if code is not None else isinstance(exc, FileNotFoundError)
 
 
 def from_delta_rs(exc: BaseException) -> bool:
