@@ -139,6 +139,34 @@ def test_pipeline_runs_through_airflow(dagbag, airflow_db, roots):
     assert out.read_bytes() == daily.read_bytes()  # same rows, same format
 
 
+def test_an_ingest_that_could_not_read_a_file_fails_after_committing_the_rest(dagbag, airflow_db, roots, monkeypatch):
+    """The task fails (so its retries and the alert see it) but only after every other file committed."""
+    from include.audit import raw as raw_module
+
+    from .helpers import event, write_lines
+
+    raw = Path(roots["raw"])
+    recent = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_lines(raw / "a.jsonl", [event(event_id="a", event_time=recent)])
+    write_lines(raw / "refused.jsonl", [event(event_id="refused", event_time=recent)])
+    listed = raw_module.discover
+
+    def listed_then_refused(root):  # a symlink put in its place after the listing: O_NOFOLLOW refuses it
+        found = listed(root)
+        (raw / "refused.jsonl").rename(raw / ".elsewhere")
+        (raw / "refused.jsonl").symlink_to(raw / ".elsewhere")
+        return found
+
+    monkeypatch.setattr(raw_module, "discover", listed_then_refused)
+    dag = dagbag.dags["audit_ingest"]
+    for task in dag.tasks:
+        monkeypatch.setattr(task, "retries", 0)  # no retry waits in a test
+    assert dag.test().state == "failed"
+    import polars as pl
+
+    assert pl.scan_delta(str(Path(roots["lake"], "events"))).collect()["event_id"].to_list() == ["a"]
+
+
 def test_on_demand_export_refuses_bad_input(dagbag, airflow_db, roots):
     run = dagbag.dags["audit_export_on_demand"].test(
         run_conf={"organization": "acme", "start": "2026-11-26T00:00:00Z", "end": "2026-11-25T00:00:00Z", "actions": []}
