@@ -285,3 +285,15 @@ def test_a_chain_claim_whose_answer_was_lost_is_known_by_its_bytes(tmp_path: Pat
     )
     with pytest.raises(FileExistsError):  # a path is an entry once
         ar.append(exports, "acme", exports.join("acme", "_receipts", "a.json"), {"kind": "receipt"})
+
+
+def test_an_entry_over_the_size_bound_is_refused_without_being_read_whole(tmp_path):
+    """The pipeline reads entries (holds, manifests) as the archive stores them; a file over
+    MAX_ENTRY_BYTES is no entry, and only MAX_ENTRY_BYTES + 1 of it is read."""
+    exports = Root.open(str(tmp_path))
+    (tmp_path / "small.json").write_text('{"sequence": 1}')
+    (tmp_path / "huge.json").write_text('{"pad": "' + "x" * (ar.MAX_ENTRY_BYTES + 10) + '"}')
+    assert ar.read_entry(exports, str(tmp_path / "small.json")) == {"sequence": 1}
+    assert len(exports.read_bytes(str(tmp_path / "huge.json"), limit=100)) == 100
+    with pytest.raises(ValueError, match="not a chain entry"):
+        ar.read_entry(exports, str(tmp_path / "huge.json"))

@@ -158,12 +158,13 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
 
     Verification of the page: the whole chain (small entries) and the CSVs of the page's days.
     """
-    from .verify import read_entry, verify_organization
+    from .verify import verify_organization
 
-    days = ar.day_files(ar.list_org(exports, organization_id), organization_id)
+    paths = ar.list_org(exports, organization_id)
+    days = ar.day_files(paths, organization_id)
     dates = sorted((d for d, files in days.items() if any(f.is_manifest for f in files)), reverse=True)
     shown = dates[(page - 1) * size : page * size]
-    report = verify_organization(exports, organization_id, yesterday(), days=shown)
+    report = verify_organization(exports, organization_id, yesterday(), days=shown, paths=paths)
     codes: dict[date, set[str]] = {}
     for problem in report.problems:
         parsed = ar.parse_name(problem.file, organization_id)
@@ -172,7 +173,7 @@ def archive_listing(exports: Root, organization_id: str, page: int, size: int) -
             codes.setdefault(when, set()).add(problem.code)
     items = []
     for day in shown:
-        versions = [_version_view(f, read_entry(exports, f.path).body or {}) for f in days[day] if f.is_manifest]
+        versions = [_version_view(f, report.bodies.get(f.path) or {}) for f in days[day] if f.is_manifest]
         latest = versions[-1]
         items.append(
             {

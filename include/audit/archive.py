@@ -39,6 +39,8 @@ RECEIPTS = "_receipts"
 HOLDS = "_holds"
 CLAIM_SUFFIX = ".claim"
 MAX_CLAIM_ATTEMPTS = 1000
+MAX_ENTRY_BYTES = 1 << 20
+"""A chain entry is a few KiB of JSON; a larger file is none (tampered or misplaced): never read whole."""
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -140,7 +142,11 @@ def organizations(exports: Root) -> list[str]:
 
 
 def read_entry(exports: Root, path: str) -> dict[str, Any]:
-    return json.loads(exports.read_bytes(path))
+    """A chain entry's JSON; ValueError for a file over MAX_ENTRY_BYTES (read no further than that)."""
+    body = exports.read_bytes(path, limit=MAX_ENTRY_BYTES + 1)
+    if len(body) > MAX_ENTRY_BYTES:
+        raise ValueError(f"{exports.display(path)} is over {MAX_ENTRY_BYTES} bytes: not a chain entry")
+    return json.loads(body)
 
 
 # --- the chain --------------------------------------------------------------------------------

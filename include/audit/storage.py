@@ -328,8 +328,9 @@ class Root:
     def exists(self, path: str) -> bool:
         return os.path.exists(local_path(path)) if self.is_local else self.fs.exists(path)
 
-    def read_bytes(self, path: str) -> bytes:
-        return self.fs.cat_file(path)
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """``path``'s bytes, or its first ``limit`` only (one request either way)."""
+        return self.fs.cat_file(path) if limit is None else self.fs.cat_file(path, start=0, end=limit)
 
     def find(self, path: str, suffixes: tuple[str, ...] = ()) -> list[str]:
         """All files below ``path`` (recursively), sorted; only those ending in ``suffixes`` if given."""

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import archive as ar
+from .archive import MAX_ENTRY_BYTES  # a larger file is reported, hashed in chunks, never held whole
 from .signing import signature_valid
 from .storage import Root
 
@@ -33,8 +34,6 @@ years ahead stays one line, not one per day)."""
 MISSING_SEQUENCES_LISTED = 1000
 """Missing sequences listed one by one per organization, then one line counts the rest: an entry
 edited to claim sequence 10**15 costs one line, not a loop over every number before it."""
-MAX_ENTRY_BYTES = 1 << 20
-"""A chain entry is a few KiB of JSON; a larger file is reported, hashed in chunks, never held whole."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ class OrgReport:
     days: int = 0
     versions: int = 0
     problems: list[Problem] = field(default_factory=list)
+    bodies: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
+    """Each entry's JSON object by path (None if it is not one), as read for the check."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -207,14 +208,17 @@ def verify_organization(
     through: date,
     public_key: Ed25519PublicKey | None = None,
     days: Iterable[date] | None = None,
+    paths: list[str] | None = None,
 ) -> OrgReport:
-    """Check one organization's chain, files and days (``days``: hash only those dates' CSVs)."""
+    """Check one organization's chain, files and days (``days``: hash only those dates' CSVs) in
+    ``paths``, its archive's files (listed here if not given)."""
     report = OrgReport(organization_id)
-    paths = ar.list_org(exports, organization_id)
+    paths = ar.list_org(exports, organization_id) if paths is None else paths
     present, show = set(paths), exports.display
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         entries = list(pool.map(lambda p: read_entry(exports, p), [p for p in paths if p.endswith(".json")]))
         report.entries = len(entries)
+        report.bodies = {e.path: e.body for e in entries}
         report.problems += chain_problems(entries, show)
         if public_key is not None:
             report.problems += signature_problems(entries, public_key, show)
