@@ -20,6 +20,7 @@ from include.audit.events import (
     Window,
     expectations,
     normalize,
+    parse_timestamp,
     route,
 )
 from include.audit.raw import PARSED_SCHEMA
@@ -323,3 +324,33 @@ def test_window_dates():
     w = Window(datetime(2026, 11, 26, 0, 5, tzinfo=UTC), retention_days=90)
     assert w.oldest_date == date(2026, 8, 28)
     assert w.latest_time == datetime(2026, 11, 26, 0, 20, tzinfo=UTC)
+
+
+def _admitted_times(count: int, seed: int) -> list[str]:
+    """Random values of every shape the timestamp pattern admits: any year, 1-6 fraction digits, Z or
+    any offset up to ±23:59."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        fraction = "" if rng.random() < 0.3 else "." + "".join(rng.choices("0123456789", k=rng.randint(1, 6)))
+        zone = rng.choice(["Z", f"{rng.choice('+-')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"])
+        out.append(
+            f"{rng.randint(0, 9999):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            f"T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}{fraction}{zone}"
+        )
+    return out
+
+
+def test_the_fast_and_the_careful_time_parsers_agree():
+    """A column is parsed by Arrow's ISO 8601 cast at once; a column holding one impossible date
+    (February 30th) takes polars' format-driven parser instead. Both give the same instant."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = [*_admitted_times(5000, seed=8), "0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999-23:59"]
+    fast = pl.Series(pc.cast(pa.array(values), pa.timestamp("us", "UTC")))  # raises if Arrow refused one
+    frame = pl.DataFrame({"event_time": [*values, "2026-02-30T00:00:00Z"]})
+    careful = frame.select(parse_timestamp(pl.col("event_time")))["event_time"]
+    assert careful[-1] is None
+    assert careful.head(len(values)).cast(pl.Int64).to_list() == fast.cast(pl.Int64).to_list()
+    assert pl.DataFrame({"t": values}).select(parse_timestamp(pl.col("t")))["t"].equals(fast, check_names=False)

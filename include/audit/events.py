@@ -132,11 +132,25 @@ _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 
 def parse_timestamp(text: pl.Expr) -> pl.Expr:
     """ISO 8601 text with a ``Z`` or ``±HH:MM`` offset -> UTC datetime; null where it is invalid."""
-    well_formed = text.str.contains(TIMESTAMP_PATTERN)
-    parsed = text.str.replace(r"Z$", "+00:00").str.to_datetime(
-        _TIMESTAMP_FORMAT, time_unit=TIME_UNIT, time_zone="UTC", strict=False
-    )
-    return pl.when(well_formed).then(parsed)
+    return text.map_batches(_utc_times, return_dtype=UTC_DATETIME)
+
+
+def _utc_times(text: pl.Series) -> pl.Series:
+    """:func:`parse_timestamp` on a column. Arrow's ISO 8601 cast takes ~0.05 s of CPU per 1M values
+    where polars' format-driven parse takes ~0.9 s; it fails the whole column on one impossible date
+    (February 30th, offset +24:00) where polars gives a null, so such a column takes polars' path.
+    Both agree on every value the pattern admits (``test_events``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    candidates = pl.select(pl.when(text.str.contains(TIMESTAMP_PATTERN)).then(text)).to_series()
+    try:
+        parsed = pc.cast(candidates.to_arrow(), pa.timestamp(TIME_UNIT, "UTC"))
+    except pa.ArrowInvalid:
+        return candidates.str.replace(r"Z$", "+00:00").str.to_datetime(
+            _TIMESTAMP_FORMAT, time_unit=TIME_UNIT, time_zone="UTC", strict=False
+        )
+    return pl.Series(text.name, parsed, dtype=UTC_DATETIME)
 
 
 # --- rules ----------------------------------------------------------------------------------
