@@ -3,8 +3,8 @@
     python bench/duckdb_baseline.py ingest RAW_ROOT OUT_DIR
     python bench/duckdb_baseline.py export OUT_CSV PARQUET_FILE [PARQUET_FILE ...]
 
-``ingest`` is issue 8's bare partitioned conversion, word for word (only the glob names the
-gzip files): no validation, no dedupe, no quarantine. ``export`` reads one organization-day's
+``ingest`` is issue 8's bare partitioned conversion, word for word (its glob, ``*.jsonl``, names
+the gzip files instead where RAW_ROOT holds those): no validation, no dedupe, no quarantine. ``export`` reads one organization-day's
 live Parquet files (the Delta table's, listed by the caller; the organization comes from
 the partition path, as Delta keeps partition values out of the data files) and writes them as CSV in the
 export's column order, sorted by time then event_id.
@@ -13,14 +13,16 @@ export's column order, sorted by time then event_id.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import duckdb
 
 
 def ingest(raw_root: str, out_dir: str) -> None:
+    suffix = "jsonl.gz" if next(Path(raw_root).rglob("*.jsonl.gz"), None) else "jsonl"
     duckdb.sql(f"""
         COPY (SELECT *, CAST(CAST(event_time AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS DATE) AS event_date
-              FROM read_json('{raw_root}/**/*.jsonl.gz', format='newline_delimited'))
+              FROM read_json('{raw_root}/**/*.{suffix}', format='newline_delimited'))
         TO '{out_dir}' (FORMAT parquet, PARTITION_BY (event_date, organization_id))
     """)
 

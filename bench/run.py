@@ -375,6 +375,19 @@ def ingest_vs_duckdb(raw: Path, batch: Path, runs: int) -> dict[str, Contender]:
     )
 
 
+def plain_ingest_vs_duckdb(raw: Path, runs: int) -> dict[str, Contender]:
+    """1b. The same events as plain ``.jsonl`` files: the issue's baseline query word for word (its glob
+    is ``*.jsonl``). DuckDB gains more than the project from not inflating gzip, so this ratio is the
+    stricter one. The validation server is warm from step 1."""
+    return alternate(
+        runs,
+        {
+            "project": lambda: ingest_args(raw, fresh(DATA / "lake-1-plain")),
+            "duckdb": lambda: [PY, "bench/duckdb_baseline.py", "ingest", str(raw), str(fresh(DATA / "duckdb-1"))],
+        },
+    )
+
+
 def at_least(runs: int, floor: int) -> int:
     """``runs`` raised to ``floor`` for a cheap measurement whose ratio is noisy; ``--quick``'s one run stays one."""
     return max(runs, floor) if runs > 1 else 1
@@ -516,6 +529,20 @@ def summary(f: dict, sizes: Sizes) -> list[tuple[str, str, str, str, str]]:
             "",
         ),
         (
+            "  the same events as plain .jsonl, s",
+            rng(f["ingest_plain"]["project"]),
+            rng(f["ingest_plain"]["duckdb"]),
+            f"{f['ingest_plain_ratio']:.2f}",
+            f"<= 3: {verdict(f['ingest_plain_ratio'], 3)}",
+        ),
+        (
+            "  its CPU (user + system), s",
+            rng(f["ingest_plain"]["project"], "cpu_s"),
+            rng(f["ingest_plain"]["duckdb"], "cpu_s"),
+            "",
+            "",
+        ),
+        (
             f"{sizes.batch_events:,}-event batch on a {sizes.lake_events:,} lake (vs empty), s",
             rng(gr["big"]),
             rng(gr["empty"]),
@@ -599,6 +626,9 @@ def main() -> None:
 
     print("preparing data (cached)", flush=True)
     raw = generated(f"raw-{sizes.events}-clean{tag}", sizes.events, sizes.days, sizes.orgs, clean=True)
+    plain = generated(
+        f"raw-{sizes.events}-clean-plain{tag}", sizes.events, sizes.days, sizes.orgs, clean=True, plain=True
+    )
     batch = one_file(
         f"batch-{sizes.batch_events}{tag}",
         generated(f"raw-batch-{sizes.batch_events}{tag}", sizes.batch_events, 1, sizes.orgs, seed=900),
@@ -614,6 +644,8 @@ def main() -> None:
     print(f"1. ingest {sizes.events:,} events: project vs DuckDB", flush=True)
     f["ingest"] = {k: c.as_dict() for k, c in ingest_vs_duckdb(raw, batch, runs).items()}
     lake1 = copy_of(DATA / "lake-1", DATA / "lake-1-kept")
+    print(f"1b. ingest the same {sizes.events:,} events as plain .jsonl: project vs DuckDB", flush=True)
+    f["ingest_plain"] = {k: c.as_dict() for k, c in plain_ingest_vs_duckdb(plain, runs).items()}
     print(f"3. one {f['big_file_bytes'] / 1e9:.2f} GB raw file", flush=True)
     f["big_file"] = {k: c.as_dict() for k, c in big_file(big, runs).items()}
     print(f"4. compaction of the {sizes.events:,}-event lake", flush=True)
@@ -638,6 +670,7 @@ def main() -> None:
     ratio = lambda a, b, k="wall_s": a[k]["median"] / b[k]["median"]  # noqa: E731
     f["ingest_ratio"] = ratio(f["ingest"]["project"], f["ingest"]["duckdb"])
     f["ingest_ratio_no_server"] = ratio(f["ingest"]["project, no GE server"], f["ingest"]["duckdb"])
+    f["ingest_plain_ratio"] = ratio(f["ingest_plain"]["project"], f["ingest_plain"]["duckdb"])
     f["growth_wall_ratio"] = ratio(f["growth"]["big"], f["growth"]["empty"])
     f["growth_rss_ratio"] = ratio(f["growth"]["big"], f["growth"]["empty"], "peak_mib")
     f["export_ratio"] = ratio(f["export"]["timing"]["project"], f["export"]["timing"]["duckdb"])
