@@ -33,7 +33,34 @@ def root(variable: str, override: str | None = None) -> str:
         from .inputs import BadInput
 
         raise BadInput(f"{flag_of(variable)} is empty: name a folder or an s3:// URL")
-    return override or os.environ.get(variable) or DEFAULTS[variable]
+    url = override or os.environ.get(variable) or DEFAULTS[variable]
+    _check_remote(url, variable, override)
+    return url
+
+
+def _check_remote(url: str, variable: str, override: str | None) -> None:
+    """A remote root must name a scheme fsspec can open and a bucket: ``s3://`` alone would list all
+    of S3 (or fail deep in delta-rs), ``sftpx://`` fail at its first read. The lake's Delta tables
+    live on local disk or S3 only (delta-rs's own clients)."""
+    from .storage import LOCAL_PROTOCOLS, S3_PROTOCOLS, protocol_of
+
+    protocol = protocol_of(url)
+    if protocol in LOCAL_PROTOCOLS:
+        return
+    import fsspec
+
+    from .inputs import BadInput
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        raise BadInput(f"{_source(variable, override)}: {url} uses the unknown scheme {protocol}://") from None
+    if not url.split("://", 1)[1].strip("/"):
+        raise BadInput(f"{_source(variable, override)}: {url} names no bucket: use {protocol}://bucket[/prefix]")
+    if variable == "AUDIT_LAKE_ROOT" and protocol not in S3_PROTOCOLS:
+        raise BadInput(
+            f"{_source(variable, override)}: {url}: the lake's Delta tables need a local path or an s3:// root"
+        )
 
 
 def flag_of(variable: str) -> str:
