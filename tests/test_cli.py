@@ -130,7 +130,11 @@ def test_explicit_flags_win_over_env(roots, tmp_path):
         # a root URL without a bucket, with a scheme no filesystem knows, or a lake where Delta cannot be
         (["retain", "--today", "2026-11-26", "--lake-root", "s3://"], "--lake-root: s3:// names no bucket"),
         (["ingest", "--raw-root", "s3:///"], "--raw-root: s3:/// names no bucket"),
-        (["status", "--lake-root", "nosuchfs://bucket/lake"], "uses the unknown scheme nosuchfs://"),
+        (
+            ["ingest", "--raw-root", "nosuchfs://bucket/raw"],
+            "--raw-root: nosuchfs://bucket/raw uses the unknown scheme",
+        ),
+        (["status", "--lake-root", "nosuchfs://bucket/lake"], "the lake's Delta tables need a local path or an s3://"),
         (["compact", "--lake-root", "memory://lake"], "the lake's Delta tables need a local path or an s3:// root"),
         (["verify", "--public-key", ""], "cannot read an Ed25519 public key"),
     ],

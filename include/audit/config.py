@@ -39,22 +39,15 @@ def root(variable: str, override: str | None = None) -> str:
 
 
 def _check_remote(url: str, variable: str, override: str | None) -> None:
-    """A remote root must name a scheme fsspec can open and a bucket: ``s3://`` alone would list all
-    of S3 (or fail deep in delta-rs), ``sftpx://`` fail at its first read. The lake's Delta tables
-    live on local disk or S3 only (delta-rs's own clients)."""
+    """A remote root must name a bucket (``s3://`` alone would list all of S3, or fail deep in
+    delta-rs), and the lake's Delta tables live on local disk or S3 only (delta-rs's own clients).
+    Text only: DAG files resolve roots while they parse."""
+    from .inputs import BadInput
     from .storage import LOCAL_PROTOCOLS, S3_PROTOCOLS, protocol_of
 
     protocol = protocol_of(url)
     if protocol in LOCAL_PROTOCOLS:
         return
-    import fsspec
-
-    from .inputs import BadInput
-
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except (ImportError, ValueError):
-        raise BadInput(f"{_source(variable, override)}: {url} uses the unknown scheme {protocol}://") from None
     if not url.split("://", 1)[1].strip("/"):
         raise BadInput(f"{_source(variable, override)}: {url} names no bucket: use {protocol}://bucket[/prefix]")
     if variable == "AUDIT_LAKE_ROOT" and protocol not in S3_PROTOCOLS:
@@ -74,13 +67,20 @@ def _source(variable: str, override: str | None) -> str:
 
 
 def creatable_root(variable: str, override: str | None = None) -> str:
-    """:func:`root`, for a command that creates it when missing; a local file there is a BadInput."""
+    """:func:`root`, for a command that creates it when missing; a local file there, or a scheme fsspec
+    cannot open, is a BadInput."""
     from .inputs import BadInput
-    from .storage import local_path_of
+    from .storage import local_path_of, protocol_of
 
     url = root(variable, override)
-    if (path := local_path_of(url)) is not None and os.path.isfile(path):
-        raise BadInput(f"{_source(variable, override)}: {url} is a file, not a folder")
+    if (path := local_path_of(url)) is not None:
+        if os.path.isfile(path):
+            raise BadInput(f"{_source(variable, override)}: {url} is a file, not a folder")
+        return url
+    import fsspec
+
+    if (protocol := protocol_of(url)) not in fsspec.available_protocols():  # what fsspec can open, none imported
+        raise BadInput(f"{_source(variable, override)}: {url} uses the unknown scheme {protocol}://")
     return url
 
 
