@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-BIN := $(abspath $(VENV))/bin
-export PATH := $(BIN):$(PATH)
+# Recipes run in this folder and name the venv by its relative path: the folder's own path may hold
+# spaces, which make would split. Exported variables are values, never split.
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags

@@ -328,3 +328,41 @@ def test_an_unexpected_error_names_where_it_was_raised(monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("error: ValueError: offset must be a timedelta")
     assert "test_cli.py:" in err and " in failing, from include/audit/cli.py:" in err and err.endswith(" in main)")
+
+
+def test_roots_below_a_folder_with_spaces_and_percent_signs_work_end_to_end(tmp_path):
+    """delta-rs names a table's files by percent-encoded URIs (``audit%20lake``): every command reads
+    them at the names they have on disk."""
+    base = tmp_path / "audit lake 100%"
+    env = {f"AUDIT_{k.upper()}_ROOT": str(base / k) for k in ("raw", "lake", "export")}
+    done = cli("generate", "--events", "400", "--days", "2", "--orgs", "2", "--now", "2026-11-26T12:00:00Z", env=env)
+    assert done.returncode == 0, done.stderr
+    for args in (
+        ["ingest", "--now", "2026-11-26T12:00:00Z"],
+        ["ingest", "--now", "2026-11-26T12:00:00Z"],  # a second run reads the lake to find repeats
+        ["compact"],
+        ["export-daily", "--date", "2026-11-25"],
+        ["status"],
+    ):
+        done = cli(*args, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+    written = {p.name for p in (base / "export").rglob("*.csv*")}
+    assert written and all("2026-11-25" in name for name in written)
+    org = json.loads(cli("status", env=env).stdout)
+    out = base / "one org.csv"
+    first = min((base / "export").rglob("*.csv*")).relative_to(base / "export").parts[0]
+    done = cli(
+        "export",
+        "--org",
+        first,
+        "--start",
+        "2026-11-24T00:00:00Z",
+        "--end",
+        "2026-11-26T12:00:00Z",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] > 0 and out.read_text().count("\n") > 1
+    assert org["events"] > 0

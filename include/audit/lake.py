@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 import polars as pl
 
@@ -475,8 +476,13 @@ def files_in(table: Any, filters: list[tuple[str, str, Any]] | None = None) -> p
         typed = text.str.to_date() if dtype == pl.Date else text.cast(dtype)
         keep &= _OPERATORS[op](pl.col(partitions[column]), typed if op.endswith("in") else typed[0])
     base = table.table_uri.rstrip("/") + "/"
+    uri = pl.lit(base) + pl.col("path")
+    if "%" in base or actions["path"].str.contains("%", literal=True).any():
+        # delta-rs percent-encodes both (a lake below "/srv/audit lake" is file:///srv/audit%20lake/...):
+        # a file is read at the name it has
+        uri = uri.map_elements(unquote, return_dtype=pl.String)
     return actions.filter(keep).select(
-        (pl.lit(base) + pl.col("path")).alias("uri"),
+        uri.alias("uri"),
         pl.col("num_records").fill_null(0).alias("rows"),
         *(pl.col(full).alias(name) for name, full in partitions.items()),
     )
